@@ -1,0 +1,3 @@
+"""langchain_datashunt (work in progress)."""
+
+__all__: list[str] = []

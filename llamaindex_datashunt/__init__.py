@@ -1,0 +1,3 @@
+"""llamaindex_datashunt (work in progress)."""
+
+__all__: list[str] = []

@@ -1,0 +1,25 @@
+"""Gates: the small models that decide the route."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from .base import BaseGate, FloatArray, Gate, softmax
+from .embedding import GATE_FILE, EmbeddingGate
+from .hf import HFGate
+
+__all__ = ["BaseGate", "EmbeddingGate", "FloatArray", "Gate", "HFGate", "load_gate", "softmax"]
+
+
+def load_gate(gate_dir: str | Path, **kwargs: Any) -> BaseGate:
+    """Load any gate directory written by datashunt (or a plain HF classification model).
+
+    Keyword arguments go to the gate's constructor or loader (``temperature``, ...).
+    """
+    path = Path(gate_dir)
+    meta = path / GATE_FILE
+    if meta.is_file() and json.loads(meta.read_text(encoding="utf-8")).get("type") == "embedding":
+        return EmbeddingGate.load(path, **kwargs)
+    return HFGate(path, **kwargs)

