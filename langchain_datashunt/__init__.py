@@ -1,3 +1,32 @@
-"""langchain_datashunt (work in progress)."""
+"""LangChain adapter for datashunt: the shunt as runnables, a router, callbacks and middleware.
 
-__all__: list[str] = []
+``DataShuntMiddleware`` needs the ``langchain`` package (agents API); it is imported on first
+use, so the rest works with ``langchain-core`` alone.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .callbacks import AsyncDataShuntCallbackHandler, DataShuntCallbackHandler
+from .output import ShuntOutput
+from .router import DataShuntRouter
+from .runnable import DECISION_EVENT, DataShuntRunnable
+
+__all__ = [
+    "DECISION_EVENT",
+    "AsyncDataShuntCallbackHandler",
+    "DataShuntCallbackHandler",
+    "DataShuntMiddleware",
+    "DataShuntRouter",
+    "DataShuntRunnable",
+    "ShuntOutput",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "DataShuntMiddleware":
+        from .middleware import DataShuntMiddleware
+
+        return DataShuntMiddleware
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

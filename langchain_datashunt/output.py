@@ -1,0 +1,89 @@
+"""The output of :class:`DataShuntRunnable`: the final label, the route and the raw message."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from langchain_core.messages import BaseMessage, BaseMessageChunk
+from pydantic import BaseModel, ConfigDict, Field
+
+from datashunt.types import Decision, ShuntResult
+
+__all__ = ["ShuntOutput"]
+
+
+class ShuntOutput(BaseModel):
+    """What the shunt answered for one input.
+
+    Streaming yields partial outputs (the model's message chunks); adding them up (``+``) gives
+    the same value ``invoke`` returns.
+
+    Attributes:
+        label: the final label (``None`` only in a partial streamed chunk).
+        route: ``"small"`` (the gate answered alone) or ``"llm"``.
+        source: ``"small"``, ``"llm"``, or ``"fallback"`` (the model failed or answered
+            something unparseable; the gate's label was used).
+        confidence: the gate's confidence ``C_s``.
+        probabilities: the gate's probabilities per label.
+        candidates: the labels offered to the model.
+        reason: why the route was taken.
+        llm_confidence: ``C_l`` from the model's logprobs, when available.
+        error: the model error, if the call failed.
+        message: the model's raw message (``None`` on the small route).
+        record_id: the store record, if a store is attached.
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    label: str | None = None
+    route: Literal["small", "llm"] | None = None
+    source: Literal["small", "llm", "fallback"] | None = None
+    confidence: float | None = None
+    probabilities: dict[str, float] = Field(default_factory=dict)
+    candidates: list[str] = Field(default_factory=list)
+    reason: str | None = None
+    llm_confidence: float | None = None
+    error: str | None = None
+    message: BaseMessage | None = None
+    record_id: str | None = None
+
+    @classmethod
+    def from_decision(cls, decision: Decision, **kwargs: Any) -> ShuntOutput:
+        """A partial output carrying only the gate's decision."""
+        return cls(
+            route=decision.route,
+            confidence=decision.confidence,
+            probabilities=dict(decision.probabilities),
+            candidates=list(decision.candidates),
+            reason=decision.reason,
+            **kwargs,
+        )
+
+    @classmethod
+    def from_result(cls, result: ShuntResult, message: BaseMessage | None = None) -> ShuntOutput:
+        """The full output for a core result."""
+        out = cls.from_decision(result.decision, message=message)
+        out.label = result.label
+        out.source = result.source
+        out.llm_confidence = result.llm_confidence
+        out.error = result.error
+        out.record_id = result.record_id
+        return out
+
+    def __add__(self, other: ShuntOutput) -> ShuntOutput:
+        """Merge a later streamed chunk into this one (message chunks concatenate)."""
+        if not isinstance(other, ShuntOutput):
+            return NotImplemented
+        message: BaseMessage | None = self.message
+        if isinstance(message, BaseMessageChunk) and isinstance(other.message, BaseMessageChunk):
+            message = message + other.message
+        elif other.message is not None:
+            message = other.message
+        merged = {
+            name: getattr(other, name)
+            if getattr(other, name) not in (None, {}, [])
+            else getattr(self, name)
+            for name in type(self).model_fields
+        }
+        merged["message"] = message
+        return type(self)(**merged)

@@ -1,0 +1,276 @@
+"""``DataShuntRouter``: the gate picks a destination runnable; a chat model decides the rest."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.prompts import ChatPromptTemplate
+from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda, RunnableSerializable
+from langchain_core.runnables.config import get_executor_for_config, patch_config
+from langchain_core.runnables.utils import gather_with_concurrency
+from pydantic import ConfigDict, Field, PrivateAttr
+
+from datashunt import ShuntPolicy
+from datashunt.errors import ConfigError
+
+from .output import ShuntOutput
+from .runnable import DataShuntRunnable
+
+__all__ = ["ROUTER_TEMPLATE", "DataShuntRouter"]
+
+ROUTER_TEMPLATE = (
+    "Choose where this input should go. Options: {candidates}.\n"
+    "{hint}"
+    "Input: {text}\n"
+    "Answer with the option name only."
+)
+
+
+class _Chooser:
+    """Asks the chat model for one of the candidate names: structured output restricted to the
+    candidates when the model supports it, plain text otherwise (parsed by the core)."""
+
+    def __init__(self, llm: BaseChatModel, structured: bool | None) -> None:
+        self.llm = llm
+        self.structured = structured
+
+    def _schema(self, candidates: list[str]) -> dict[str, Any]:
+        return {
+            "title": "route",
+            "description": "The destination for the input.",
+            "type": "object",
+            "properties": {"destination": {"type": "string", "enum": candidates}},
+            "required": ["destination"],
+        }
+
+    def _structured_model(self, candidates: list[str]) -> Runnable[Any, Any] | None:
+        if self.structured is False:
+            return None
+        try:
+            return self.llm.with_structured_output(self._schema(candidates))
+        except (NotImplementedError, ValueError, TypeError):
+            if self.structured:
+                raise
+            return None
+
+    @staticmethod
+    def _as_message(value: Any) -> BaseMessage:
+        if isinstance(value, Mapping) and "destination" in value:
+            return AIMessage(content=str(value["destination"]))
+        return AIMessage(content=str(value))
+
+    def invoke(self, request: Mapping[str, Any], config: RunnableConfig) -> BaseMessage:
+        model = self._structured_model(request["candidates"])
+        if model is not None:
+            try:
+                return self._as_message(model.invoke(request["prompt"], config))
+            except Exception:
+                if self.structured:
+                    raise
+        message: BaseMessage = self.llm.invoke(request["prompt"], config)
+        return message
+
+    async def ainvoke(self, request: Mapping[str, Any], config: RunnableConfig) -> BaseMessage:
+        model = self._structured_model(request["candidates"])
+        if model is not None:
+            try:
+                return self._as_message(await model.ainvoke(request["prompt"], config))
+            except Exception:
+                if self.structured:
+                    raise
+        message: BaseMessage = await self.llm.ainvoke(request["prompt"], config)
+        return message
+
+
+class DataShuntRouter(RunnableSerializable[Any, Any]):
+    """Route each input to a destination runnable chosen by the gate, or by a chat model among
+    the gate's pruned candidates when the gate is unsure.
+
+    Feels like ``RunnableBranch``: the input goes unchanged to the chosen destination and its
+    output is returned. The decision is a child run (``DataShunt``) with the usual custom event
+    and metadata; the destination runs as a child named after it.
+
+    Args:
+        gate: the small model; its labels name the destinations (or see ``label_to_destination``).
+        destinations: destination name -> runnable.
+        llm: the chat model that picks among the pruned candidates when the gate is unsure;
+            without one, the gate always decides.
+        policy: threshold and pruning settings.
+        prompt_mode: how the gate helps the chat model (default ``"both"``: hint and pruning).
+        structured_output: ``None`` tries structured output restricted to the candidates and
+            falls back to plain text; ``True`` requires it; ``False`` uses plain text.
+        label_to_destination: maps gate labels to destination names when they differ.
+
+    Example:
+        .. code-block:: python
+
+            router = DataShuntRouter(
+                gate=gate, policy=policy, llm=ChatOpenAI(model="gpt-4o-mini"),
+                destinations={"refund": refund_chain, "shipping": shipping_chain},
+            )
+            router.invoke({"text": "Where is my parcel?"})
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    gate: Any
+    destinations: dict[str, Runnable[Any, Any]]
+    llm: BaseChatModel | None = None
+    policy: ShuntPolicy | None = None
+    prompt_mode: str = "both"
+    store: Any = None
+    input_key: str = "text"
+    structured_output: bool | None = None
+    label_to_destination: dict[str, str] | None = None
+    name: str | None = Field(default="DataShuntRouter")
+
+    _classifier: DataShuntRunnable = PrivateAttr()
+    _to_dest: dict[str, str] = PrivateAttr()
+
+    def model_post_init(self, context: Any, /) -> None:
+        labels = tuple(self.gate.labels)
+        mapping = dict(self.label_to_destination or {lab: lab for lab in labels})
+        missing = [lab for lab in labels if mapping.get(lab) not in self.destinations]
+        if missing:
+            raise ConfigError(
+                f"gate labels {missing} have no destination; destinations: "
+                f"{sorted(self.destinations)}. Name destinations after the labels or pass "
+                "label_to_destination"
+            )
+        self._to_dest = mapping
+        policy = self.policy or ShuntPolicy(labels=labels)
+        if self.llm is None:
+            policy = policy.with_(threshold=0.0)  # no chat model: the gate always decides
+        template = ChatPromptTemplate.from_messages([("human", ROUTER_TEMPLATE)])
+
+        def prompt(variables: dict[str, Any], config: RunnableConfig) -> dict[str, Any]:
+            cands = [c.strip() for c in variables["candidates"].split(",") if c.strip()]
+            return {"prompt": template.invoke(variables, config), "candidates": cands}
+
+        chooser = _Chooser(self.llm, self.structured_output) if self.llm else None
+        llm: Runnable[Any, BaseMessage] = RunnableLambda(
+            _unavailable if chooser is None else chooser.invoke,
+            afunc=None if chooser is None else chooser.ainvoke,
+            name="choose_destination",
+        )
+        self._classifier = DataShuntRunnable(
+            gate=self.gate,
+            llm=llm,
+            policy=policy,
+            prompt=RunnableLambda(prompt, name="routing_prompt"),
+            prompt_mode=self.prompt_mode,
+            store=self.store,
+            input_key=self.input_key,
+            noun="input",
+        )
+
+    @property
+    def classifier(self) -> DataShuntRunnable:
+        """The shunt that makes the routing decisions."""
+        return self._classifier
+
+    def _destination(self, decision: ShuntOutput) -> tuple[str, Runnable[Any, Any]]:
+        assert decision.label is not None  # noqa: S101 - a full output always has a label
+        name = self._to_dest[decision.label]
+        return name, self.destinations[name]
+
+    def _dest_config(
+        self, config: RunnableConfig, name: str, decision: ShuntOutput
+    ) -> RunnableConfig:
+        cfg = patch_config(config, run_name=name)
+        cfg["metadata"] = {
+            **cfg.get("metadata", {}),
+            "datashunt_destination": name,
+            "datashunt_route": decision.route,
+        }
+        return cfg
+
+    def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:  # noqa: A002
+        return self.batch([input], config, **kwargs)[0]
+
+    async def ainvoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:  # noqa: A002
+        return (await self.abatch([input], config, **kwargs))[0]
+
+    def _batch(
+        self, inputs: list[Any], run_manager: list[Any], config: list[RunnableConfig]
+    ) -> list[Any]:
+        # one gate pass for the whole batch, each input's decision a child run
+        decisions = self._classifier.batch(inputs, config, return_exceptions=True)
+
+        def go(i: int) -> Any:
+            d = decisions[i]
+            if isinstance(d, Exception):
+                return d
+            name, dest = self._destination(d)
+            try:
+                return dest.invoke(inputs[i], self._dest_config(config[i], name, d))
+            except Exception as exc:
+                return exc
+
+        with get_executor_for_config(config[0]) as executor:
+            return list(executor.map(go, range(len(inputs))))
+
+    async def _abatch(
+        self, inputs: list[Any], run_manager: list[Any], config: list[RunnableConfig]
+    ) -> list[Any]:
+        decisions = await self._classifier.abatch(inputs, config, return_exceptions=True)
+
+        async def go(i: int) -> Any:
+            d = decisions[i]
+            if isinstance(d, Exception):
+                return d
+            name, dest = self._destination(d)
+            try:
+                return await dest.ainvoke(inputs[i], self._dest_config(config[i], name, d))
+            except Exception as exc:
+                return exc
+
+        return await gather_with_concurrency(
+            config[0].get("max_concurrency"), *(go(i) for i in range(len(inputs)))
+        )
+
+    def batch(
+        self,
+        inputs: list[Any],
+        config: RunnableConfig | list[RunnableConfig] | None = None,
+        *,
+        return_exceptions: bool = False,
+        **kwargs: Any,
+    ) -> list[Any]:
+        return self._batch_with_config(
+            self._batch, inputs, config, return_exceptions=return_exceptions, **kwargs
+        )
+
+    async def abatch(
+        self,
+        inputs: list[Any],
+        config: RunnableConfig | list[RunnableConfig] | None = None,
+        *,
+        return_exceptions: bool = False,
+        **kwargs: Any,
+    ) -> list[Any]:
+        return await self._abatch_with_config(
+            self._abatch, inputs, config, return_exceptions=return_exceptions, **kwargs
+        )
+
+    def _stream(
+        self, inputs: Iterator[Any], run_manager: Any, config: RunnableConfig
+    ) -> Iterator[Any]:
+        value: Any = None
+        for value in inputs:  # noqa: B007 - the last value is the input
+            pass
+        decision = self._classifier.invoke(value, config)
+        name, dest = self._destination(decision)
+        yield from dest.stream(value, self._dest_config(config, name, decision))
+
+    def stream(
+        self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
+    ) -> Iterator[Any]:  # noqa: A002
+        yield from self._transform_stream_with_config(iter([input]), self._stream, config, **kwargs)
+
+
+def _unavailable(_: Any) -> BaseMessage:
+    raise ConfigError("no chat model configured for DataShuntRouter")

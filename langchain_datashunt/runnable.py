@@ -1,0 +1,444 @@
+"""``DataShuntRunnable``: the shunt as a LangChain runnable in front of any chat model."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from langchain_core.callbacks import (
+    AsyncCallbackManagerForChainRun,
+    CallbackManagerForChainRun,
+    adispatch_custom_event,
+    dispatch_custom_event,
+)
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import BaseMessage, BaseMessageChunk
+from langchain_core.prompts import ChatPromptTemplate
+from langchain_core.runnables import Runnable, RunnableConfig, RunnableSerializable
+from langchain_core.runnables.config import get_executor_for_config, merge_configs
+from langchain_core.runnables.utils import gather_with_concurrency
+from pydantic import ConfigDict, Field, PrivateAttr
+
+from datashunt import Shunt, ShuntPolicy, load_gate
+from datashunt.errors import DataShuntError, LLMError
+from datashunt.inputs import validate_text
+from datashunt.prompts import DEFAULT_TEMPLATE
+from datashunt.types import Decision, LLMRequest
+
+from ._convert import input_text, message_to_reply, metadata_for
+from .output import ShuntOutput
+
+__all__ = ["DECISION_EVENT", "DataShuntRunnable"]
+
+#: Name of the custom event each input's decision is dispatched under.
+DECISION_EVENT = "datashunt_decision"
+
+
+@dataclass
+class _Item:
+    """One input of a batch after the gate pass (pure data, shared by sync and async)."""
+
+    index: int
+    text: str
+    extras: dict[str, Any]
+    decision: Decision
+    request: LLMRequest | None
+
+
+class DataShuntRunnable(RunnableSerializable[Any, ShuntOutput]):
+    """A confidence gate in front of a chat model, as an LCEL runnable.
+
+    Confident inputs are answered by the gate with no model call. The rest go to ``llm`` with
+    the gate's soft hint and/or hard-pruned candidates filled into ``prompt``'s variables
+    (``text``, ``labels``, ``candidates``, ``hint``, ``small_label``, ``small_confidence``, plus any
+    other keys of a dict input). ``batch``/``abatch`` run one gate pass for the whole batch and
+    call the model only for the uncertain subset, at most ``max_concurrency`` at a time.
+
+    Each input's decision is dispatched as the custom event ``"datashunt_decision"`` and set as
+    ``datashunt_*`` metadata on the model's child run.
+
+    Args:
+        gate: the small model (any :class:`datashunt.Gate`).
+        llm: any chat model (or runnable from a prompt value to a message).
+        policy: threshold and pruning settings (``datashunt calibrate`` writes one).
+        prompt: a prompt template (or any runnable) over the shunt variables; default a one-turn
+            classification prompt.
+        prompt_mode: ``"none"``, ``"soft"``, ``"hard"`` or ``"both"``.
+        store: a :class:`datashunt.CallStore`, a URL or a SQLite path: every model call (and,
+            with ``record_small``, every gate answer) is recorded.
+        input_key: the text's key when the input is a dict.
+
+    Example:
+        .. code-block:: python
+
+            from langchain_openai import ChatOpenAI
+            from langchain_datashunt import DataShuntRunnable
+
+            shunt = DataShuntRunnable.from_dir(
+                "runs/gate", llm=ChatOpenAI(model="gpt-4o-mini", logprobs=True, top_logprobs=5)
+            )
+            out = shunt.invoke("The blender died after a week.")
+            out.label, out.route  # ('negative', 'small')
+            chain = shunt | (lambda o: o.label)
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    gate: Any
+    llm: Runnable[Any, BaseMessage] | BaseChatModel
+    policy: ShuntPolicy | None = None
+    prompt: Runnable[dict[str, Any], Any] | None = None
+    prompt_mode: str = "soft"
+    transfer: Any = None
+    store: Any = None
+    record_small: bool = True
+    input_key: str = "text"
+    on_llm_error: str = "fallback"
+    noun: str = "text"
+    synonyms: Mapping[str, Sequence[str]] | None = None
+    name: str | None = Field(default="DataShunt")
+
+    _shunt: Shunt = PrivateAttr()
+    _prompt: Runnable[dict[str, Any], Any] = PrivateAttr()
+
+    def model_post_init(self, context: Any, /) -> None:
+        self._shunt = Shunt(
+            self.gate,
+            self.policy,
+            prompt_mode=self.prompt_mode,  # type: ignore[arg-type]
+            transfer=self.transfer,
+            store=self.store,
+            record_small=self.record_small,
+            on_llm_error=self.on_llm_error,  # type: ignore[arg-type]
+            synonyms=self.synonyms,
+            noun=self.noun,
+        )
+        self._prompt = self.prompt or ChatPromptTemplate.from_messages(
+            [("human", DEFAULT_TEMPLATE)]
+        )
+
+    @classmethod
+    def from_dir(cls, gate_dir: str | Path, **kwargs: Any) -> DataShuntRunnable:
+        """Load the gate and its saved policy from a directory (see ``datashunt calibrate``)."""
+        return cls(gate=load_gate(gate_dir), policy=ShuntPolicy.load(gate_dir), **kwargs)
+
+    @property
+    def shunt(self) -> Shunt:
+        """The core shunt this runnable drives (gate, policy, store, parser)."""
+        return self._shunt
+
+    # ---- pure steps -------------------------------------------------------------------------
+
+    def _plan(self, inputs: Sequence[Any]) -> list[_Item | Exception]:
+        """Validate every input, then ONE gate pass over the valid ones."""
+        slots: list[_Item | Exception | None] = [None] * len(inputs)
+        valid: list[tuple[int, str, dict[str, Any]]] = []
+        for i, value in enumerate(inputs):
+            try:
+                text, extras = input_text(value, self.input_key)
+                validate_text(text, max_chars=self._shunt.max_chars)
+                valid.append((i, text, extras))
+            except DataShuntError as exc:
+                slots[i] = exc
+        if valid:
+            texts = [t for _, t, _ in valid]
+            decisions = self._shunt.decide(texts)
+            requests = iter(self._shunt.prepare(texts, decisions))
+            for (i, text, extras), d in zip(valid, decisions, strict=True):
+                req = next(requests) if d.route == "llm" else None
+                slots[i] = _Item(i, text, extras, d, req)
+        return [s for s in slots if s is not None]
+
+    def _model_config(self, config: RunnableConfig, item: _Item) -> RunnableConfig:
+        meta = metadata_for(item.decision, recorded=self._shunt.store is not None)
+        return merge_configs(config, {"metadata": meta})
+
+    def _prompt_input(self, item: _Item) -> dict[str, Any]:
+        assert item.request is not None  # noqa: S101 - only called on the LLM route
+        return {**item.extras, **item.request.variables}
+
+    @staticmethod
+    def _event_data(item: _Item) -> dict[str, Any]:
+        d = item.decision
+        return {
+            "route": d.route,
+            "label": d.label,
+            "confidence": d.confidence,
+            "probabilities": dict(d.probabilities),
+            "candidates": list(d.candidates),
+            "reason": d.reason,
+        }
+
+    def _finish(
+        self,
+        item: _Item,
+        message: BaseMessage | None,
+        error: BaseException | None,
+        latency: float,
+        run_id: str,
+    ) -> ShuntOutput | Exception:
+        assert item.request is not None  # noqa: S101
+        reply = message_to_reply(message) if message is not None else None
+        try:
+            result = self._shunt.finish(
+                item.request, reply, error=error, latency_s=latency, run_id=run_id
+            )
+        except LLMError as exc:
+            return exc
+        return ShuntOutput.from_result(result, message)
+
+    def _small(self, item: _Item, run_id: str) -> ShuntOutput:
+        return ShuntOutput.from_result(
+            self._shunt.small_result(item.text, item.decision, run_id=run_id)
+        )
+
+    # ---- sync -------------------------------------------------------------------------------
+
+    def _call_model(
+        self, item: _Item, config: RunnableConfig, run_id: str
+    ) -> ShuntOutput | Exception:
+        cfg = self._model_config(config, item)
+        t0 = time.perf_counter()
+        try:
+            prompt_value = self._prompt.invoke(self._prompt_input(item), cfg)
+            message: BaseMessage | None = self.llm.invoke(prompt_value, cfg)
+            error: BaseException | None = None
+        except Exception as exc:  # provider errors are recorded, then fallback or raise
+            message, error = None, exc
+        return self._finish(item, message, error, time.perf_counter() - t0, run_id)
+
+    def _batch(
+        self,
+        inputs: list[Any],
+        run_manager: list[CallbackManagerForChainRun],
+        config: list[RunnableConfig],
+    ) -> list[ShuntOutput | Exception]:
+        items = self._plan(inputs)
+        out: list[ShuntOutput | Exception | None] = [None] * len(inputs)
+        todo: list[_Item] = []
+        for i, item in enumerate(items):
+            if isinstance(item, Exception):
+                out[i] = item
+                continue
+            dispatch_custom_event(DECISION_EVENT, self._event_data(item), config=config[i])
+            if item.request is None:
+                out[i] = self._small(item, str(run_manager[i].run_id))
+            else:
+                todo.append(item)
+        if todo:
+            with get_executor_for_config(config[0]) as executor:
+                done = executor.map(
+                    lambda it: self._call_model(
+                        it, config[it.index], str(run_manager[it.index].run_id)
+                    ),
+                    todo,
+                )
+                for item, res in zip(todo, done, strict=True):
+                    out[item.index] = res
+        return [o for o in out if o is not None]
+
+    def invoke(
+        self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
+    ) -> ShuntOutput:  # noqa: A002
+        return self._batch_with_config(self._batch, [input], config, **kwargs)[0]
+
+    def batch(
+        self,
+        inputs: list[Any],
+        config: RunnableConfig | list[RunnableConfig] | None = None,
+        *,
+        return_exceptions: bool = False,
+        **kwargs: Any,
+    ) -> list[ShuntOutput]:
+        return self._batch_with_config(
+            self._batch, inputs, config, return_exceptions=return_exceptions, **kwargs
+        )
+
+    # ---- async ------------------------------------------------------------------------------
+
+    async def _acall_model(
+        self, item: _Item, config: RunnableConfig, run_id: str
+    ) -> ShuntOutput | Exception:
+        cfg = self._model_config(config, item)
+        t0 = time.perf_counter()
+        try:
+            prompt_value = await self._prompt.ainvoke(self._prompt_input(item), cfg)
+            message: BaseMessage | None = await self.llm.ainvoke(prompt_value, cfg)
+            error: BaseException | None = None
+        except Exception as exc:
+            message, error = None, exc
+        latency = time.perf_counter() - t0
+        # parsing is cheap but the store write is blocking I/O: off the event loop
+        return await asyncio.to_thread(self._finish, item, message, error, latency, run_id)
+
+    async def _abatch(
+        self,
+        inputs: list[Any],
+        run_manager: list[AsyncCallbackManagerForChainRun],
+        config: list[RunnableConfig],
+    ) -> list[ShuntOutput | Exception]:
+        items = await asyncio.to_thread(self._plan, inputs)  # the gate pass, off the loop
+        out: list[ShuntOutput | Exception | None] = [None] * len(inputs)
+        todo: list[_Item] = []
+        smalls: list[_Item] = []
+        for i, item in enumerate(items):
+            if isinstance(item, Exception):
+                out[i] = item
+                continue
+            await adispatch_custom_event(DECISION_EVENT, self._event_data(item), config=config[i])
+            (smalls if item.request is None else todo).append(item)
+        for item in smalls:
+            out[item.index] = await asyncio.to_thread(
+                self._small, item, str(run_manager[item.index].run_id)
+            )
+        done = await gather_with_concurrency(
+            config[0].get("max_concurrency"),
+            *(
+                self._acall_model(it, config[it.index], str(run_manager[it.index].run_id))
+                for it in todo
+            ),
+        )
+        for item, res in zip(todo, done, strict=True):
+            out[item.index] = res
+        return [o for o in out if o is not None]
+
+    async def ainvoke(
+        self,
+        input: Any,  # noqa: A002
+        config: RunnableConfig | None = None,
+        **kwargs: Any,
+    ) -> ShuntOutput:
+        return (await self._abatch_with_config(self._abatch, [input], config, **kwargs))[0]
+
+    async def abatch(
+        self,
+        inputs: list[Any],
+        config: RunnableConfig | list[RunnableConfig] | None = None,
+        *,
+        return_exceptions: bool = False,
+        **kwargs: Any,
+    ) -> list[ShuntOutput]:
+        return await self._abatch_with_config(
+            self._abatch, inputs, config, return_exceptions=return_exceptions, **kwargs
+        )
+
+    # ---- streaming: the model's tokens flow through on the LLM route ----------------------------
+
+    def _transform(
+        self,
+        inputs: Iterator[Any],
+        run_manager: CallbackManagerForChainRun,
+        config: RunnableConfig,
+    ) -> Iterator[ShuntOutput]:
+        item = self._plan([_last(inputs)])[0]
+        if isinstance(item, Exception):
+            raise item
+        dispatch_custom_event(DECISION_EVENT, self._event_data(item), config=config)
+        run_id = str(run_manager.run_id)
+        if item.request is None:
+            yield self._small(item, run_id)
+            return
+        yield ShuntOutput.from_decision(item.decision)
+        cfg = self._model_config(config, item)
+        t0 = time.perf_counter()
+        acc: BaseMessageChunk | None = None
+        error: BaseException | None = None
+        try:
+            prompt_value = self._prompt.invoke(self._prompt_input(item), cfg)
+            for chunk in self.llm.stream(prompt_value, cfg):
+                acc = chunk if acc is None else acc + chunk  # type: ignore[assignment,operator]
+                yield ShuntOutput(message=chunk)
+        except Exception as exc:
+            error = exc
+        final = self._finish(item, acc, error, time.perf_counter() - t0, run_id)
+        if isinstance(final, Exception):
+            raise final
+        final.message = None  # the chunks already carried it; adding them up restores it
+        yield final
+
+    async def _atransform(
+        self,
+        inputs: AsyncIterator[Any],
+        run_manager: AsyncCallbackManagerForChainRun,
+        config: RunnableConfig,
+    ) -> AsyncIterator[ShuntOutput]:
+        last: Any = None
+        async for value in inputs:
+            last = value
+        item = (await asyncio.to_thread(self._plan, [last]))[0]
+        if isinstance(item, Exception):
+            raise item
+        await adispatch_custom_event(DECISION_EVENT, self._event_data(item), config=config)
+        run_id = str(run_manager.run_id)
+        if item.request is None:
+            yield await asyncio.to_thread(self._small, item, run_id)
+            return
+        yield ShuntOutput.from_decision(item.decision)
+        cfg = self._model_config(config, item)
+        t0 = time.perf_counter()
+        acc: BaseMessageChunk | None = None
+        error: BaseException | None = None
+        try:
+            prompt_value = await self._prompt.ainvoke(self._prompt_input(item), cfg)
+            async for chunk in self.llm.astream(prompt_value, cfg):
+                acc = chunk if acc is None else acc + chunk  # type: ignore[assignment,operator]
+                yield ShuntOutput(message=chunk)
+        except Exception as exc:
+            error = exc
+        latency = time.perf_counter() - t0
+        final = await asyncio.to_thread(self._finish, item, acc, error, latency, run_id)
+        if isinstance(final, Exception):
+            raise final
+        final.message = None
+        yield final
+
+    def transform(
+        self,
+        input: Iterator[Any],
+        config: RunnableConfig | None = None,
+        **kwargs: Any,  # noqa: A002
+    ) -> Iterator[ShuntOutput]:
+        yield from self._transform_stream_with_config(input, self._transform, config, **kwargs)
+
+    def stream(
+        self,
+        input: Any,
+        config: RunnableConfig | None = None,
+        **kwargs: Any,  # noqa: A002
+    ) -> Iterator[ShuntOutput]:
+        yield from self.transform(iter([input]), config, **kwargs)
+
+    async def atransform(
+        self,
+        input: AsyncIterator[Any],
+        config: RunnableConfig | None = None,
+        **kwargs: Any,  # noqa: A002
+    ) -> AsyncIterator[ShuntOutput]:
+        async for chunk in self._atransform_stream_with_config(
+            input, self._atransform, config, **kwargs
+        ):
+            yield chunk
+
+    async def astream(
+        self,
+        input: Any,
+        config: RunnableConfig | None = None,
+        **kwargs: Any,  # noqa: A002
+    ) -> AsyncIterator[ShuntOutput]:
+        async def once() -> AsyncIterator[Any]:
+            yield input
+
+        async for chunk in self.atransform(once(), config, **kwargs):
+            yield chunk
+
+
+def _last(values: Iterator[Any]) -> Any:
+    """A stream's input: inputs are not generally addable, so the last value is the input."""
+    last: Any = None
+    for last in values:  # noqa: B007
+        pass
+    return last
