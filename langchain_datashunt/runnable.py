@@ -105,7 +105,9 @@ class DataShuntRunnable(RunnableSerializable[Any, ShuntOutput]):
     _shunt: Shunt = PrivateAttr()
     _prompt: Runnable[dict[str, Any], Any] = PrivateAttr()
 
-    def model_post_init(self, context: Any, /) -> None:
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        # set up here, not in model_post_init, so our ConfigError is not wrapped by pydantic
         self._shunt = Shunt(
             self.gate,
             self.policy,

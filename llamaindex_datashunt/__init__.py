@@ -1,3 +1,39 @@
-"""llamaindex_datashunt (work in progress)."""
+"""llamaindex_datashunt: the datashunt gate for LlamaIndex.
 
-__all__: list[str] = []
+Thin adapters over :class:`datashunt.Shunt`:
+
+* :class:`DataShuntSelector`: a ``BaseSelector`` for ``RouterQueryEngine`` / ``RouterRetriever``.
+* :class:`DataShuntWorkflow`: the shunt as a Workflow (classify, gate answer, LLM answer).
+* :class:`DataShuntLLM`: an ``LLM`` that answers classification calls with the gate when sure.
+* :class:`DataShuntEventHandler`: records LlamaIndex's own LLM calls into the call store.
+* :class:`OpenAICompatibleLLM`: a small LLM for OpenAI-compatible servers (the local one).
+"""
+
+from __future__ import annotations
+
+from .handler import DataShuntEventHandler
+from .llm import DEFAULT_INSTRUCTION, DataShuntLLM
+from .openai_compat import OpenAICompatibleLLM
+from .selector import DEFAULT_SELECTOR_TEMPLATE, DataShuntSelection, DataShuntSelector
+from .workflow import (
+    ConfidentEvent,
+    DataShuntWorkflow,
+    ShuntProgressEvent,
+    ShuntStartEvent,
+    UncertainEvent,
+)
+
+__all__ = [
+    "DEFAULT_INSTRUCTION",
+    "DEFAULT_SELECTOR_TEMPLATE",
+    "ConfidentEvent",
+    "DataShuntEventHandler",
+    "DataShuntLLM",
+    "DataShuntSelection",
+    "DataShuntSelector",
+    "DataShuntWorkflow",
+    "OpenAICompatibleLLM",
+    "ShuntProgressEvent",
+    "ShuntStartEvent",
+    "UncertainEvent",
+]

