@@ -98,7 +98,7 @@ def _chat_model(base_url: str, api_key: str, model: str) -> Any:
         api_key=api_key,  # type: ignore[arg-type]
         model=model,
         temperature=0,
-        max_tokens=8,
+        max_completion_tokens=8,
         logprobs=True,
         top_logprobs=5,
         timeout=120,

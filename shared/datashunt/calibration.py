@@ -37,6 +37,7 @@ __all__ = [
     "expected_calibration_error",
     "fit_temperature",
     "format_table",
+    "measure_llm",
     "negative_log_likelihood",
     "parse_target",
 ]
@@ -369,3 +370,38 @@ def calibrate(
         dev_accuracy=float(correct.mean()),
         note=note,
     )
+
+
+def measure_llm(
+    gate: Gate,
+    dev: Dataset,
+    llm: Any,
+    *,
+    sample: int = 100,
+    seed: int = 0,
+    max_concurrency: int = 2,
+) -> npt.NDArray[np.float64]:
+    """Ask the LLM about a fixed random sample of ``dev`` (plain prompt, no gate help).
+
+    Returns:
+        Per-example correctness for :class:`MaxAccuracy`: 1.0 right, 0.0 wrong (an unparseable
+        answer or a failed call counts as wrong: that is what it costs), NaN where not asked.
+    """
+    from .shunt import Shunt
+
+    n = len(dev)
+    idx = np.sort(np.random.default_rng(seed).choice(n, size=min(sample, n), replace=False))
+    shunt = Shunt(
+        gate,
+        ShuntPolicy(labels=tuple(gate.labels), threshold=1.0),
+        llm=llm,
+        prompt_mode="none",
+        max_concurrency=max_concurrency,
+    )
+    texts = [dev.examples[i].text for i in idx]
+    out = np.full(n, np.nan)
+    for i, res in zip(idx, shunt.run_batch(texts, return_exceptions=True), strict=True):
+        if isinstance(res, Exception) or res.route != "llm":
+            continue
+        out[i] = float(res.source == "llm" and res.label == dev.examples[i].label)
+    return out

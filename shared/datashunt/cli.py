@@ -7,6 +7,9 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from .errors import ConfigError, DataShuntError
 
@@ -82,12 +85,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_calibrate(args: argparse.Namespace) -> int:
-    from .calibration import calibrate, parse_target
+    from .calibration import MaxAccuracy, calibrate, parse_target
     from .gates import load_gate
 
     gate = load_gate(args.gate)
     dev = _read(args, args.split, gate.labels)
-    target = parse_target(args.target, llm_accuracy=args.llm_accuracy)
+    if args.target == "accuracy" and args.llm_url and args.llm_accuracy is None:
+        target: Any = MaxAccuracy(llm_correct=_measure(args, gate, dev))
+    else:
+        target = parse_target(args.target, llm_accuracy=args.llm_accuracy)
     report = calibrate(
         gate,
         dev,
@@ -100,6 +106,26 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
         path = report.policy.save(Path(args.gate))
         print(f"\nwrote {path}")
     return 0
+
+
+def _measure(args: argparse.Namespace, gate: Any, dev: Any) -> Any:
+    """Per-example LLM correctness on a dev sample, through the endpoint or the local server."""
+    from contextlib import nullcontext
+
+    from .calibration import measure_llm
+    from .llm_server import LLMServer
+    from .openai_compat import OpenAICompatLLM
+
+    local = args.llm_url == "local"
+    with LLMServer() if local else nullcontext(None) as server:
+        url = server.base_url if server is not None else args.llm_url
+        model = args.llm_model or (server.model_name if server is not None else "gpt-4o-mini")
+        llm = OpenAICompatLLM(url, model)
+        print(f"measuring {model} at {url} on {args.llm_sample} dev inputs ...")
+        correct = measure_llm(gate, dev, llm, sample=args.llm_sample)
+    asked = correct[~np.isnan(correct)]
+    print(f"LLM accuracy on the sample: {asked.mean():.4f} ({asked.size} asked)")
+    return correct
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
@@ -167,6 +193,13 @@ def build_parser() -> argparse.ArgumentParser:
         "accuracy[:A] (max expected accuracy, LLM accuracy A)",
     )
     p.add_argument("--llm-accuracy", type=float, help="the LLM's accuracy, for --target accuracy")
+    p.add_argument(
+        "--llm-url",
+        help="measure the LLM's accuracy for --target accuracy: an OpenAI-compatible base URL, "
+        "or 'local' to start the embedded server",
+    )
+    p.add_argument("--llm-model", help="model name at --llm-url")
+    p.add_argument("--llm-sample", type=int, default=100, help="dev inputs to ask the LLM")
     p.add_argument("--epsilon", type=float, default=0.05, help="hard-pruning ε")
     p.add_argument("--min-reliable-recall", type=float, default=0.9)
     p.add_argument("--dry-run", action="store_true", help="print the table, write nothing")
