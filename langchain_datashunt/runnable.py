@@ -193,10 +193,11 @@ class DataShuntRunnable(RunnableSerializable[Any, ShuntOutput]):
             return exc
         return ShuntOutput.from_result(result, message)
 
-    def _small(self, item: _Item, run_id: str) -> ShuntOutput:
-        return ShuntOutput.from_result(
-            self._shunt.small_result(item.text, item.decision, run_id=run_id)
+    def _small(self, items: list[_Item], run_ids: list[str]) -> list[ShuntOutput]:
+        results = self._shunt.small_results(
+            [it.text for it in items], [it.decision for it in items], run_ids
         )
+        return [ShuntOutput.from_result(r) for r in results]
 
     # ---- sync -------------------------------------------------------------------------------
 
@@ -222,15 +223,16 @@ class DataShuntRunnable(RunnableSerializable[Any, ShuntOutput]):
         items = self._plan(inputs)
         out: list[ShuntOutput | Exception | None] = [None] * len(inputs)
         todo: list[_Item] = []
+        smalls: list[_Item] = []
         for i, item in enumerate(items):
             if isinstance(item, Exception):
                 out[i] = item
                 continue
             dispatch_custom_event(DECISION_EVENT, self._event_data(item), config=config[i])
-            if item.request is None:
-                out[i] = self._small(item, str(run_manager[i].run_id))
-            else:
-                todo.append(item)
+            (smalls if item.request is None else todo).append(item)
+        small_ids = [str(run_manager[it.index].run_id) for it in smalls]
+        for item, small_out in zip(smalls, self._small(smalls, small_ids), strict=True):
+            out[item.index] = small_out
         if todo:
             with get_executor_for_config(config[0]) as executor:
                 done = executor.map(
@@ -293,10 +295,10 @@ class DataShuntRunnable(RunnableSerializable[Any, ShuntOutput]):
                 continue
             await adispatch_custom_event(DECISION_EVENT, self._event_data(item), config=config[i])
             (smalls if item.request is None else todo).append(item)
-        for item in smalls:
-            out[item.index] = await asyncio.to_thread(
-                self._small, item, str(run_manager[item.index].run_id)
-            )
+        small_ids = [str(run_manager[it.index].run_id) for it in smalls]
+        small_outs = await asyncio.to_thread(self._small, smalls, small_ids)
+        for item, res in zip(smalls, small_outs, strict=True):
+            out[item.index] = res
         done = await gather_with_concurrency(
             config[0].get("max_concurrency"),
             *(
@@ -342,7 +344,7 @@ class DataShuntRunnable(RunnableSerializable[Any, ShuntOutput]):
         dispatch_custom_event(DECISION_EVENT, self._event_data(item), config=config)
         run_id = str(run_manager.run_id)
         if item.request is None:
-            yield self._small(item, run_id)
+            yield self._small([item], [run_id])[0]
             return
         yield ShuntOutput.from_decision(item.decision)
         cfg = self._model_config(config, item)
@@ -377,7 +379,7 @@ class DataShuntRunnable(RunnableSerializable[Any, ShuntOutput]):
         await adispatch_custom_event(DECISION_EVENT, self._event_data(item), config=config)
         run_id = str(run_manager.run_id)
         if item.request is None:
-            yield await asyncio.to_thread(self._small, item, run_id)
+            yield (await asyncio.to_thread(self._small, [item], [run_id]))[0]
             return
         yield ShuntOutput.from_decision(item.decision)
         cfg = self._model_config(config, item)

@@ -402,6 +402,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1", help="address (default 127.0.0.1)")
     parser.add_argument("--n-ctx", type=int, default=2048, help="context size (default 2048)")
     parser.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["--"]:  # argparse.REMAINDER in a parent parser may pass the separator on
+        argv = argv[1:]
     args = parser.parse_args(argv)
 
     def _on_sigterm(signum: int, frame: FrameType | None) -> None:

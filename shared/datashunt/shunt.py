@@ -196,11 +196,29 @@ class Shunt:
         self, text: str, decision: Decision, *, run_id: str | None = None
     ) -> ShuntResult:
         """The result for a gate-answered input (recorded if ``record_small``)."""
-        result = ShuntResult(decision.label, "small", "small", decision)
-        if self.store is not None and self.record_small:
-            rec = self._record(text, decision, None, None, None, None, None, run_id)
-            return self._stored(result, rec)
-        return result
+        return self.small_results([text], [decision], [run_id])[0]
+
+    def small_results(
+        self,
+        texts: Sequence[str],
+        decisions: Sequence[Decision],
+        run_ids: Sequence[str | None] | None = None,
+    ) -> list[ShuntResult]:
+        """Results for gate-answered inputs, recorded in one store transaction."""
+        results = [ShuntResult(d.label, "small", "small", d) for d in decisions]
+        if self.store is None or not self.record_small or not results:
+            return results
+        ids = list(run_ids) if run_ids is not None else [None] * len(results)
+        recs = [
+            self._record(t, d, None, None, None, None, None, rid)
+            for t, d, rid in zip(texts, decisions, ids, strict=True)
+        ]
+        try:
+            self.store.add_many(recs)
+        except StoreError as exc:
+            log.warning("%s", exc)  # the answers must still reach the caller
+            return [replace(r, extra={**r.extra, "store_error": str(exc)}) for r in results]
+        return [replace(r, record_id=rec.id) for r, rec in zip(results, recs, strict=True)]
 
     def finish(
         self,
@@ -349,9 +367,10 @@ class Shunt:
         results: list[ShuntResult | Exception | None],
         texts: Sequence[str],
     ) -> list[ShuntResult | Exception]:
-        for i, d in zip(valid, decisions, strict=True):
-            if d.route == "small":
-                results[i] = self.small_result(texts[i], d)
+        small = [(i, d) for i, d in zip(valid, decisions, strict=True) if d.route == "small"]
+        done = self.small_results([texts[i] for i, _ in small], [d for _, d in small])
+        for (i, _), res in zip(small, done, strict=True):
+            results[i] = res
         missing = [i for i, r in enumerate(results) if r is None]
         if missing:  # a bug guard: every input must get a result or an error
             raise DataShuntError(f"internal error: no result for inputs {missing}")

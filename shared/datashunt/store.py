@@ -177,6 +177,24 @@ class CallStore:
             ) from exc
         return record.id
 
+    def add_many(self, records: list[CallRecord]) -> list[str]:
+        """Write several records in one transaction (all or none); returns their ids.
+
+        Raises:
+            StoreError: if the database refuses the write.
+        """
+        if not records:
+            return []
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(calls.insert(), [self._row(r) for r in records])
+        except SQLAlchemyError as exc:
+            raise StoreError(
+                f"could not write {len(records)} records to {self._safe_url()}: "
+                f"{exc.__class__.__name__}: {str(exc).splitlines()[0]}"
+            ) from exc
+        return [r.id for r in records]
+
     async def aadd(self, record: CallRecord) -> str:
         """:meth:`add` in a worker thread, so the event loop is never blocked by the database."""
         return await asyncio.to_thread(self.add, record)

@@ -98,3 +98,13 @@ def test_write_failure_is_a_store_error(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match=dup.id):
         store.add(dup)  # same primary key
     assert store.count() == 2
+
+
+def test_add_many_is_one_transaction(tmp_path: Path) -> None:
+    store = CallStore(tmp_path / "c.sqlite")
+    ids = store.add_many([_rec(i, route="small") for i in range(50)])
+    assert len(ids) == 50 and store.count(route="small") == 50 and store.add_many([]) == []
+    dup = _rec(99)
+    with pytest.raises(StoreError, match="2 records"):
+        store.add_many([_rec(100), dup, dup][1:])
+    assert store.count() == 50  # all or none
