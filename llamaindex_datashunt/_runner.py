@@ -15,6 +15,8 @@ from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from llama_index.core.base.llms.types import ChatMessage, MessageRole
+from llama_index.core.llms import LLM
 from llama_index_instrumentation.dispatcher import active_instrument_tags, instrument_tags
 
 from datashunt import Decision, LLMReply, LLMRequest, Shunt, ShuntResult
@@ -74,7 +76,6 @@ class ShuntRunner:
         call: Callable[[], object],
         *,
         run_id: str | None = None,
-        shunt: Shunt | None = None,
     ) -> ShuntResult:
         """Call the LLM (``call()``), then parse, record and fall back through ``Shunt.finish``.
 
@@ -82,7 +83,6 @@ class ShuntRunner:
             request: the request; its ``prompt`` is what the store records as sent.
             call: makes the LLM call, returns a LlamaIndex chat or completion response.
             run_id: stored with the record.
-            shunt: finish through this shunt instead (the selector's parsing view).
         """
         t0 = time.perf_counter()
         reply: LLMReply | None = None
@@ -93,9 +93,7 @@ class ShuntRunner:
         except Exception as exc:  # any provider error: recorded, then fallback or raise
             error = exc
         latency = time.perf_counter() - t0
-        return (shunt or self.shunt).finish(
-            request, reply, error=error, latency_s=latency, run_id=run_id
-        )
+        return self.shunt.finish(request, reply, error=error, latency_s=latency, run_id=run_id)
 
     async def aask(
         self,
@@ -103,7 +101,6 @@ class ShuntRunner:
         call: Callable[[], Awaitable[Any]],
         *,
         run_id: str | None = None,
-        shunt: Shunt | None = None,
     ) -> ShuntResult:
         """Async :meth:`ask`: the LLM call is awaited, the store write runs in a thread."""
         t0 = time.perf_counter()
@@ -115,7 +112,36 @@ class ShuntRunner:
         except Exception as exc:
             error = exc
         latency = time.perf_counter() - t0
-        finish = (shunt or self.shunt).finish
         return await asyncio.to_thread(
-            finish, request, reply, error=error, latency_s=latency, run_id=run_id
+            self.shunt.finish, request, reply, error=error, latency_s=latency, run_id=run_id
         )
+
+    def ask_llm(
+        self,
+        llm: LLM,
+        request: LLMRequest,
+        *,
+        run_id: str | None = None,
+    ) -> ShuntResult:
+        """:meth:`ask` with ``request.prompt`` (a user message to a chat model, else completion)."""
+        if llm.metadata.is_chat_model:
+            messages = _as_messages(request.prompt)
+            return self.ask(request, lambda: llm.chat(messages), run_id=run_id)
+        return self.ask(request, lambda: llm.complete(request.prompt), run_id=run_id)
+
+    async def aask_llm(
+        self,
+        llm: LLM,
+        request: LLMRequest,
+        *,
+        run_id: str | None = None,
+    ) -> ShuntResult:
+        """Async :meth:`ask_llm`."""
+        if llm.metadata.is_chat_model:
+            messages = _as_messages(request.prompt)
+            return await self.aask(request, lambda: llm.achat(messages), run_id=run_id)
+        return await self.aask(request, lambda: llm.acomplete(request.prompt), run_id=run_id)
+
+
+def _as_messages(prompt: str) -> list[ChatMessage]:
+    return [ChatMessage(role=MessageRole.USER, content=prompt)]

@@ -138,6 +138,8 @@ class DataShuntEventHandler(BaseEventHandler):
 
     Attach it with :meth:`attach` (which also adds the span handler that recognises nested
     calls) or use it as a context manager; call :meth:`flush` to wait for pending writes.
+    Added with ``dispatcher.add_event_handler`` alone it still records every call, but cannot
+    tell that a ``CustomLLM``'s ``chat`` and the ``complete`` it runs are one call.
 
     Args:
         store: a :class:`~datashunt.CallStore`, or a URL / SQLite path to open one.

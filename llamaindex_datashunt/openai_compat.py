@@ -73,9 +73,7 @@ class OpenAICompatibleLLM(LLM):
     context_window: int = Field(default=DEFAULT_CONTEXT_WINDOW, gt=0)
     additional_kwargs: dict[str, Any] = Field(default_factory=dict)
     transport: httpx.BaseTransport | None = Field(default=None, exclude=True, repr=False)
-    async_transport: httpx.AsyncBaseTransport | None = Field(
-        default=None, exclude=True, repr=False
-    )
+    async_transport: httpx.AsyncBaseTransport | None = Field(default=None, exclude=True, repr=False)
 
     @classmethod
     def class_name(cls) -> str:
@@ -181,10 +179,16 @@ class OpenAICompatibleLLM(LLM):
 
     # ---- I/O: the only lines sync and async do not share -----------------------------------
 
+    def _client(self) -> httpx.Client:
+        return httpx.Client(timeout=self.timeout, transport=self.transport)
+
+    def _aclient(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(timeout=self.timeout, transport=self.async_transport)
+
     def _chat(self, messages: Sequence[ChatMessage], kwargs: dict[str, Any]) -> ChatResponse:
         body = self._payload(messages, False, kwargs)
         try:
-            with httpx.Client(timeout=self.timeout, transport=self.transport) as client:
+            with self._client() as client:
                 resp = client.post(self._url, json=body, headers=self._headers)
         except httpx.HTTPError as exc:
             raise self._unreachable(exc) from exc
@@ -194,7 +198,7 @@ class OpenAICompatibleLLM(LLM):
     async def _achat(self, messages: Sequence[ChatMessage], kwargs: dict[str, Any]) -> ChatResponse:
         body = self._payload(messages, False, kwargs)
         try:
-            async with httpx.AsyncClient(timeout=self.timeout, transport=self.async_transport) as client:
+            async with self._aclient() as client:
                 resp = await client.post(self._url, json=body, headers=self._headers)
         except httpx.HTTPError as exc:
             raise self._unreachable(exc) from exc
@@ -208,7 +212,7 @@ class OpenAICompatibleLLM(LLM):
         acc = _Accumulator()
         try:
             with (
-                httpx.Client(timeout=self.timeout, transport=self.transport) as client,
+                self._client() as client,
                 client.stream("POST", self._url, json=body, headers=self._headers) as resp,
             ):
                 if resp.status_code >= 400:
@@ -228,7 +232,7 @@ class OpenAICompatibleLLM(LLM):
         acc = _Accumulator()
         try:
             async with (
-                httpx.AsyncClient(timeout=self.timeout, transport=self.async_transport) as client,
+                self._aclient() as client,
                 client.stream("POST", self._url, json=body, headers=self._headers) as resp,
             ):
                 if resp.status_code >= 400:

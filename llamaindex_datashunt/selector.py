@@ -7,12 +7,10 @@ by the tool's ``name``, or through ``label_to_choice``.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
 from llama_index.core.base.base_selector import BaseSelector, SelectorResult, SingleSelection
-from llama_index.core.base.llms.types import ChatMessage, MessageRole
 from llama_index.core.llms import LLM
 from llama_index.core.prompts import PromptTemplate
 from llama_index.core.prompts.mixin import PromptDictType
@@ -131,13 +129,8 @@ class DataShuntSelector(BaseSelector):
         decision, request = self._runner.plan(text)
         if request is None:
             return self._selection(self._runner.small(text, decision), index)
-        request, messages, view = self._llm_request(request, choices, index)
-        if self._llm.metadata.is_chat_model:
-            result = self._runner.ask(request, lambda: self._llm.chat(messages), shunt=view)
-        else:
-            result = self._runner.ask(
-                request, lambda: self._llm.complete(request.prompt), shunt=view
-            )
+        request = self._llm_request(request, choices, index)
+        result = self._runner.ask_llm(self._llm, request)
         return self._selection(result, index)
 
     async def _aselect(self, choices: Sequence[ToolMetadata], query: QueryBundle) -> SelectorResult:
@@ -146,13 +139,8 @@ class DataShuntSelector(BaseSelector):
         decision, request = await self._runner.aplan(text)
         if request is None:
             return self._selection(await self._runner.asmall(text, decision), index)
-        request, messages, view = self._llm_request(request, choices, index)
-        if self._llm.metadata.is_chat_model:
-            result = await self._runner.aask(request, lambda: self._llm.achat(messages), shunt=view)
-        else:
-            result = await self._runner.aask(
-                request, lambda: self._llm.acomplete(request.prompt), shunt=view
-            )
+        request = self._llm_request(request, choices, index)
+        result = await self._runner.aask_llm(self._llm, request)
         return self._selection(result, index)
 
     # ---- pure steps, shared by _select and _aselect -------------------------------------------
@@ -201,8 +189,8 @@ class DataShuntSelector(BaseSelector):
 
     def _llm_request(
         self, request: LLMRequest, choices: Sequence[ToolMetadata], index: Mapping[str, int]
-    ) -> tuple[LLMRequest, list[ChatMessage], Shunt]:
-        """The selector prompt over the pruned candidates, and the shunt that reads the answer."""
+    ) -> LLMRequest:
+        """The selector prompt over the pruned candidates, with the answer forms it allows."""
         labels = self.shunt.policy.labels
         number = {lab: i + 1 for i, lab in enumerate(labels)}
         candidates = [c.strip() for c in request.variables["candidates"].split(",") if c.strip()]
@@ -211,13 +199,13 @@ class DataShuntSelector(BaseSelector):
             for lab in candidates
         )
         prompt = render_prompt(self._template, {**request.variables, "options": options})
-        messages = [ChatMessage(role=MessageRole.USER, content=prompt)]
-        return replace(request, prompt=prompt), messages, self._parsing_view(choices, index)
+        return replace(request, prompt=prompt, aliases=self._aliases(choices, index))
 
-    def _parsing_view(self, choices: Sequence[ToolMetadata], index: Mapping[str, int]) -> Shunt:
+    def _aliases(
+        self, choices: Sequence[ToolMetadata], index: Mapping[str, int]
+    ) -> dict[str, list[str]]:
         # The LLM may answer with an option's number or its tool name: both become surface
-        # forms of the label for the core's parser (and for C_l from logprobs). Shunt has no
-        # per-request forms yet, so a shallow copy carries a parser that knows them.
+        # forms of the label for the core's parser (and for C_l from logprobs).
         labels = self.shunt.policy.labels
         forms: dict[str, list[str]] = {lab: list(self._synonyms.get(lab, ())) for lab in labels}
         per_choice: dict[int, list[str]] = {}
@@ -228,9 +216,7 @@ class DataShuntSelector(BaseSelector):
             name = choices[index[lab]].name
             if name and per_choice[index[lab]] == [lab]:  # a shared tool name means no label
                 forms[lab].append(name)
-        view = copy.copy(self.shunt)
-        view.parser = AnswerParser(labels, forms)
-        return view
+        return forms
 
     def _selection(self, result: ShuntResult, index: Mapping[str, int]) -> DataShuntSelection:
         d = result.decision

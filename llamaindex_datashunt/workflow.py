@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from llama_index.core.base.llms.types import ChatMessage, MessageRole
 from llama_index.core.llms import LLM
 from llama_index.core.workflow import Context, Event, StartEvent, StopEvent, Workflow, step
+from llama_index_instrumentation.dispatcher import active_instrument_tags
 from pydantic import Field
 
 from datashunt import Decision, LLMRequest, Shunt, ShuntResult
@@ -26,14 +26,19 @@ __all__ = [
     "UncertainEvent",
 ]
 
+_RUN_ID_TAG = "llamaindex.run_id"
+
 Stage = Literal["classified", "answered_by_gate", "asking_llm", "llm_answered"]
 
 
 class ShuntStartEvent(StartEvent):
-    """Starts a run: ``wf.run(text=..., run_id=...)`` builds it from keyword arguments."""
+    """Starts a run: ``wf.run(text=...)`` builds it from keyword arguments.
+
+    The workflow's run id (``wf.run(text=..., run_id=...)``, else a generated one) is stored
+    with the call records.
+    """
 
     text: str
-    run_id: str | None = None
 
 
 class ConfidentEvent(Event):
@@ -111,6 +116,7 @@ class DataShuntWorkflow(Workflow):
     async def classify(self, ctx: Context, ev: ShuntStartEvent) -> ConfidentEvent | UncertainEvent:
         """One gate pass (in a thread); route to the gate or the LLM."""
         decision, request = await self._runner.aplan(ev.text)
+        run_id = _workflow_run_id()
         route = decision.route
         ctx.write_event_to_stream(
             ShuntProgressEvent(
@@ -124,8 +130,8 @@ class DataShuntWorkflow(Workflow):
             )
         )
         if request is None:
-            return ConfidentEvent(text=ev.text, decision=decision, run_id=ev.run_id)
-        return UncertainEvent(text=ev.text, request=request, run_id=ev.run_id)
+            return ConfidentEvent(text=ev.text, decision=decision, run_id=run_id)
+        return UncertainEvent(text=ev.text, request=request, run_id=run_id)
 
     @step
     async def answer_small(self, ctx: Context, ev: ConfidentEvent) -> StopEvent:
@@ -150,16 +156,15 @@ class DataShuntWorkflow(Workflow):
                 message=f"asking the LLM among {request.variables.get('candidates', '')}",
             )
         )
-        llm = self._llm
-        if llm.metadata.is_chat_model:
-            messages = [ChatMessage(role=MessageRole.USER, content=request.prompt)]
-            result = await self._runner.aask(request, lambda: llm.achat(messages), run_id=ev.run_id)
-        else:
-            result = await self._runner.aask(
-                request, lambda: llm.acomplete(request.prompt), run_id=ev.run_id
-            )
+        result = await self._runner.aask_llm(self._llm, request, run_id=ev.run_id)
         ctx.write_event_to_stream(_done("llm_answered", ev.text, result))
         return StopEvent(result=result)
+
+
+def _workflow_run_id() -> str | None:
+    # The workflow runtime tags everything a run does with its id (instrumentation tags).
+    run_id = active_instrument_tags.get().get(_RUN_ID_TAG)
+    return run_id if isinstance(run_id, str) else None
 
 
 def _done(stage: Stage, text: str, result: ShuntResult) -> ShuntProgressEvent:

@@ -45,6 +45,7 @@ class AnswerParser:
         self, labels: Sequence[str], synonyms: Mapping[str, Sequence[str]] | None = None
     ) -> None:
         self.labels = tuple(labels)
+        self.synonyms = {lab: list(v) for lab, v in (synonyms or {}).items()}
         forms: dict[str, str] = {}
         for lab in self.labels:
             forms[normalize(lab)] = lab
@@ -58,6 +59,13 @@ class AnswerParser:
         # Longest forms first, so "very positive" wins over "positive".
         alts = sorted(forms, key=len, reverse=True)
         self._mention = re.compile(r"\b(" + "|".join(re.escape(a) for a in alts) + r")\b")
+
+    def with_aliases(self, aliases: Mapping[str, Sequence[str]]) -> AnswerParser:
+        """A parser that also knows ``aliases`` (label -> extra surface forms)."""
+        merged = {lab: list(forms) for lab, forms in self.synonyms.items()}
+        for lab, extra in aliases.items():
+            merged.setdefault(lab, []).extend(extra)
+        return AnswerParser(self.labels, merged)
 
     def parse(self, text: str, allowed: Sequence[str] | None = None) -> ParsedAnswer:
         """Parse ``text``; a label outside ``allowed`` (the hard-pruned candidates) is unparsed."""

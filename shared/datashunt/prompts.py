@@ -105,11 +105,14 @@ def prompt_variables(
     hard = mode in ("hard", "both")
     soft = mode in ("soft", "both")
     cands: Sequence[str] = decision.candidates if hard else policy.labels
+    # Under hard pruning the hint names only the labels still on offer: listing a removed
+    # label, even with a small probability, would invite the answer it rules out.
+    shown = {lab: p for lab, p in decision.probabilities.items() if lab in cands}
     return {
         "text": text,
         "labels": ", ".join(policy.labels),
         "candidates": ", ".join(cands),
-        "hint": soft_hint(decision.probabilities, policy.hint_top_k, noun) + "\n" if soft else "",
+        "hint": soft_hint(shown, policy.hint_top_k, noun) + "\n" if soft else "",
         "small_label": decision.label,
         "small_confidence": f"{decision.confidence:.2f}",
     }

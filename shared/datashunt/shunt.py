@@ -185,9 +185,10 @@ class Shunt:
             c.strip() for c in request.variables.get("candidates", "").split(",") if c.strip()
         ]
         allowed = allowed or list(self.policy.labels)
-        parsed = self.parser.parse(reply.text, allowed)
+        parser = self.parser.with_aliases(request.aliases) if request.aliases else self.parser
+        parsed = parser.parse(reply.text, allowed)
         if reply.logprobs and parsed.ok:
-            dist = label_distribution_from_logprobs(reply.logprobs, self.parser, allowed)
+            dist = label_distribution_from_logprobs(reply.logprobs, parser, allowed)
             if dist is not None and parsed.label is not None:
                 return ParsedAnswer(parsed.label, True, parsed.reason, dist.get(parsed.label), dist)
         return parsed

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -55,12 +55,15 @@ class LLMRequest:
             that any prompt template can use.
         prompt: the shunt's default prompt rendered from ``variables``; adapters with their own
             prompt template ignore it.
+        aliases: extra surface forms per label that the answer may use for this request only
+            (e.g. an option number ``"2"`` or a tool name), honoured when parsing the answer.
     """
 
     text: str
     decision: Decision
     variables: Mapping[str, str]
     prompt: str
+    aliases: Mapping[str, Sequence[str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

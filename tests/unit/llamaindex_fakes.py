@@ -231,8 +231,8 @@ def topic_shunt(store: CallStore | None, *, gate: ThreadGate | None = None, **kw
     return Shunt(g, policy, store=store, **kwargs)
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[CallStore]:
+def temp_store(tmp_path: Path) -> Iterator[CallStore]:
+    """A fresh SQLite store for one test (use: ``yield from temp_store(tmp_path)``)."""
     s = CallStore(tmp_path / "calls.sqlite")
     try:
         yield s

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from llama_index.core import Document, SummaryIndex
@@ -22,9 +24,15 @@ from tests.unit.llamaindex_fakes import (  # noqa: F401 - fixtures
     ScriptedLLM,
     llamaindex_sandbox,
     openai_logprobs,
-    store,
+    temp_store,
     topic_shunt,
 )
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[CallStore]:
+    yield from temp_store(tmp_path)
+
 
 CHOICES = [
     ToolMetadata(name="sports", description="Scores, matches and players."),

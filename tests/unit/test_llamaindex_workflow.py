@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from llama_index.core.llms import MockLLM
@@ -21,9 +23,14 @@ from tests.unit.llamaindex_fakes import (  # noqa: F401 - fixtures
     llamaindex_sandbox,
     openai_logprobs,
     sentiment_gate,
-    store,
+    temp_store,
     topic_shunt,
 )
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[CallStore]:
+    yield from temp_store(tmp_path)
 
 
 def _shunt(store: CallStore | None, gate: ThreadGate | None = None, **kw: object) -> Shunt:

@@ -200,8 +200,9 @@ def test_main_reports_a_missing_model(tmp_path: Path) -> None:
         llm_server.main(["--model", str(tmp_path / "missing.gguf")])
 
 
-def test_main_help_exits_zero(capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize("argv", [["--help"], ["--", "--help"]])
+def test_main_help_exits_zero(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:
-        llm_server.main(["--help"])
+        llm_server.main(argv)
     assert exc.value.code == 0
     assert "--n-ctx" in capsys.readouterr().out

@@ -74,3 +74,9 @@ def test_unknown_variable_and_mode() -> None:
         render_prompt("Q: {question}", v)
     with pytest.raises(ConfigError, match="prompt mode"):
         prompt_variables(_decision(), ShuntPolicy(labels=LABELS), "medium", "t")  # type: ignore[arg-type]
+
+
+def test_both_mode_hint_names_only_the_candidates() -> None:
+    v = prompt_variables(_decision(), ShuntPolicy(labels=LABELS), "both", "t")
+    assert v["hint"].startswith("A smaller model labelled this text Business with probability 0.60")
+    assert "Sci/Tech 0.38" in v["hint"] and "World" not in v["hint"] and "Sports" not in v["hint"]
