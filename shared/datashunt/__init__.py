@@ -17,6 +17,8 @@ from .calibration import (
     fit_temperature,
 )
 from .data import Dataset, Example, read_dataset
+from .distill import DistillConfig, Distiller, distill_gate
+from .distill_report import DistillReport
 from .errors import (
     ConfigError,
     DataError,
@@ -50,6 +52,9 @@ __all__ = [
     "DataShuntError",
     "Dataset",
     "Decision",
+    "DistillConfig",
+    "DistillReport",
+    "Distiller",
     "EmbeddingGate",
     "Example",
     "Gate",
@@ -73,6 +78,7 @@ __all__ = [
     "__version__",
     "calibrate",
     "choose_threshold",
+    "distill_gate",
     "fit_temperature",
     "hard_candidates",
     "load_gate",

@@ -1,4 +1,4 @@
-"""The ``datashunt`` command line: train-gate, calibrate, predict, store, llm-server."""
+"""The ``datashunt`` command line: train-gate, calibrate, predict, store, distill, llm-server."""
 
 from __future__ import annotations
 
@@ -159,6 +159,12 @@ def _cmd_store(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_distill(args: argparse.Namespace) -> int:
+    from .distill_cli import run
+
+    return run(args)
+
+
 def _cmd_llm_server(args: argparse.Namespace) -> int:
     from . import llm_server
 
@@ -216,14 +222,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="JSONL file for export")
     p.set_defaults(func=_cmd_store)
 
+    from .distill_cli import add_arguments as add_distill_arguments
+
+    p = sub.add_parser("distill", help="distil the LLM's logged answers into the gate (2CD)")
+    add_distill_arguments(p)
+    p.set_defaults(func=_cmd_distill)
+
     p = sub.add_parser("llm-server", help="serve the embedded local LLM (OpenAI-compatible)")
-    p.add_argument("rest", nargs=argparse.REMAINDER, help="options for the server (see --help)")
+    p.add_argument(
+        "rest", nargs=argparse.REMAINDER, help="--model PATH --port N --n-ctx N --threads N"
+    )
     p.set_defaults(func=_cmd_llm_server)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code (2 for a datashunt error, with its message)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["llm-server"]:  # its options belong to the server's own parser
+        from . import llm_server
+
+        return llm_server.main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))

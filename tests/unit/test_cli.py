@@ -86,3 +86,12 @@ def test_store_stats_and_export(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert json.loads(capsys.readouterr().out)["llm_calls"] == 1
     assert main(["store", "export", "--store", str(db), "--out", str(tmp_path / "o.jsonl")]) == 0
     assert (tmp_path / "o.jsonl").read_text().count("\n") == 1
+
+
+def test_llm_server_options_reach_the_server_parser(monkeypatch: pytest.MonkeyPatch) -> None:
+    from datashunt import llm_server
+
+    seen: list[list[str]] = []
+    monkeypatch.setattr(llm_server, "main", lambda argv: seen.append(list(argv)) or 0)
+    assert main(["llm-server", "--n-ctx", "512", "--port", "8081"]) == 0
+    assert seen == [["--n-ctx", "512", "--port", "8081"]]

@@ -1,0 +1,172 @@
+"""What a distillation run reports: per-slice accuracy and LLM-call rate, before and after."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from .calibration import Budget, MaxAccuracy, PrecisionFloor, Target
+from .distill_data import SelectionCounts, StoreCounts
+from .distill_train import StageLoss
+from .errors import ConfigError
+from .gates import FloatArray, softmax
+from .policy import ShuntPolicy
+
+__all__ = ["DistillReport", "SliceFigures", "slice_figures", "target_from_policy"]
+
+_BUDGET = re.compile(r"^budget: LLM-call rate <= ([0-9.]+)%$")
+_PRECISION = re.compile(r"^precision floor: small-route accuracy >= ([0-9.]+)%$")
+_ACCURACY = re.compile(r"^max expected accuracy \(LLM accuracy ([0-9.]+)%\)$")
+
+
+def target_from_policy(policy: ShuntPolicy | None) -> Target:
+    """The calibration target a saved policy was chosen for, read back from its description.
+
+    The description keeps percentages to at most one decimal, so ``budget:0.125`` comes back
+    as ``budget:0.12``; pass the target explicitly where that matters.
+
+    Raises:
+        ConfigError: no policy, or a target that cannot be rebuilt from its description (a
+            measured-LLM accuracy target): pass ``--target``.
+    """
+    desc = (policy.target or "") if policy is not None else ""
+    for pattern, build in (
+        (_BUDGET, lambda v: Budget(v)),
+        (_PRECISION, lambda v: PrecisionFloor(v)),
+        (_ACCURACY, lambda v: MaxAccuracy(llm_accuracy=v)),
+    ):
+        m = pattern.match(desc)
+        if m:
+            target: Target = build(float(m.group(1)) / 100)
+            return target
+    where = f"the gate's policy target {desc!r}" if desc else "the gate has no policy target"
+    raise ConfigError(
+        f"cannot re-calibrate for {where}: pass the target explicitly "
+        "(--target budget:R, precision:P or accuracy:A)"
+    )
+
+
+@dataclass(frozen=True)
+class SliceFigures:
+    """Accuracy and LLM-call rate on one slice of data, for the old and the new gate.
+
+    ``accuracy_*`` is against gold labels, or against the LLM's own answers on the logged
+    inputs (``reference="llm"``).
+    """
+
+    name: str
+    n: int
+    reference: str
+    accuracy_before: float
+    accuracy_after: float
+    llm_rate_before: float
+    llm_rate_after: float
+
+
+def _route(logits: FloatArray, temperature: float, threshold: float) -> tuple[Any, Any]:
+    probs = softmax(logits, temperature)
+    return probs.argmax(axis=1), probs.max(axis=1) < threshold
+
+
+def slice_figures(
+    name: str,
+    y: Sequence[int],
+    before: FloatArray,
+    after: FloatArray,
+    old: tuple[float, float],
+    new: tuple[float, float],
+    reference: str = "gold",
+) -> SliceFigures:
+    """Figures for one slice from both gates' logits; ``old``/``new`` are ``(T, δ)``."""
+    yy = np.asarray(y)
+    pred_b, llm_b = _route(before, *old)
+    pred_a, llm_a = _route(after, *new)
+    return SliceFigures(
+        name,
+        len(yy),
+        reference,
+        float((pred_b == yy).mean()),
+        float((pred_a == yy).mean()),
+        float(llm_b.mean()),
+        float(llm_a.mean()),
+    )
+
+
+@dataclass(frozen=True)
+class DistillReport:
+    """The outcome of a distillation run (also written as ``datashunt_distill.json``).
+
+    Attributes:
+        out_dir: the new gate directory (loadable by :func:`datashunt.load_gate`).
+        method: ``"2cd"``, ``"stage1"`` or ``"finetune"``.
+        store: what was read from the call store and skipped.
+        selection: how inputs were split between the stages.
+        threshold_before / temperature_before: the production gate's δ and T.
+        threshold_after / temperature_after: the re-calibrated δ and T of the new gate.
+        slices: accuracy and LLM-call rate per slice, before and after.
+        losses: mean loss per stage and round.
+    """
+
+    out_dir: str
+    gate_dir: str
+    method: str
+    labels: tuple[str, ...]
+    store: StoreCounts
+    selection: SelectionCounts
+    threshold_before: float
+    temperature_before: float
+    threshold_after: float
+    temperature_after: float
+    target: str
+    slices: tuple[SliceFigures, ...]
+    losses: tuple[StageLoss, ...]
+    config: Mapping[str, Any]
+    seconds: float
+    notes: tuple[str, ...] = ()
+
+    def slice(self, name: str) -> SliceFigures:
+        """The figures of one slice by name (``"dev"``, ``"eval"``, ``"eval/books"``, ...)."""
+        for s in self.slices:
+            if s.name == name:
+                return s
+        raise KeyError(f"no slice {name!r}; slices: {[s.name for s in self.slices]}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return asdict(self)
+
+    def format(self) -> str:
+        """A printable summary: what was used, the policy change, and the slice table."""
+        st, se = self.store, self.selection
+        lines = [
+            f"{self.method} distillation: {self.gate_dir} -> {self.out_dir} ({self.seconds:.1f}s)",
+            f"store: {st.records} records, {st.inputs} distinct inputs, {st.llm_answers} usable "
+            f"LLM answers; skipped {st.llm_errors} LLM errors, {st.unparsed} unparsed answers, "
+            f"{st.no_text} records without input text; {st.no_llm_confidence} answers had no "
+            "C_l (no logprobs)",
+            f"stage 1: {se.stage1} inputs (C_s1 < δ={se.threshold:.4f}, C_l > "
+            f"δ_l={se.llm_min_confidence:.2f}); not used: {se.low_llm_confidence} with C_l <= "
+            f"δ_l, {se.unscored_skipped} without C_l, {se.uncertain_without_answer} uncertain "
+            "without an LLM answer",
+            f"stage 2: {se.stage2_logged} logged + {se.stage2_train} training inputs "
+            f"(C_s1 >= δ; {se.train_uncertain} uncertain training inputs left out)",
+            f"policy: δ {self.threshold_before:.4f} -> {self.threshold_after:.4f}, "
+            f"T {self.temperature_before:.3f} -> {self.temperature_after:.3f} ({self.target})",
+            *(f"note: {n}" for n in self.notes),
+            "",
+            f"{'slice':<28}{'n':>6}{'acc before':>12}{'acc after':>11}"
+            f"{'LLM-rate before':>17}{'after':>8}",
+        ]
+        for s in self.slices:
+            mark = "*" if s.reference == "llm" else ""
+            lines.append(
+                f"{s.name + mark:<28}{s.n:>6}{s.accuracy_before:>12.3f}{s.accuracy_after:>11.3f}"
+                f"{s.llm_rate_before:>17.3f}{s.llm_rate_after:>8.3f}"
+            )
+        if any(s.reference == "llm" for s in self.slices):
+            lines.append("* accuracy = agreement with the LLM's logged answer")
+        return "\n".join(lines)
