@@ -28,7 +28,18 @@ from datashunt import (
 from datashunt.calibration import parse_target
 from datashunt.errors import DataError, DataShuntError
 
-__all__ = ["Row", "main"]
+__all__ = ["SENTIMENT_TEMPLATE", "Row", "main"]
+
+
+#: The task prompt the demo gives the LLM. Small models are very sensitive to wording: on 60
+#: amazon-mds dev reviews SmolLM2-135M scored 0.90 with this prompt, 0.75 with a generic
+#: "Classify this text as one of: ..." and 0.48 with "Classify the text into exactly one of
+#: these labels: ... Text: ... Answer with the label only." (see the issue notes).
+SENTIMENT_TEMPLATE = (
+    "Classify the sentiment of this review as {candidates}. {hint}Answer with one word.\n"
+    "Review: {text}\n"
+    "Answer:"
+)
 
 
 @dataclass(frozen=True)
@@ -108,6 +119,8 @@ def _chat_model(base_url: str, api_key: str, model: str) -> Any:
 
 def run_demo(args: argparse.Namespace) -> list[Row]:
     """Run the demo; returns the table rows (also printed)."""
+    from langchain_core.prompts import ChatPromptTemplate
+
     from datashunt.llm_server import LLMServer
 
     from .runnable import DataShuntRunnable
@@ -126,6 +139,7 @@ def run_demo(args: argparse.Namespace) -> list[Row]:
     store_path = Path(args.store)
     store_path.parent.mkdir(parents=True, exist_ok=True)
     store = CallStore(store_path)
+    calls_before = store.count(route="llm")
 
     rows: list[Row] = []
     t0 = time.perf_counter()
@@ -150,6 +164,7 @@ def run_demo(args: argparse.Namespace) -> list[Row]:
         ]
         for name, pol, mode in variants:
             runnable = DataShuntRunnable(
+                prompt=ChatPromptTemplate.from_messages([("human", SENTIMENT_TEMPLATE)]),
                 gate=gate,
                 policy=pol,
                 llm=llm,
@@ -165,8 +180,9 @@ def run_demo(args: argparse.Namespace) -> list[Row]:
     print(_format(rows, len(texts)))
     stats = store.stats()
     print(
-        f"\nstore {store_path}: {stats['llm_calls']} LLM calls recorded, "
-        f"{stats['unparsed']} unparsed answers, {stats['llm_errors']} errors"
+        f"\nstore {store_path}: {store.count(route='llm') - calls_before} LLM calls recorded "
+        f"by this run ({stats['llm_calls']} in all, {stats['unparsed']} unparsed answers, "
+        f"{stats['llm_errors']} errors)"
     )
     print(f"demo wall time {time.perf_counter() - t_all:.0f} s")
     return rows
