@@ -271,8 +271,8 @@ class CalibrationReport:
         p = self.policy
         head = [
             f"temperature T = {p.temperature:.3f}   (fitted on {p.metrics.get('n', '?')} examples)",
-            f"NLL  before {self.nll_before:.4f}   after {self.nll_after:.4f}",
-            f"ECE  before {self.ece_before:.4f}   after {self.ece_after:.4f}",
+            f"NLL  before (T=1) {self.nll_before:.4f}   after {self.nll_after:.4f}",
+            f"ECE  before (T=1) {self.ece_before:.4f}   after {self.ece_after:.4f}",
             f"gate accuracy {self.dev_accuracy:.4f}",
             f"target: {p.target}  ->  δ = {p.threshold:.4f}",
         ]
@@ -330,12 +330,13 @@ def calibrate(
     y = np.array([index[e.label] for e in dev.examples])
     if isinstance(gate, BaseGate):
         logits = gate.predict_logits(dev.texts)
-        t_before = gate.temperature
+        current = gate.temperature
     else:
         logits = np.log(np.clip(gate.predict_proba(dev.texts), 1e-12, 1.0))
-        t_before = 1.0
-    before = softmax(logits, t_before)
-    temperature = fit_temperature(logits, y) if fit_temp else t_before
+        current = 1.0
+    # "before" is the raw model (T = 1), so a re-calibration still shows what scaling buys
+    before = softmax(logits, 1.0)
+    temperature = fit_temperature(logits, y) if fit_temp else current
     probs = softmax(logits, temperature)
     if isinstance(gate, BaseGate):
         gate.temperature = temperature
