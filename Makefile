@@ -6,9 +6,13 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 # The install is redone only when pyproject.toml changes (its hash names the stamp file).
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
-EXTRAS ?= hf,langchain,llamaindex,server,distill,plot,dev
+EXTRAS ?= hf,langchain,llamaindex,server,distill,plot,postgres,dev
+# The PostgreSQL tests and the load benchmark start a throwaway cluster from Debian's server
+# binaries; as root (CI) apt-get runs as is, elsewhere through sudo.
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: install test lint typecheck unit demo llm-server clean
+.PHONY: install test lint typecheck unit demo llm-server distill-shift clean postgres-server \
+	bench bench-load
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -26,19 +30,37 @@ install: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check shared langchain_datashunt llamaindex_datashunt tests
+	$(VENV)/bin/ruff format --check shared langchain_datashunt llamaindex_datashunt tests bench
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
-test: lint typecheck
+postgres-server:
+	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+		echo "installing Debian's postgresql package (server binaries for the store tests)"; \
+		$(SUDO) apt-get update -qq && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; \
+	fi
+
+test: lint typecheck postgres-server
 	$(PY) -m pytest
 
 unit: $(STAMP)
-	$(PY) -m pytest -m "not slow and not llm_server"
+	$(PY) -m pytest -m "not slow and not llm_server and not postgres"
+
+# 1,000 concurrent ainvoke calls through DataShuntRunnable with the local LLM, SQLite then
+# PostgreSQL; figures in bench/results/load.json.
+bench: bench-load
+
+bench-load: $(STAMP) postgres-server
+	$(PY) -m bench.load
 
 demo: $(STAMP)
 	$(PY) -m langchain_datashunt.demo
+
+# The 2CD shift experiment (amazon-mds, real local LLM); ~25 min on 2 CPU cores, then cached.
+distill-shift: $(STAMP)
+	$(PY) bench/distill_shift.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

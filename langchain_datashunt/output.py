@@ -31,6 +31,7 @@ class ShuntOutput(BaseModel):
         error: the model error, if the call failed.
         message: the model's raw message (``None`` on the small route).
         record_id: the store record, if a store is attached.
+        attempts: model calls made for this input, retries included (``0`` on the small route).
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
@@ -46,6 +47,7 @@ class ShuntOutput(BaseModel):
     error: str | None = None
     message: BaseMessage | None = None
     record_id: str | None = None
+    attempts: int | None = None
 
     @classmethod
     def from_decision(cls, decision: Decision, **kwargs: Any) -> ShuntOutput:
@@ -68,6 +70,7 @@ class ShuntOutput(BaseModel):
         out.llm_confidence = result.llm_confidence
         out.error = result.error
         out.record_id = result.record_id
+        out.attempts = result.attempts
         return out
 
     def __add__(self, other: ShuntOutput) -> ShuntOutput:

@@ -25,11 +25,13 @@ from pydantic import ConfigDict, Field, PrivateAttr
 
 from datashunt import Shunt, ShuntPolicy, load_gate
 from datashunt.errors import DataShuntError, LLMError
+from datashunt.idle import aiter_with_idle_timeout, iter_with_idle_timeout
 from datashunt.inputs import validate_text
 from datashunt.prompts import DEFAULT_TEMPLATE
+from datashunt.retry import RetryPolicy, empty_answer_error
 from datashunt.types import Decision, LLMRequest
 
-from ._convert import input_text, message_to_reply, metadata_for
+from ._convert import input_text, message_text, message_to_reply, metadata_for
 from .output import ShuntOutput
 
 __all__ = ["DECISION_EVENT", "DataShuntRunnable"]
@@ -71,6 +73,12 @@ class DataShuntRunnable(RunnableSerializable[Any, ShuntOutput]):
         store: a :class:`datashunt.CallStore`, a URL or a SQLite path: every model call (and,
             with ``record_small``, every gate answer) is recorded.
         input_key: the text's key when the input is a dict.
+        retry: how failed model calls (timeouts, refused connections, 429 with or without
+            ``Retry-After``, 5xx, empty answers) are retried before ``on_llm_error`` applies;
+            default :class:`datashunt.RetryPolicy`. Give the chat model ``max_retries=0`` so
+            that retries are counted here, once.
+        stream_idle_timeout: seconds a stream may go without a chunk before the call counts as
+            failed (and, if no text has reached the caller yet, is retried); ``None``: no limit.
 
     Example:
         .. code-block:: python
@@ -100,6 +108,8 @@ class DataShuntRunnable(RunnableSerializable[Any, ShuntOutput]):
     on_llm_error: str = "fallback"
     noun: str = "text"
     synonyms: Mapping[str, Sequence[str]] | None = None
+    retry: RetryPolicy | None = None
+    stream_idle_timeout: float | None = None
     name: str | None = Field(default="DataShunt")
 
     _shunt: Shunt = PrivateAttr()
@@ -116,6 +126,7 @@ class DataShuntRunnable(RunnableSerializable[Any, ShuntOutput]):
             store=self.store,
             record_small=self.record_small,
             on_llm_error=self.on_llm_error,  # type: ignore[arg-type]
+            retry=self.retry,
             synonyms=self.synonyms,
             noun=self.noun,
         )
@@ -182,12 +193,18 @@ class DataShuntRunnable(RunnableSerializable[Any, ShuntOutput]):
         error: BaseException | None,
         latency: float,
         run_id: str,
+        attempts: int = 1,
     ) -> ShuntOutput | Exception:
         assert item.request is not None  # noqa: S101
         reply = message_to_reply(message) if message is not None else None
         try:
             result = self._shunt.finish(
-                item.request, reply, error=error, latency_s=latency, run_id=run_id
+                item.request,
+                reply,
+                error=error,
+                latency_s=latency,
+                run_id=run_id,
+                attempts=attempts,
             )
         except LLMError as exc:
             return exc
@@ -199,7 +216,22 @@ class DataShuntRunnable(RunnableSerializable[Any, ShuntOutput]):
         )
         return [ShuntOutput.from_result(r) for r in results]
 
+    def _retry_wait(
+        self, attempt: int, error: BaseException | None, sent_text: bool
+    ) -> float | None:
+        """Seconds before the next streaming attempt, or None to stop (text already sent to
+        the caller cannot be taken back, so such a stream is never retried)."""
+        if error is None or sent_text:
+            return None
+        return self._shunt.retry.delay(attempt, error)
+
     # ---- sync -------------------------------------------------------------------------------
+
+    def _invoke_model(self, prompt_value: Any, cfg: RunnableConfig) -> BaseMessage:
+        return _non_empty(self.llm.invoke(prompt_value, cfg))
+
+    async def _ainvoke_model(self, prompt_value: Any, cfg: RunnableConfig) -> BaseMessage:
+        return _non_empty(await self.llm.ainvoke(prompt_value, cfg))
 
     def _call_model(
         self, item: _Item, config: RunnableConfig, run_id: str
@@ -208,11 +240,12 @@ class DataShuntRunnable(RunnableSerializable[Any, ShuntOutput]):
         t0 = time.perf_counter()
         try:
             prompt_value = self._prompt.invoke(self._prompt_input(item), cfg)
-            message: BaseMessage | None = self.llm.invoke(prompt_value, cfg)
-            error: BaseException | None = None
-        except Exception as exc:  # provider errors are recorded, then fallback or raise
-            message, error = None, exc
-        return self._finish(item, message, error, time.perf_counter() - t0, run_id)
+        except Exception as exc:  # a template error is recorded, then fallback or raise
+            return self._finish(item, None, exc, time.perf_counter() - t0, run_id, 0)
+        # provider errors are retried per the policy, then recorded: fallback or raise
+        out = self._shunt.retry.call(self._invoke_model, prompt_value, cfg)
+        latency = time.perf_counter() - t0
+        return self._finish(item, out.value, out.error, latency, run_id, out.attempts)
 
     def _batch(
         self,
@@ -271,13 +304,15 @@ class DataShuntRunnable(RunnableSerializable[Any, ShuntOutput]):
         t0 = time.perf_counter()
         try:
             prompt_value = await self._prompt.ainvoke(self._prompt_input(item), cfg)
-            message: BaseMessage | None = await self.llm.ainvoke(prompt_value, cfg)
-            error: BaseException | None = None
         except Exception as exc:
-            message, error = None, exc
+            latency = time.perf_counter() - t0
+            return await asyncio.to_thread(self._finish, item, None, exc, latency, run_id, 0)
+        out = await self._shunt.retry.acall(self._ainvoke_model, prompt_value, cfg)
         latency = time.perf_counter() - t0
         # parsing is cheap but the store write is blocking I/O: off the event loop
-        return await asyncio.to_thread(self._finish, item, message, error, latency, run_id)
+        return await asyncio.to_thread(
+            self._finish, item, out.value, out.error, latency, run_id, out.attempts
+        )
 
     async def _abatch(
         self,
@@ -351,14 +386,29 @@ class DataShuntRunnable(RunnableSerializable[Any, ShuntOutput]):
         t0 = time.perf_counter()
         acc: BaseMessageChunk | None = None
         error: BaseException | None = None
+        attempt = 0
         try:
             prompt_value = self._prompt.invoke(self._prompt_input(item), cfg)
-            for chunk in self.llm.stream(prompt_value, cfg):
-                acc = chunk if acc is None else acc + chunk  # type: ignore[assignment,operator]
-                yield ShuntOutput(message=chunk)
         except Exception as exc:
-            error = exc
-        final = self._finish(item, acc, error, time.perf_counter() - t0, run_id)
+            prompt_value, error = None, exc
+        while prompt_value is not None:
+            attempt += 1
+            acc, error, sent = None, None, False
+            try:
+                chunks = self.llm.stream(prompt_value, cfg)
+                for chunk in iter_with_idle_timeout(chunks, self.stream_idle_timeout):
+                    acc = chunk if acc is None else acc + chunk  # type: ignore[assignment,operator]
+                    sent = sent or bool(message_text(chunk))
+                    yield ShuntOutput(message=chunk)
+                _non_empty(acc)
+            except Exception as exc:
+                error = exc
+            wait = self._retry_wait(attempt, error, sent)
+            if wait is None:
+                break
+            time.sleep(wait)
+        latency = time.perf_counter() - t0
+        final = self._finish(item, acc, error, latency, run_id, attempt)
         if isinstance(final, Exception):
             raise final
         final.message = None  # the chunks already carried it; adding them up restores it
@@ -386,15 +436,29 @@ class DataShuntRunnable(RunnableSerializable[Any, ShuntOutput]):
         t0 = time.perf_counter()
         acc: BaseMessageChunk | None = None
         error: BaseException | None = None
+        attempt = 0
         try:
             prompt_value = await self._prompt.ainvoke(self._prompt_input(item), cfg)
-            async for chunk in self.llm.astream(prompt_value, cfg):
-                acc = chunk if acc is None else acc + chunk  # type: ignore[assignment,operator]
-                yield ShuntOutput(message=chunk)
         except Exception as exc:
-            error = exc
+            prompt_value, error = None, exc
+        while prompt_value is not None:
+            attempt += 1
+            acc, error, sent = None, None, False
+            try:
+                chunks = self.llm.astream(prompt_value, cfg)
+                async for chunk in aiter_with_idle_timeout(chunks, self.stream_idle_timeout):
+                    acc = chunk if acc is None else acc + chunk  # type: ignore[assignment,operator]
+                    sent = sent or bool(message_text(chunk))
+                    yield ShuntOutput(message=chunk)
+                _non_empty(acc)
+            except Exception as exc:
+                error = exc
+            wait = self._retry_wait(attempt, error, sent)
+            if wait is None:
+                break
+            await asyncio.sleep(wait)
         latency = time.perf_counter() - t0
-        final = await asyncio.to_thread(self._finish, item, acc, error, latency, run_id)
+        final = await asyncio.to_thread(self._finish, item, acc, error, latency, run_id, attempt)
         if isinstance(final, Exception):
             raise final
         final.message = None
@@ -438,6 +502,15 @@ class DataShuntRunnable(RunnableSerializable[Any, ShuntOutput]):
 
         async for chunk in self.atransform(once(), config, **kwargs):
             yield chunk
+
+
+def _non_empty(message: BaseMessage | None) -> BaseMessage:
+    """The model's message; an empty one (no text, no tool call) is an error worth a retry."""
+    text = message_text(message) if message is not None else None
+    if not getattr(message, "tool_calls", None) and (err := empty_answer_error(text)):
+        raise err
+    assert message is not None  # noqa: S101 - empty_answer_error(None) is an error
+    return message
 
 
 def _last(values: Iterator[Any]) -> Any:

@@ -20,6 +20,7 @@ from llama_index.core.llms import LLM
 from llama_index_instrumentation.dispatcher import active_instrument_tags, instrument_tags
 
 from datashunt import Decision, LLMReply, LLMRequest, Shunt, ShuntResult
+from datashunt.retry import empty_answer_error
 
 from ._replies import to_reply
 
@@ -84,16 +85,23 @@ class ShuntRunner:
             call: makes the LLM call, returns a LlamaIndex chat or completion response.
             run_id: stored with the record.
         """
-        t0 = time.perf_counter()
-        reply: LLMReply | None = None
-        error: Exception | None = None
-        try:
+
+        def once() -> LLMReply:
             with recorded_scope():
-                reply = to_reply(call())
-        except Exception as exc:  # any provider error: recorded, then fallback or raise
-            error = exc
+                return _non_empty(to_reply(call()))
+
+        t0 = time.perf_counter()
+        # any provider error is retried per the shunt's policy, then recorded: fallback or raise
+        out = self.shunt.retry.call(once)
         latency = time.perf_counter() - t0
-        return self.shunt.finish(request, reply, error=error, latency_s=latency, run_id=run_id)
+        return self.shunt.finish(
+            request,
+            out.value,
+            error=out.error,
+            latency_s=latency,
+            run_id=run_id,
+            attempts=out.attempts,
+        )
 
     async def aask(
         self,
@@ -103,17 +111,22 @@ class ShuntRunner:
         run_id: str | None = None,
     ) -> ShuntResult:
         """Async :meth:`ask`: the LLM call is awaited, the store write runs in a thread."""
-        t0 = time.perf_counter()
-        reply: LLMReply | None = None
-        error: Exception | None = None
-        try:
+
+        async def once() -> LLMReply:
             with recorded_scope():
-                reply = to_reply(await call())
-        except Exception as exc:
-            error = exc
+                return _non_empty(to_reply(await call()))
+
+        t0 = time.perf_counter()
+        out = await self.shunt.retry.acall(once)
         latency = time.perf_counter() - t0
         return await asyncio.to_thread(
-            self.shunt.finish, request, reply, error=error, latency_s=latency, run_id=run_id
+            self.shunt.finish,
+            request,
+            out.value,
+            error=out.error,
+            latency_s=latency,
+            run_id=run_id,
+            attempts=out.attempts,
         )
 
     def ask_llm(
@@ -141,6 +154,12 @@ class ShuntRunner:
             messages = _as_messages(request.prompt)
             return await self.aask(request, lambda: llm.achat(messages), run_id=run_id)
         return await self.aask(request, lambda: llm.acomplete(request.prompt), run_id=run_id)
+
+
+def _non_empty(reply: LLMReply) -> LLMReply:
+    if (err := empty_answer_error(reply.text)) is not None:
+        raise err
+    return reply
 
 
 def _as_messages(prompt: str) -> list[ChatMessage]:

@@ -33,6 +33,7 @@ from .gates import BaseGate, EmbeddingGate, Gate, HFGate, load_gate
 from .parsing import AnswerParser
 from .policy import ShuntPolicy
 from .prompts import DEFAULT_TEMPLATE, hard_candidates, prompt_variables, soft_hint
+from .retry import RetryPolicy
 from .shunt import Shunt
 from .store import CallRecord, CallStore
 from .train import TrainConfig, train_gate
@@ -69,6 +70,7 @@ __all__ = [
     "ParsedAnswer",
     "PrecisionFloor",
     "PromptTransfer",
+    "RetryPolicy",
     "Shunt",
     "ShuntPolicy",
     "ShuntResult",

@@ -7,9 +7,11 @@ Rounds alternate two stages:
 1. on logged inputs where ``C_s1 < δ`` and the LLM was confident (``C_l > δ_l``), minimise
    ``KL(C_l || F_s2(x))``: learn the LLM's distribution over the labels;
 2. on inputs where ``C_s1 >= δ`` (logged ones and, if given, the training data), minimise
-   ``T² · KL(F_s1(x)/T || F_s2(x)/T)``: keep what the production gate knew.
+   ``KL(F_s1(x) || F_s2(x))``: keep what the production gate knew.
 
-The KL is taken in the direction of standard distillation (target first), which is defined for
+Both distributions of the gates are taken at the production gate's calibrated temperature τ,
+the scale on which ``C_s`` is compared with δ and with ``C_l`` (stage 2 may use another T). The
+KL is taken in the direction of standard distillation (target first), which is defined for
 one-hot targets too. The result is a gate directory in the ``train-gate`` format with a
 re-calibrated policy and a report. Runs on CPU, one GPU or many via ``accelerate launch``.
 """
@@ -29,7 +31,13 @@ import numpy as np
 from .calibration import Target, calibrate
 from .data import Dataset
 from .distill_data import Method, open_existing_store, read_logged, select_stages
-from .distill_report import DistillReport, SliceFigures, slice_figures, target_from_policy
+from .distill_report import (
+    DISTILL_REPORT_FILE,
+    DistillReport,
+    build_slices,
+    target_from_policy,
+    write_outputs,
+)
 from .distill_train import (
     load_classifier,
     make_accelerator,
@@ -43,12 +51,8 @@ from .gates._deps import check_weights, resolve_backbone
 from .gates.embedding import GATE_FILE
 from .policy import POLICY_FILE, ShuntPolicy
 from .store import CallStore
-from .train import TRAIN_REPORT_FILE
 
 __all__ = ["DISTILL_REPORT_FILE", "DistillConfig", "Distiller", "distill_gate"]
-
-#: The report written beside the distilled gate.
-DISTILL_REPORT_FILE = "datashunt_distill.json"
 
 
 @dataclass(frozen=True)
@@ -63,7 +67,9 @@ class DistillConfig:
         lr: AdamW learning rate (constant).
         batch_size: inputs per optimiser step (per process).
         max_length: tokens per input; use what the production gate runs with (HFGate: 256).
-        temperature: T of stage 2 (the frozen model's ``softmax(z / T)`` is the target).
+        temperature: T of stage 2 (the frozen model's ``softmax(z / T)`` is the target, and
+            the learnable model is compared at the same T); default the production gate's
+            calibrated temperature, i.e. the target is exactly its ``C_s1`` distribution.
         threshold: δ; default the production gate's policy threshold.
         llm_min_confidence: δ_l; stage 1 uses answers with ``C_l > δ_l``.
         trust_unscored: use answers logged without logprobs (no ``C_l``) as one-hot targets.
@@ -79,7 +85,7 @@ class DistillConfig:
     lr: float = 3e-5
     batch_size: int = 16
     max_length: int = 256
-    temperature: float = 2.0
+    temperature: float | None = None
     threshold: float | None = None
     llm_min_confidence: float = 0.8
     trust_unscored: bool = False
@@ -96,7 +102,8 @@ class DistillConfig:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise ConfigError(f"lr must be > 0, got {self.lr}")
-        if not (math.isfinite(self.temperature) and self.temperature > 0):
+        t = self.temperature
+        if t is not None and not (math.isfinite(t) and t > 0):
             raise ConfigError(f"temperature must be > 0, got {self.temperature}")
         if self.threshold is not None and not 0.0 <= self.threshold <= 1.0:
             raise ConfigError(f"threshold must be in [0, 1], got {self.threshold}")
@@ -136,15 +143,15 @@ def _gate_dir(gate_dir: str | Path) -> Path:
     return path
 
 
-def _indices(data: Dataset, labels: Sequence[str], what: str) -> list[int]:
-    index = {lab: i for i, lab in enumerate(labels)}
-    unknown = sorted({e.label for e in data.examples} - set(index))
+def _check_labels(data: Dataset | None, labels: Sequence[str], what: str) -> None:
+    if data is None:
+        return
+    unknown = sorted({e.label for e in data.examples} - set(labels))
     if unknown:
         raise DataError(
             f"{what} has labels {unknown} that the gate does not know (gate labels "
             f"{list(labels)}): use data with the gate's label set"
         )
-    return [index[e.label] for e in data.examples]
 
 
 class Distiller:
@@ -182,10 +189,27 @@ class Distiller:
         progress: bool = True,
     ) -> None:
         self.gate_dir = _gate_dir(gate_dir)
+        self.progress = progress
+        opened = open_existing_store(store)  # a missing store fails before any model loads
+        try:
+            self._load(accelerator, dev, train, eval_data, calib)
+            self.logged, self.store_counts = read_logged(opened.iter(), self.labels)
+        finally:
+            if opened is not store:
+                opened.close()
+        self._teacher_cache: dict[tuple[int, str], FloatArray] = {}
+
+    def _load(
+        self,
+        accelerator: Any | None,
+        dev: Dataset,
+        train: Dataset | None,
+        eval_data: Dataset | None,
+        calib: Dataset | None,
+    ) -> None:
         has_policy = (self.gate_dir / POLICY_FILE).is_file()
         self.policy = ShuntPolicy.load(self.gate_dir) if has_policy else None
         self.accelerator = accelerator if accelerator is not None else make_accelerator()
-        self.progress = progress
         self.teacher, self.tokenizer = load_classifier(self.gate_dir)
         self.teacher.to(self.accelerator.device)
         id2label = {int(i): str(n) for i, n in self.teacher.config.id2label.items()}
@@ -197,16 +221,9 @@ class Distiller:
             )
         self.dev, self.train, self.eval_data = dev, train, eval_data
         self.calib = calib if calib is not None else dev
-        self.y_dev = _indices(dev, self.labels, "the dev data")
-        self.y_eval = _indices(eval_data, self.labels, "the eval data") if eval_data else None
-        _indices(self.calib, self.labels, "the calibration data")
-        opened = open_existing_store(store)
-        try:
-            self.logged, self.store_counts = read_logged(opened.iter(), self.labels)
-        finally:
-            if opened is not store:
-                opened.close()
-        self._teacher_cache: dict[tuple[int, str], FloatArray] = {}
+        _check_labels(dev, self.labels, "the dev data")
+        _check_labels(eval_data, self.labels, "the eval data")
+        _check_labels(calib, self.labels, "the calibration data")
 
     def teacher_logits(self, texts: Sequence[str], config: DistillConfig) -> FloatArray:
         """F_s1's raw logits, computed once per text (and ``max_length``)."""
@@ -276,7 +293,7 @@ class Distiller:
             method=cfg.method,
             threshold=delta,
             policy_temperature=t_old,
-            distill_temperature=cfg.temperature,
+            distill_temperature=cfg.temperature or t_old,
             llm_min_confidence=cfg.llm_min_confidence,
             trust_unscored=cfg.trust_unscored,
             train_texts=self.train.texts if self.train is not None else (),
@@ -287,7 +304,7 @@ class Distiller:
                 f"no logged input qualifies for stage 1 ({sc.records} records, {sc.llm_answers} "
                 f"usable LLM answers; {sel.low_llm_confidence} with C_l <= δ_l="
                 f"{cfg.llm_min_confidence}, {sel.unscored_skipped} without C_l, "
-                f"{sc.llm_errors} LLM errors, {sc.unparsed} unparsed, {sel.stage2_logged} "
+                f"{sc.llm_errors} LLM errors, {sc.unparsed} unparsed, {sel.confident_logged} "
                 "confident for the gate already): lower --llm-min-confidence, pass "
                 "--trust-unscored for answers logged without logprobs, or log more traffic"
             )
@@ -331,26 +348,16 @@ class Distiller:
         cal = calibrate(_LogitsGate(self.labels, after), self.calib, target, **policy_fields)
         if cal.note:
             notes.append(f"calibration: {cal.note}")
-        old, new = (t_old, delta), (cal.policy.temperature, cal.policy.threshold)
-
-        def figures(name: str, ts: Sequence[str], y: Sequence[int], ref: str) -> SliceFigures:
-            b = self.teacher_logits(ts, cfg)
-            a = np.stack([after[t] for t in ts]) if ts else np.zeros((0, len(self.labels)))
-            return slice_figures(name, y, b, a, old, new, ref)
-
-        slices = [figures("dev", self.dev.texts, self.y_dev, "gold")]
-        if self.eval_data is not None and self.y_eval is not None:
-            ex, y = self.eval_data.examples, self.y_eval
-            slices.append(figures("eval", self.eval_data.texts, y, "gold"))
-            for g in sorted({e.group for e in ex if e.group is not None}):
-                idx = [i for i, e in enumerate(ex) if e.group == g]
-                slices.append(
-                    figures(f"eval/{g}", [ex[i].text for i in idx], [y[i] for i in idx], "gold")
-                )
-        if answered:
-            index = {lab: i for i, lab in enumerate(self.labels)}
-            y_llm = [index[r.llm_label] for r in answered if r.llm_label is not None]
-            slices.append(figures("logged LLM answers", [r.text for r in answered], y_llm, "llm"))
+        slices = build_slices(
+            lambda texts: self.teacher_logits(texts, cfg),
+            after,
+            (t_old, delta),
+            (cal.policy.temperature, cal.policy.threshold),
+            labels=self.labels,
+            dev=self.dev,
+            eval_data=self.eval_data,
+            answered=answered,
+        )
         report = DistillReport(
             out_dir=str(out),
             gate_dir=str(self.gate_dir),
@@ -370,31 +377,9 @@ class Distiller:
             notes=tuple(notes),
         )
         if self.accelerator.is_main_process:
-            self._write(out, cal.policy, report, len(stage1) + len(stage2))
+            write_outputs(out, cal.policy, report, n_train=len(stage1) + len(stage2))
         self.accelerator.wait_for_everyone()
         return report
-
-    def _write(self, out: Path, policy: ShuntPolicy, report: DistillReport, n_train: int) -> None:
-        policy.save(out)
-        body = json.dumps(report.to_dict(), indent=2) + "\n"
-        (out / DISTILL_REPORT_FILE).write_text(body, encoding="utf-8")
-        dev = report.slice("dev")
-        train_record = {
-            "report": {
-                "out_dir": report.out_dir,
-                "kind": f"distill-{report.method}",
-                "labels": list(report.labels),
-                "n_train": n_train,
-                "n_dev": dev.n,
-                "dev_accuracy": dev.accuracy_after,
-                "majority_accuracy": None,
-                "seconds": report.seconds,
-            },
-            "config": dict(report.config),
-            "backbone": report.gate_dir,
-        }
-        text = json.dumps(train_record, indent=2) + "\n"
-        (out / TRAIN_REPORT_FILE).write_text(text, encoding="utf-8")
 
 
 def distill_gate(

@@ -43,13 +43,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--rounds", type=int, default=2, help="stage alternations (default 2)")
     p.add_argument("--epochs", type=int, default=1, help="passes per stage per round")
-    p.add_argument("--lr", type=float, default=3e-5)
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--max-length", type=int, default=256, help="tokens per input")
-    p.add_argument("--temperature", type=float, default=2.0, help="T of stage 2")
+    p.add_argument("--lr", type=float, default=3e-5, help="AdamW learning rate (default 3e-5)")
+    p.add_argument("--batch-size", type=int, default=16, help="per process (default 16)")
+    p.add_argument(
+        "--max-length",
+        type=int,
+        default=256,
+        help="tokens per input: what the gate runs with (default 256, as HFGate)",
+    )
+    p.add_argument(
+        "--temperature",
+        type=float,
+        help="T of stage 2 (default: the gate's calibrated temperature, i.e. its C_s1)",
+    )
     p.add_argument("--threshold", type=float, help="δ (default: the gate's policy)")
     p.add_argument(
-        "--llm-min-confidence", type=float, default=0.8, help="δ_l: stage 1 needs C_l > δ_l"
+        "--llm-min-confidence",
+        type=float,
+        default=0.8,
+        help="δ_l: stage 1 needs C_l > δ_l (default 0.8)",
     )
     p.add_argument(
         "--trust-unscored",
@@ -57,7 +69,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="use LLM answers logged without logprobs (no C_l) as one-hot targets",
     )
     p.add_argument("--stage2-max", type=int, help="at most this many stage-2 inputs per round")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="data order, sampling, dropout")
     p.add_argument(
         "--target",
         help="calibration target of the new δ: budget:R, precision:P, accuracy:A "

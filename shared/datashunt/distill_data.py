@@ -78,6 +78,9 @@ class SelectionCounts:
 
     threshold: float
     llm_min_confidence: float
+    stage1_temperature: float
+    stage2_temperature: float
+    confident_logged: int
     stage1: int
     stage2_logged: int
     stage2_train: int
@@ -223,7 +226,10 @@ def select_stages(
         method: ``"2cd"`` and ``"stage1"`` learn the LLM's distribution; ``"finetune"`` learns
             its parsed label (one-hot; the loss is then plain cross-entropy).
         threshold: δ; ``C_s1`` is F_s1's maximum probability at ``policy_temperature``.
-        distill_temperature: T of the stage-2 targets ``softmax(z_s1 / T)``.
+        policy_temperature: the production gate's calibrated temperature τ: stage 1 compares
+            the learnable gate's ``softmax(z / τ)`` (its ``C_s`` scale) with the LLM's
+            distribution ("finetune" uses plain cross-entropy, T = 1).
+        distill_temperature: T of stage 2: F_s1's ``softmax(z_s1 / T)`` is the target.
         llm_min_confidence: δ_l; a stage-1 answer needs ``C_l > δ_l``.
         trust_unscored: use answers without ``C_l`` (no logprobs) as one-hot targets.
         train_texts: the gate's original training inputs, for stage 2.
@@ -266,9 +272,13 @@ def select_stages(
         confident = [t for t, c in zip(extra, t_conf, strict=True) if c >= threshold]
         train_uncertain = len(extra) - len(confident)
         s2_texts.extend(confident)
+    t1 = 1.0 if method == "finetune" else policy_temperature
     counts = SelectionCounts(
         threshold=threshold,
         llm_min_confidence=llm_min_confidence,
+        stage1_temperature=t1,
+        stage2_temperature=distill_temperature,
+        confident_logged=n_logged2,
         stage1=len(s1_texts),
         stage2_logged=n_logged2 if method == "2cd" else 0,
         stage2_train=len(s2_texts) - n_logged2 if method == "2cd" else 0,
@@ -277,7 +287,7 @@ def select_stages(
         uncertain_without_answer=uncertain_bare,
         train_uncertain=train_uncertain,
     )
-    stage1 = StageData(tuple(s1_texts), np.array(s1_targets).reshape(-1, k), 1.0)
+    stage1 = StageData(tuple(s1_texts), np.array(s1_targets).reshape(-1, k), t1)
     if method != "2cd" or not s2_texts:
         stage2 = StageData((), np.zeros((0, k)), distill_temperature)
     else:

@@ -2,21 +2,36 @@
 
 from __future__ import annotations
 
+import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .calibration import Budget, MaxAccuracy, PrecisionFloor, Target
-from .distill_data import SelectionCounts, StoreCounts
+from .data import Dataset
+from .distill_data import LoggedInput, SelectionCounts, StoreCounts
 from .distill_train import StageLoss
 from .errors import ConfigError
 from .gates import FloatArray, softmax
 from .policy import ShuntPolicy
+from .train import TRAIN_REPORT_FILE
 
-__all__ = ["DistillReport", "SliceFigures", "slice_figures", "target_from_policy"]
+__all__ = [
+    "DISTILL_REPORT_FILE",
+    "DistillReport",
+    "SliceFigures",
+    "build_slices",
+    "slice_figures",
+    "target_from_policy",
+    "write_outputs",
+]
+
+#: The report written beside the distilled gate.
+DISTILL_REPORT_FILE = "datashunt_distill.json"
 
 _BUDGET = re.compile(r"^budget: LLM-call rate <= ([0-9.]+)%$")
 _PRECISION = re.compile(r"^precision floor: small-route accuracy >= ([0-9.]+)%$")
@@ -96,6 +111,46 @@ def slice_figures(
     )
 
 
+def build_slices(
+    before: Callable[[Sequence[str]], FloatArray],
+    after: Mapping[str, FloatArray],
+    old: tuple[float, float],
+    new: tuple[float, float],
+    *,
+    labels: Sequence[str],
+    dev: Dataset,
+    eval_data: Dataset | None,
+    answered: Sequence[LoggedInput],
+) -> list[SliceFigures]:
+    """The report's slices: dev, eval and each eval group (gold), logged LLM answers (agreement).
+
+    Args:
+        before: the old gate's logits for texts; ``after``: the new gate's, by text.
+        old, new: ``(T, δ)`` of the old and the new policy.
+    """
+    index = {lab: i for i, lab in enumerate(labels)}
+
+    def figures(name: str, texts: Sequence[str], y: Sequence[int], ref: str) -> SliceFigures:
+        a = np.stack([after[t] for t in texts]) if texts else np.zeros((0, len(labels)))
+        return slice_figures(name, y, before(texts), a, old, new, ref)
+
+    def gold(data: Dataset) -> list[int]:
+        return [index[e.label] for e in data.examples]
+
+    slices = [figures("dev", dev.texts, gold(dev), "gold")]
+    if eval_data is not None:
+        ex = eval_data.examples
+        slices.append(figures("eval", eval_data.texts, gold(eval_data), "gold"))
+        for g in sorted({e.group for e in ex if e.group is not None}):
+            part = [e for e in ex if e.group == g]
+            y = [index[e.label] for e in part]
+            slices.append(figures(f"eval/{g}", [e.text for e in part], y, "gold"))
+    if answered:
+        y_llm = [index[r.llm_label] for r in answered if r.llm_label is not None]
+        slices.append(figures("logged LLM answers", [r.text for r in answered], y_llm, "llm"))
+    return slices
+
+
 @dataclass(frozen=True)
 class DistillReport:
     """The outcome of a distillation run (also written as ``datashunt_distill.json``).
@@ -149,11 +204,12 @@ class DistillReport:
             f"{st.no_text} records without input text; {st.no_llm_confidence} answers had no "
             "C_l (no logprobs)",
             f"stage 1: {se.stage1} inputs (C_s1 < δ={se.threshold:.4f}, C_l > "
-            f"δ_l={se.llm_min_confidence:.2f}); not used: {se.low_llm_confidence} with C_l <= "
-            f"δ_l, {se.unscored_skipped} without C_l, {se.uncertain_without_answer} uncertain "
-            "without an LLM answer",
+            f"δ_l={se.llm_min_confidence:.2f}; T={se.stage1_temperature:.3g}); not used: "
+            f"{se.low_llm_confidence} with C_l <= δ_l, {se.unscored_skipped} without C_l, "
+            f"{se.uncertain_without_answer} uncertain without an LLM answer",
             f"stage 2: {se.stage2_logged} logged + {se.stage2_train} training inputs "
-            f"(C_s1 >= δ; {se.train_uncertain} uncertain training inputs left out)",
+            f"(C_s1 >= δ; T={se.stage2_temperature:.3g}; {se.train_uncertain} uncertain "
+            "training inputs left out)",
             f"policy: δ {self.threshold_before:.4f} -> {self.threshold_after:.4f}, "
             f"T {self.temperature_before:.3f} -> {self.temperature_after:.3f} ({self.target})",
             *(f"note: {n}" for n in self.notes),
@@ -170,3 +226,26 @@ class DistillReport:
         if any(s.reference == "llm" for s in self.slices):
             lines.append("* accuracy = agreement with the LLM's logged answer")
         return "\n".join(lines)
+
+
+def write_outputs(out: Path, policy: ShuntPolicy, report: DistillReport, *, n_train: int) -> None:
+    """Write the policy, ``datashunt_distill.json`` and a ``train-gate``-style record to ``out``."""
+    policy.save(out)
+    body = json.dumps(report.to_dict(), indent=2) + "\n"
+    (out / DISTILL_REPORT_FILE).write_text(body, encoding="utf-8")
+    dev = report.slice("dev")
+    record = {
+        "report": {
+            "out_dir": report.out_dir,
+            "kind": f"distill-{report.method}",
+            "labels": list(report.labels),
+            "n_train": n_train,
+            "n_dev": dev.n,
+            "dev_accuracy": dev.accuracy_after,
+            "majority_accuracy": None,
+            "seconds": report.seconds,
+        },
+        "config": dict(report.config),
+        "backbone": report.gate_dir,
+    }
+    (out / TRAIN_REPORT_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")

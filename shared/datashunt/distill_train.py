@@ -148,9 +148,10 @@ def train_rounds(
 ) -> tuple[Any, list[StageLoss]]:
     """Train ``model`` on each round's stages in turn; returns the unwrapped model and losses.
 
-    Every stage minimises ``T² · KL(target || softmax(z / T))`` over its data, with the stage's
-    temperature T (1 for the LLM's targets; on one-hot targets this is cross-entropy). The
-    Hinton T² keeps the gradient scale of a soft stage comparable to a T = 1 stage.
+    Every stage minimises ``T · KL(target || softmax(z / T))`` over its data, with the stage's
+    temperature T (on one-hot targets at T = 1 this is cross-entropy). The factor T makes the
+    gradient on the logits ``softmax(z / T) - target`` at any temperature, so the learning
+    rate means what it means in ``train-gate`` even for a gate calibrated to T = 0.1.
     """
     torch = require("torch")
     functional = torch.nn.functional
@@ -189,7 +190,7 @@ def train_rounds(
                     target = batch.pop("_target")
                     logits = model(**batch).logits.float()
                     log_p = functional.log_softmax(logits / t, dim=-1)
-                    loss = functional.kl_div(log_p, target, reduction="batchmean") * (t * t)
+                    loss = functional.kl_div(log_p, target, reduction="batchmean") * t
                     accelerator.backward(loss)
                     accelerator.clip_grad_norm_(model.parameters(), 1.0)
                     opt.step()

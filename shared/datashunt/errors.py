@@ -43,7 +43,31 @@ class ModelNotFoundError(GateError, FileNotFoundError):
 
 
 class LLMError(DataShuntError):
-    """The large model failed (timeout, HTTP error, empty answer) after the configured retries."""
+    """The large model failed (timeout, HTTP error, empty answer) after the configured retries.
+
+    Args:
+        message: what happened and what to do.
+        status: the HTTP status, when the provider answered with an error status.
+        retry_after: seconds the provider asked to wait (its ``Retry-After`` header), if any.
+        retryable: whether trying again may help; ``None`` leaves it to
+            :class:`datashunt.RetryPolicy` (which then goes by ``status``).
+        attempts: how many calls were made before giving up, when known.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        retry_after: float | None = None,
+        retryable: bool | None = None,
+        attempts: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.retry_after = retry_after
+        self.retryable = retryable
+        self.attempts = attempts
 
 
 class StoreError(DataShuntError):

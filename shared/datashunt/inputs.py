@@ -29,6 +29,16 @@ def validate_text(text: object, *, index: int | None = None, max_chars: int | No
             f"{where} has {len(text):,} characters, over the limit of {max_chars:,}: "
             "shorten it, or raise max_chars"
         )
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            # Lone surrogates (e.g. from JSON "\ud800") are not text: tokenizers and databases
+            # refuse them, so they are refused here, once, with a way out.
+            raise InputError(
+                f"{where} holds a lone surrogate at position {exc.start}, which is not valid "
+                "Unicode: decode the source bytes with errors='replace'"
+            ) from None
     return text
 
 

@@ -7,6 +7,7 @@ users reach models through their own clients (``ChatOpenAI``, LlamaIndex ``OpenA
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import urllib.error
@@ -14,6 +15,7 @@ import urllib.request
 from typing import Any
 
 from .errors import ConfigError, LLMError
+from .retry import retry_after_of
 from .types import LLMReply, LLMRequest
 
 __all__ = ["OpenAICompatLLM"]
@@ -80,7 +82,9 @@ class OpenAICompatLLM:
             choice = data["choices"][0]
             text = choice["message"].get("content") or ""
         except (KeyError, IndexError, TypeError, AttributeError) as exc:
-            raise LLMError(f"not a chat-completions response: {str(data)[:200]}") from exc
+            raise LLMError(
+                f"not a chat-completions response: {str(data)[:200]}", retryable=True
+            ) from exc
         lp = (choice.get("logprobs") or {}).get("content") if isinstance(choice, dict) else None
         usage = data.get("usage") or {}
         return LLMReply(
@@ -102,9 +106,14 @@ class OpenAICompatLLM:
                 data = json.loads(resp.read().decode("utf-8"))
         except urllib.error.HTTPError as exc:
             detail = exc.read().decode("utf-8", "replace")[:200]
-            raise LLMError(f"HTTP {exc.code} from {self.url}: {detail}") from exc
-        except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
-            raise LLMError(f"cannot reach {self.url}: {exc}") from exc
-        except json.JSONDecodeError as exc:
-            raise LLMError(f"{self.url} answered with invalid JSON: {exc}") from exc
+            raise LLMError(
+                f"HTTP {exc.code} from {self.url}: {detail}",
+                status=exc.code,
+                retry_after=retry_after_of(exc),
+            ) from exc
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+            # refused, reset, dropped mid-answer or timed out: all worth another try
+            raise LLMError(f"cannot reach {self.url}: {exc}", retryable=True) from exc
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise LLMError(f"{self.url} answered with invalid JSON: {exc}", retryable=True) from exc
         return self.parse(data)

@@ -31,6 +31,7 @@ from .prompts import (
     prompt_variables,
     render_prompt,
 )
+from .retry import RetryPolicy, empty_answer_error, status_of
 from .store import CallRecord, CallStore, open_store
 from .transfer import PromptTransfer, TransferResult
 from .types import Decision, LLMReply, LLMRequest, ParsedAnswer, ShuntResult
@@ -61,6 +62,9 @@ class Shunt:
         record_small: also record inputs the gate answered alone (distillation uses them).
         on_llm_error: ``"fallback"`` answers with the gate's label (``source="fallback"``);
             ``"raise"`` raises :class:`LLMError`. Either way the store records the failure.
+        retry: how failed LLM calls (timeouts, refused connections, 429, 5xx, empty answers)
+            are retried before ``on_llm_error`` applies; default :class:`RetryPolicy` (3 attempts
+            with jittered exponential backoff, honouring ``Retry-After``).
         max_concurrency: LLM calls in flight at once in batch paths.
         max_chars: longer inputs are refused with :class:`InputError`.
         synonyms: extra surface forms per label for reading the LLM's answer.
@@ -85,6 +89,7 @@ class Shunt:
         store: CallStore | str | Path | None = None,
         record_small: bool = True,
         on_llm_error: OnError = "fallback",
+        retry: RetryPolicy | None = None,
         max_concurrency: int = 8,
         max_chars: int = DEFAULT_MAX_CHARS,
         synonyms: Mapping[str, Sequence[str]] | None = None,
@@ -111,6 +116,7 @@ class Shunt:
         self.store = open_store(store)
         self.record_small = record_small
         self.on_llm_error: OnError = on_llm_error
+        self.retry = retry if retry is not None else RetryPolicy()
         self.max_concurrency = max_concurrency
         self.max_chars = max_chars
         self.noun = noun
@@ -230,8 +236,12 @@ class Shunt:
         latency_s: float | None = None,
         run_id: str | None = None,
         record: bool = True,
+        attempts: int = 1,
     ) -> ShuntResult:
         """Turn an LLM reply (or failure) into a result and record it.
+
+        ``attempts`` (LLM calls made, retries included) goes into the result and the record's
+        ``extra``.
 
         Raises:
             LLMError: when the call failed and ``on_llm_error="raise"`` (after recording).
@@ -248,13 +258,19 @@ class Shunt:
             result = ShuntResult(parsed.label, "llm", "llm", d, reply, parsed, None, latency_s)
         else:
             result = ShuntResult(d.label, "llm", "fallback", d, reply, parsed, err, latency_s)
+        result = replace(result, attempts=attempts)
         if record and self.store is not None:
             rec = self._record(request.text, d, request, reply, parsed, err, latency_s, run_id)
+            rec.extra = {**(rec.extra or {}), "attempts": attempts}
             result = self._stored(result, rec)
         if err is not None and self.on_llm_error == "raise":
-            raise LLMError(f"the LLM call failed: {err}") from (
-                error if isinstance(error, BaseException) else None
-            )
+            tries = f" after {attempts} attempts" if attempts > 1 else ""
+            cause = error if isinstance(error, BaseException) else None
+            raise LLMError(
+                f"the LLM call failed{tries}: {err}",
+                status=status_of(cause) if cause is not None else None,
+                attempts=attempts,
+            ) from cause
         return result
 
     # ---- the paths: single and batch, sync and async -----------------------------------------
@@ -278,12 +294,12 @@ class Shunt:
         def call(i: int) -> ShuntResult | Exception:
             req = by_index[i]
             t0 = time.perf_counter()
-            try:
-                reply: LLMReply | str | None = llm(req)  # type: ignore[misc]
-                err: BaseException | None = None
-            except Exception as exc:  # any provider error: recorded, then fallback or raise
-                reply, err = None, exc
-            return self._finish_safe(req, reply, err, time.perf_counter() - t0, return_exceptions)
+            # any provider error is retried per self.retry, then recorded: fallback or raise
+            out = self.retry.call(_answer, llm, req)
+            latency = time.perf_counter() - t0
+            return self._finish_safe(
+                req, out.value, out.error, latency, return_exceptions, out.attempts
+            )
 
         if by_index:
             workers = min(self.max_concurrency, len(by_index))
@@ -310,21 +326,23 @@ class Shunt:
 
         async def call(i: int) -> ShuntResult | Exception:
             req = by_index[i]
-            async with sem:
+            async with sem:  # held through the backoff too: a throttled LLM gets fewer calls
                 t0 = time.perf_counter()
-                try:
-                    if allm is not None:
-                        reply: LLMReply | str | None = await allm(req)
-                    else:
-                        assert llm is not None  # noqa: S101 - _require_llm checked it
-                        reply = await asyncio.to_thread(llm, req)
-                    err: BaseException | None = None
-                except Exception as exc:
-                    reply, err = None, exc
+                if allm is not None:
+                    out = await self.retry.acall(_aanswer, allm, req)
+                else:
+                    assert llm is not None  # noqa: S101 - _require_llm checked it
+                    out = await self.retry.acall(asyncio.to_thread, _answer, llm, req)
                 latency = time.perf_counter() - t0
             # The store write is blocking I/O: run it in a thread.
             return await asyncio.to_thread(
-                self._finish_safe, req, reply, err, latency, return_exceptions
+                self._finish_safe,
+                req,
+                out.value,
+                out.error,
+                latency,
+                return_exceptions,
+                out.attempts,
             )
 
         done = await asyncio.gather(*(call(i) for i in by_index))
@@ -384,9 +402,10 @@ class Shunt:
         err: BaseException | None,
         latency: float,
         return_exceptions: bool,
+        attempts: int = 1,
     ) -> ShuntResult | Exception:
         try:
-            return self.finish(req, reply, error=err, latency_s=latency)
+            return self.finish(req, reply, error=err, latency_s=latency, attempts=attempts)
         except LLMError as exc:
             if return_exceptions:
                 return exc
@@ -444,6 +463,22 @@ class Shunt:
             log.warning("%s", exc)
             return replace(result, extra={**result.extra, "store_error": str(exc)})
         return replace(result, record_id=rid)
+
+
+def _answer(llm: LLMCall, request: LLMRequest) -> LLMReply | str:
+    """One LLM call; an empty answer is an error, so that the retry policy tries again."""
+    return _non_empty(llm(request))
+
+
+async def _aanswer(allm: AsyncLLMCall, request: LLMRequest) -> LLMReply | str:
+    return _non_empty(await allm(request))
+
+
+def _non_empty(reply: LLMReply | str) -> LLMReply | str:
+    text = reply if isinstance(reply, str) else getattr(reply, "text", None)
+    if isinstance(text, str) and (err := empty_answer_error(text)) is not None:
+        raise err
+    return reply
 
 
 def _describe(exc: BaseException) -> str:

