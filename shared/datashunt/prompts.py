@@ -32,11 +32,11 @@ PROMPT_MODES: tuple[str, ...] = ("none", "soft", "hard", "both")
 #: The variables :func:`prompt_variables` fills.
 TEMPLATE_VARIABLES = ("text", "labels", "candidates", "hint", "small_label", "small_confidence")
 
+# Instruction first, the input last, ending on "Answer:": on 60 amazon-mds dev reviews this
+# wording took SmolLM2-135M from 0.48 (label list after "exactly one of these labels", the
+# instruction after the text) to 0.75. A task-specific template does better still (the demo's).
 DEFAULT_TEMPLATE = (
-    "Classify the text into exactly one of these labels: {candidates}.\n"
-    "{hint}"
-    "Text: {text}\n"
-    "Answer with the label only."
+    "Classify this text as one of: {candidates}. {hint}Answer with one word.\nText: {text}\nAnswer:"
 )
 
 

@@ -48,7 +48,7 @@ def test_hard_prompt_removes_ruled_out_labels() -> None:
     policy = ShuntPolicy(labels=labels, threshold=0.9, class_recall=dict.fromkeys(labels, 0.95))
     llm = CountingChat(answer=lambda p: "Sci/Tech")
     out = DataShuntRunnable(gate=gate, policy=policy, llm=llm, prompt_mode="hard").invoke("chips")
-    assert "labels: Business, Sci/Tech." in llm.prompts[0] and "smaller model" not in llm.prompts[0]
+    assert "one of: Business, Sci/Tech." in llm.prompts[0] and "smaller model" not in llm.prompts[0]
     assert (
         out.label == "Sci/Tech"
         and out.source == "llm"

@@ -69,7 +69,7 @@ async def test_uncertain_input_goes_to_the_llm_with_the_shunt_prompt(store: Call
     assert llm.calls == 1
     sent = llm.messages[0]
     assert len(sent) == 1 and sent[0].role.value == "user"
-    assert "exactly one of these labels: negative, positive" in llm.prompts[0]
+    assert "one of: negative, positive" in llm.prompts[0]
     assert "A smaller model labelled this text" in llm.prompts[0]
     assert _stages(events) == ["classified", "asking_llm", "llm_answered"]
     asking = [e for e in events if isinstance(e, ShuntProgressEvent)][1]
@@ -82,7 +82,7 @@ async def test_pruned_candidates_reach_the_llm() -> None:
     llm = ScriptedLLM(answer="weather")
     result = await DataShuntWorkflow(topic_shunt(None), llm, timeout=10).run(text="tomorrow?")
     assert result.label == "weather"
-    assert "one of these labels: sports, weather." in llm.prompts[0]
+    assert "one of: sports, weather." in llm.prompts[0]
 
 
 async def test_garbage_answer_falls_back_to_the_gate(store: CallStore) -> None:
@@ -120,7 +120,7 @@ async def test_logprobs_give_llm_confidence(store: CallStore) -> None:
 async def test_completion_llm_gets_the_prompt_text() -> None:
     llm = ScriptedLLM(answer="positive", chat_model=False)
     result = await DataShuntWorkflow(_shunt(None), llm, timeout=10).run(text="hmm")
-    assert result.source == "llm" and llm.prompts[0].startswith("Classify the text")
+    assert result.source == "llm" and llm.prompts[0].startswith("Classify this text")
 
 
 async def test_mock_llm_echo_is_unparseable_and_falls_back() -> None:

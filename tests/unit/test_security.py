@@ -56,9 +56,7 @@ def test_injection_never_escapes_the_label_set(mode: str, attack: str) -> None:
     if res.source == "llm":  # only when the injected answer happens to be a real label
         assert res.label == "positive"
     # the real instructions come first, whatever the input says about labels
-    assert llm.requests[0].prompt.startswith(
-        "Classify the text into exactly one of these labels: negative, positive.\n"
-    )
+    assert llm.requests[0].prompt.startswith("Classify this text as one of: negative, positive.")
 
 
 def test_hard_pruning_rejects_an_injected_pruned_label_end_to_end() -> None:
@@ -84,7 +82,7 @@ def test_injection_through_the_langchain_runnable(attack: str) -> None:
     runnable = DataShuntRunnable(gate=KeywordGate(), policy=ShuntPolicy(labels=LABELS), llm=chat)
     out = runnable.invoke({"text": attack, "unused": "{text}"})
     assert out.label in LABELS
-    assert chat.prompts[0].startswith("Classify the text into exactly one of these labels")
+    assert chat.prompts[0].startswith("Classify this text as one of:")
     assert attack in chat.prompts[0]  # verbatim, braces and all: never re-formatted
 
 

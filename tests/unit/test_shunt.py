@@ -90,7 +90,7 @@ def test_hard_pruning_restricts_prompt_and_answer() -> None:
     policy = ShuntPolicy(labels=labels, threshold=0.9, class_recall={lab: 0.95 for lab in labels})
     llm = FakeLLM("Sports")
     res = Shunt(gate, policy, llm=llm, prompt_mode="hard").run("markets rallied")
-    assert "labels: Business, Sci/Tech." in llm.requests[0].prompt
+    assert "one of: Business, Sci/Tech." in llm.requests[0].prompt
     assert res.decision.candidates == ("Business", "Sci/Tech")
     # "Sports" was pruned: the answer is treated as unparsed and the gate's label is used.
     assert res.source == "fallback" and res.label == "Business"
