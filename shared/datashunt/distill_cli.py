@@ -2,7 +2,8 @@
 
 Single process: ``datashunt distill --store runs/calls.sqlite --gate runs/gate --out
 runs/gate-2cd --dev-data amazon-mds:dev``. Several GPUs or machines, with no code change:
-``accelerate launch -m datashunt distill ...`` (the same options).
+``accelerate launch -m datashunt distill ...`` (the same options; ``-m datashunt.distill_cli``
+also works, without the subcommand).
 """
 
 from __future__ import annotations
@@ -150,3 +151,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DataShuntError as exc:
         print(f"datashunt: error: {exc}", file=sys.stderr)
         return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
