@@ -69,7 +69,7 @@ def build_tiny_bert(path: Path, labels: Sequence[str] = ("negative", "positive")
         *"abcdefghijklmnopqrstuvwxyz.,!?",
     ]
     (path / "vocab.txt").write_text("\n".join(dict.fromkeys(vocab)) + "\n", encoding="utf-8")
-    tok = BertTokenizerFast(vocab_file=str(path / "vocab.txt"), model_max_length=64)
+    tok = BertTokenizerFast(vocab=str(path / "vocab.txt"), model_max_length=64)
     config = BertConfig(
         vocab_size=len(dict.fromkeys(vocab)),
         hidden_size=32,
