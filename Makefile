@@ -12,7 +12,7 @@ EXTRAS ?= hf,langchain,llamaindex,server,distill,plot,postgres,dev
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
 .PHONY: install test lint typecheck unit demo llm-server distill-shift clean postgres-server \
-	bench bench-load
+	bench bench-load bench-gate cookbook
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -44,13 +44,23 @@ postgres-server:
 
 test: lint typecheck postgres-server
 	$(PY) -m pytest
+	$(MAKE) --no-print-directory cookbook
+
+# Re-executes every notebook in cookbook/ (offline, embedded defaults), 10 minutes at most each.
+cookbook: $(STAMP)
+	$(PY) -m pytest --nbmake --nbmake-timeout=600 cookbook
 
 unit: $(STAMP)
 	$(PY) -m pytest -m "not slow and not llm_server and not postgres"
 
 # 1,000 concurrent ainvoke calls through DataShuntRunnable with the local LLM, SQLite then
 # PostgreSQL; figures in bench/results/load.json.
-bench: bench-load
+bench: bench-gate bench-load
+
+# The gate's forward pass vs predict_proba vs Shunt.decide, batching, int8, latency, and the
+# runnable against all-to-LLM; figures in bench/results/gate_speed.json (BENCHMARKS.md).
+bench-gate: $(STAMP)
+	$(PY) -m bench.gate_speed
 
 bench-load: $(STAMP) postgres-server
 	$(PY) -m bench.load
