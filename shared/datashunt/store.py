@@ -21,7 +21,7 @@ import os
 import re
 import threading
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
@@ -541,7 +541,3 @@ def open_store(store: CallStore | str | Path | None, **kwargs: Any) -> CallStore
     if store is None or isinstance(store, CallStore):
         return store
     return CallStore(store, **kwargs)
-
-
-def _as_mapping(x: Mapping[str, float] | None) -> dict[str, float] | None:
-    return {k: float(v) for k, v in x.items()} if x is not None else None
