@@ -12,7 +12,7 @@ EXTRAS ?= hf,langchain,llamaindex,server,distill,plot,postgres,dev
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
 .PHONY: install test lint typecheck unit demo llm-server distill-shift clean postgres-server \
-	bench bench-load bench-gate cookbook
+	bench bench-quick bench-load bench-gate cookbook
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -53,15 +53,23 @@ cookbook: $(STAMP)
 unit: $(STAMP)
 	$(PY) -m pytest -m "not slow and not llm_server and not postgres"
 
-# 1,000 concurrent ainvoke calls through DataShuntRunnable with the local LLM, SQLite then
-# PostgreSQL; figures in bench/results/load.json.
-bench: bench-gate bench-load
+# Issue 6's figures in one run (about 40 min on 2 cores, LLM answers cached in .cache/bench):
+# the quality/cost table per data set (small, LLM, Data Shunt none/soft/hard, DS+, random and
+# oracle routers), the δ-sweep plot, and the gate/runnable speed figures. Writes
+# bench/results/latest.{json,md,png}. bench-quick: the same on small samples (a few minutes),
+# into bench/results/quick.*.
+bench: $(STAMP)
+	$(PY) -m bench.run
 
-# The gate's forward pass vs predict_proba vs Shunt.decide, batching, int8, latency, and the
-# runnable against all-to-LLM; figures in bench/results/gate_speed.json (BENCHMARKS.md).
+bench-quick: $(STAMP)
+	$(PY) -m bench.run --quick
+
+# The gate part of `bench` alone (bench/results/gate_speed.json).
 bench-gate: $(STAMP)
 	$(PY) -m bench.gate_speed
 
+# 1,000 concurrent ainvoke calls through DataShuntRunnable with the local LLM, SQLite then
+# PostgreSQL; figures in bench/results/load.json.
 bench-load: $(STAMP) postgres-server
 	$(PY) -m bench.load
 

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import copy
 import json
 import os
 import platform
@@ -38,7 +37,6 @@ import resource
 import statistics
 import sys
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -59,28 +57,32 @@ def _rss_mb() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
-def _train_gate(out: Path, seed: int = 0) -> Path:
-    """Fine-tune a gate on a fresh machine: 1 epoch, 128 tokens, 2,000 training reviews."""
-    from datashunt import read_dataset, train_gate
+def _train_gate(out: Path, n: int, seed: int = 0) -> Path:
+    """Fine-tune a gate on a fresh machine: 1 epoch, 128 tokens, ``n`` training reviews."""
+    from datashunt import Budget, calibrate, load_gate, read_dataset, train_gate
     from datashunt.data import Dataset
     from datashunt.train import TrainConfig
 
     train = read_dataset("amazon-mds", split="train")
     rng = random.Random(seed)  # noqa: S311 - a data subset, not a secret
-    subset = Dataset(tuple(rng.sample(train.examples, min(2000, len(train)))), train.labels)
+    subset = Dataset(tuple(rng.sample(train.examples, min(n, len(train)))), train.labels)
     print(f"no gate given: fine-tuning one on {len(subset)} reviews into {out} (minutes)")
     train_gate(subset, out, config=TrainConfig(epochs=1, max_length=128), progress=False)
+    # a calibrated δ (30 % budget on 200 dev reviews), so the runnable part routes as in use
+    dev = read_dataset("amazon-mds", split="dev", limit=200)
+    calibrate(load_gate(out), dev, Budget(max_llm_rate=0.3)).policy.save(out)
     return out
 
 
-def _resolve_gate(gate: str | None) -> Path:
+def _resolve_gate(gate: str | None, train_n: int) -> Path:
     if gate is not None:
         return Path(gate)
     if DEFAULT_GATE.is_dir():
         return DEFAULT_GATE
-    if (TRAINED_GATE / "config.json").is_file():
-        return TRAINED_GATE
-    return _train_gate(TRAINED_GATE)
+    trained = TRAINED_GATE.with_name(f"{TRAINED_GATE.name}-{train_n}")
+    if (trained / "config.json").is_file():
+        return trained
+    return _train_gate(trained, train_n)
 
 
 def _read_inputs(data: str, n: int) -> Any:
@@ -112,16 +114,22 @@ def _interleaved(variants: dict[str, Callable[[], Any]], repeats: int) -> dict[s
     return times
 
 
-def _batched_logits(gate: Any, model: Any, texts: list[str], *, sort: bool) -> np.ndarray:
-    """Tokenise + forward in ``gate.batch_size`` batches: length-sorted (the gate's own buckets)
-    or in input order; no softmax, no validation."""
+def _fixed_buckets(texts: list[str], size: int, *, sort: bool) -> list[np.ndarray]:
+    """Batches of ``size`` inputs, length-sorted or in input order (the naive batching)."""
+    order = np.argsort([len(t) for t in texts], kind="stable") if sort else np.arange(len(texts))
+    return [order[i : i + size] for i in range(0, len(texts), size)]
+
+
+def _batched_logits(
+    gate: Any, model: Any, texts: list[str], buckets: list[np.ndarray] | None = None
+) -> np.ndarray:
+    """Tokenise + forward per bucket (default the gate's own token-budget buckets); no softmax,
+    no validation: the raw cost of the model."""
     import torch
 
-    order = np.argsort([len(t) for t in texts], kind="stable") if sort else np.arange(len(texts))
     out = np.empty((len(texts), len(gate.labels)), dtype=np.float64)
     with torch.inference_mode():
-        for start in range(0, len(texts), gate.batch_size):
-            idx = order[start : start + gate.batch_size]
+        for idx in buckets if buckets is not None else gate.buckets(texts):
             enc = gate.encode([texts[i] for i in idx])
             out[idx] = model(**enc).logits.float().numpy()
     return out
@@ -136,17 +144,10 @@ def _one_by_one(gate: Any, model: Any, texts: list[str]) -> None:
 
 
 def _quantized(model: Any) -> Any:
-    import torch
+    from datashunt.gates.hf import quantize_int8
 
-    # Dynamic int8: weights of every nn.Linear stored in int8, activations quantised per batch.
-    # torch deprecates torch.ao.quantization in favour of torchao (not installed here); the
-    # eager API still works on 2.13 and is what issue 6 asks to measure.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        warnings.simplefilter("ignore", UserWarning)
-        return torch.ao.quantization.quantize_dynamic(
-            copy.deepcopy(model), {torch.nn.Linear}, dtype=torch.qint8
-        )
+    # the library's own int8 path (HFGate(quantize="int8")): dynamic, weights per channel
+    return quantize_int8(model)
 
 
 class _FixedGate:
@@ -175,21 +176,24 @@ def bench_gate(
     torch.set_num_threads(threads)
     shunt = Shunt(gate, policy)
     qmodel = _quantized(gate.model)
+    fixed32 = _fixed_buckets(texts, 32, sort=True)
+    unsorted32 = _fixed_buckets(texts, 32, sort=False)
     variants: dict[str, Callable[[], Any]] = {
-        "raw_forward_sorted": lambda: _batched_logits(gate, gate.model, texts, sort=True),
+        "raw_forward": lambda: _batched_logits(gate, gate.model, texts),
         "predict_proba": lambda: gate.predict_proba(texts),
         "shunt_decide": lambda: shunt.decide(texts),
-        "raw_forward_unsorted": lambda: _batched_logits(gate, gate.model, texts, sort=False),
+        "sorted_batch32": lambda: _batched_logits(gate, gate.model, texts, fixed32),
+        "unsorted_batch32": lambda: _batched_logits(gate, gate.model, texts, unsorted32),
         "one_by_one": lambda: _one_by_one(gate, gate.model, texts),
-        "int8_forward_sorted": lambda: _batched_logits(gate, qmodel, texts, sort=True),
+        "int8_forward": lambda: _batched_logits(gate, qmodel, texts),
     }
     times = _interleaved(variants, repeats)
     med = {name: _median(ts) for name, ts in times.items()}
-    raw = med["raw_forward_sorted"]
+    raw = med["raw_forward"]
 
     y = np.asarray(gold)
-    fp32_pred = _batched_logits(gate, gate.model, texts, sort=True).argmax(axis=1)
-    int8_pred = _batched_logits(gate, qmodel, texts, sort=True).argmax(axis=1)
+    fp32_pred = _batched_logits(gate, gate.model, texts).argmax(axis=1)
+    int8_pred = _batched_logits(gate, qmodel, texts).argmax(axis=1)
     acc_fp32 = float((fp32_pred == y).mean())
     acc_int8 = float((int8_pred == y).mean())
 
@@ -211,9 +215,10 @@ def bench_gate(
             "decide_overhead_over_raw": round(overhead / raw, 5),
             "predict_proba_over_raw": round(med["predict_proba"] / raw, 3),
             "decide_over_raw": round(med["shunt_decide"] / raw, 3),
-            "one_by_one_over_sorted": round(med["one_by_one"] / raw, 3),
-            "unsorted_over_sorted": round(med["raw_forward_unsorted"] / raw, 3),
-            "fp32_over_int8": round(raw / med["int8_forward_sorted"], 3),
+            "one_by_one_over_bucketed": round(med["one_by_one"] / raw, 3),
+            "sorted_batch32_over_bucketed": round(med["sorted_batch32"] / raw, 3),
+            "unsorted_batch32_over_bucketed": round(med["unsorted_batch32"] / raw, 3),
+            "fp32_over_int8": round(raw / med["int8_forward"], 3),
         },
         "accuracy": {
             "fp32": round(acc_fp32, 4),
@@ -229,7 +234,7 @@ def bench_gate(
         "targets": {
             "decide_within_5pct": med["shunt_decide"] <= 1.05 * raw,
             "batching_1_5x": med["one_by_one"] >= 1.5 * raw,
-            "int8_1_8x_and_0_5pt": raw >= 1.8 * med["int8_forward_sorted"]
+            "int8_1_8x_and_0_5pt": raw >= 1.8 * med["int8_forward"]
             and 100 * (acc_fp32 - acc_int8) <= 0.5,
         },
     }
@@ -306,78 +311,106 @@ def bench_runnable(gate: Any, policy: Any, texts: list[str], gold: list[int]) ->
     }
 
 
-def _table(report: dict[str, Any]) -> str:
-    runs = report["gate"]["by_threads"]
-    cols = list(runs)
-    n = report["gate"]["n"]
-    lines = [
-        f"| gate, {n} inputs (median s) | " + " | ".join(f"{c} thread(s)" for c in cols) + " |",
-        "|---|" + "---|" * len(cols),
-    ]
-
-    def row(label: str, get: Callable[[dict[str, Any]], Any]) -> None:
-        lines.append(f"| {label} | " + " | ".join(str(get(runs[c])) for c in cols) + " |")
-
-    for name in (
-        "raw_forward_sorted",
+def gate_table(report: dict[str, Any]) -> str:
+    """The gate and runnable figures as markdown."""
+    g = report["gate"]
+    lines: list[str] = []
+    names = (
+        "raw_forward",
         "predict_proba",
         "shunt_decide",
-        "raw_forward_unsorted",
+        "sorted_batch32",
+        "unsorted_batch32",
         "one_by_one",
-        "int8_forward_sorted",
-    ):
-        row(name, lambda r, k=name: r["median_s"][k])
-    row(
-        "decide overhead without model (ms)",
-        lambda r: f"{1000 * r['decide_overhead_without_model_s']:.2f}",
+        "int8_forward",
     )
-    for name in (
-        "decide_overhead_over_raw",
+    ratio_names = (
         "predict_proba_over_raw",
         "decide_over_raw",
-        "one_by_one_over_sorted",
-        "unsorted_over_sorted",
+        "one_by_one_over_bucketed",
+        "sorted_batch32_over_bucketed",
+        "unsorted_batch32_over_bucketed",
         "fp32_over_int8",
-    ):
-        row(f"ratio {name}", lambda r, k=name: r["ratios"][k])
-    row("accuracy fp32 / int8", lambda r: f"{r['accuracy']['fp32']} / {r['accuracy']['int8']}")
-    row("int8 loss (points)", lambda r: r["accuracy"]["int8_loss_points"])
-    row(
-        "decide([x]) p50 / p95 ms",
-        lambda r: (
-            f"{1000 * r['single_latency_s']['p50']:.1f} / {1000 * r['single_latency_s']['p95']:.1f}"
-        ),
     )
+    for data, block in g["inputs"].items():
+        runs = block["by_threads"]
+        cols = list(runs)
+        lines += [
+            "",
+            f"| {data}: {block['n']} inputs, mean {block['mean_chars']:.0f} chars (median s) | "
+            + " | ".join(f"{c} thread(s)" for c in cols)
+            + " |",
+            "|---|" + "---:|" * len(cols),
+        ]
+
+        def row(
+            label: str, get: Callable[[dict[str, Any]], Any], runs: Any = runs, out: Any = lines
+        ) -> None:
+            out.append(f"| {label} | " + " | ".join(str(get(runs[c])) for c in runs) + " |")
+
+        for name in names:
+            row(name, lambda r, k=name: r["median_s"][k])  # type: ignore[misc]
+        row(
+            "decide overhead without model (ms)",
+            lambda r: f"{1000 * r['decide_overhead_without_model_s']:.2f}",
+        )
+        for name in ratio_names:
+            row(f"ratio {name}", lambda r, k=name: r["ratios"][k])  # type: ignore[misc]
+        row("accuracy fp32 / int8", lambda r: f"{r['accuracy']['fp32']} / {r['accuracy']['int8']}")
+        row("int8 loss (points)", lambda r: r["accuracy"]["int8_loss_points"])
+        row(
+            "decide([x]) p50 / p95 ms",
+            lambda r: (
+                f"{1000 * r['single_latency_s']['p50']:.1f} / "
+                f"{1000 * r['single_latency_s']['p95']:.1f}"
+            ),
+        )
+        row("targets met", lambda r: ", ".join(k for k, v in r["targets"].items() if v) or "none")
     rn = report["runnable"]
     if not rn.get("skipped"):
         lines += [
             "",
-            f"| runnable abatch, {rn['n']} inputs | wall s | LLM calls | tokens (in+out) |",
-            "|---|---|---|---|",
+            f"| runnable abatch, {rn['n']} inputs | wall s | LLM calls | tokens (in+out) | "
+            "accuracy |",
+            "|---|---:|---:|---:|---:|",
         ]
         for name in ("all_to_llm", "datashunt"):
             r = rn[name]
-            lines.append(f"| {name} | {r['wall_s']} | {r['llm_calls']} | {r['total_tokens']} |")
-    lines += ["", f"peak RSS: {report['peak_rss_mb']} MiB. {MACHINE_NOTE}."]
-    return "\n".join(lines)
+            lines.append(
+                f"| {name} | {r['wall_s']} | {r['llm_calls']} | {r['total_tokens']} | "
+                f"{r['accuracy']} |"
+            )
+    lines += ["", f"peak RSS of the gate bench: {report['peak_rss_mb']} MiB. {MACHINE_NOTE}."]
+    return "\n".join(lines).lstrip("\n")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the gate speed benchmark; writes the JSON figures and prints a markdown table."""
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.gate_speed", description=__doc__.split("\n")[0]
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The gate bench options (shared with ``python -m bench.run``)."""
+    parser.add_argument(
+        "--speed-gate", help=f"the HF gate directory to time (default {DEFAULT_GATE}, or train)"
     )
-    parser.add_argument("--gate", help=f"a gate directory (default {DEFAULT_GATE}, or train)")
-    parser.add_argument("--data", default="amazon-mds", help="data set name or CSV (amazon-mds)")
+    parser.add_argument(
+        "--speed-train-n",
+        type=int,
+        default=1000,
+        help="reviews to fine-tune the timed gate on when there is none (1000)",
+    )
+    parser.add_argument(
+        "--speed-data",
+        default="amazon-mds,sst2",
+        help="input sets to time, long and short (amazon-mds,sst2)",
+    )
     parser.add_argument("--n", type=int, default=128, help="inputs for the gate timings (128)")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs after warm-up (3)")
     parser.add_argument("--threads", default="1,2", help="torch threads to try (1,2)")
     parser.add_argument("--llm-n", type=int, default=40, help="inputs for the runnable (40)")
     parser.add_argument("--no-llm", action="store_true", help="skip the runnable/LLM part")
-    parser.add_argument("--out", type=Path, default=RESULTS, help=f"JSON figures ({RESULTS})")
-    args = parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """The gate and runnable figures: ``{"gate": ..., "runnable": ..., "peak_rss_mb": ...}``."""
     if args.n < 1 or args.repeats < 1:
-        parser.error("--n and --repeats must be >= 1")
+        raise SystemExit("--n and --repeats must be >= 1")
     threads = [int(t) for t in args.threads.split(",") if t.strip()]
 
     import torch
@@ -385,24 +418,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     from datashunt import ShuntPolicy, load_gate
     from datashunt.policy import POLICY_FILE
 
-    gate_dir = _resolve_gate(args.gate)
-    gate = load_gate(gate_dir)
+    gate_dir = _resolve_gate(args.speed_gate, args.speed_train_n)
+    gate: Any = load_gate(gate_dir)
     if not hasattr(gate, "model"):
-        parser.error(f"{gate_dir} is not a Hugging Face gate (HFGate): nothing to time")
+        raise SystemExit(f"{gate_dir} is not a Hugging Face gate (HFGate): nothing to time")
     policy = (
         ShuntPolicy.load(gate_dir)
         if (gate_dir / POLICY_FILE).is_file()
         else ShuntPolicy(labels=tuple(gate.labels))
     )
-    ds = _read_inputs(args.data, args.n)
-    texts = ds.texts
     index = {lab: i for i, lab in enumerate(gate.labels)}
-    gold = [index[e.label] for e in ds.examples]
-
     report: dict[str, Any] = {
-        "command": " ".join(
-            ["python -m bench.gate_speed", *(argv if argv is not None else sys.argv[1:])]
-        ),
         "machine": {
             "cpus": os.cpu_count(),
             "python": platform.python_version(),
@@ -411,32 +437,60 @@ def main(argv: Sequence[str] | None = None) -> int:
         },
         "gate": {
             "dir": str(gate_dir),
-            "data": args.data,
-            "n": len(texts),
-            "mean_chars": round(sum(map(len, texts)) / max(1, len(texts)), 1),
             "batch_size": gate.batch_size,
+            "max_batch_tokens": gate.max_batch_tokens,
             "max_length": gate.max_length,
             "threshold": policy.threshold,
             "repeats": args.repeats,
             "warmup": 1,
-            "by_threads": {},
+            "inputs": {},
         },
     }
-    for t in threads:
-        figures = bench_gate(gate, policy, texts, gold, threads=t, repeats=args.repeats)
-        report["gate"]["by_threads"][str(t)] = figures
-        print(f"threads={t}: {json.dumps(figures['ratios'])}", flush=True)
-    best = min(report["gate"]["by_threads"].values(), key=lambda r: r["median_s"]["shunt_decide"])
-    report["gate"]["fastest_threads"] = best["threads"]
-    torch.set_num_threads(best["threads"])
+    first_texts: list[str] = []
+    first_gold: list[int] = []
+    for data in [d.strip() for d in args.speed_data.split(",") if d.strip()]:
+        ds = _read_inputs(data, args.n)
+        texts = list(ds.texts)
+        gold = [index[e.label] for e in ds.examples]
+        if not first_texts:
+            first_texts, first_gold = texts, gold
+        block: dict[str, Any] = {
+            "n": len(texts),
+            "mean_chars": round(sum(map(len, texts)) / max(1, len(texts)), 1),
+            "by_threads": {},
+        }
+        for t in threads:
+            figures = bench_gate(gate, policy, texts, gold, threads=t, repeats=args.repeats)
+            block["by_threads"][str(t)] = figures
+            print(f"{data} threads={t}: {json.dumps(figures['ratios'])}", flush=True)
+        report["gate"]["inputs"][data] = block
+    torch.set_num_threads(max(threads))
     if args.no_llm:
         report["runnable"] = {"skipped": True, "reason": "--no-llm"}
     else:
-        report["runnable"] = bench_runnable(gate, policy, texts[: args.llm_n], gold[: args.llm_n])
+        n = args.llm_n
+        report["runnable"] = bench_runnable(gate, policy, first_texts[:n], first_gold[:n])
     report["peak_rss_mb"] = _rss_mb()
+    return report
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the gate speed benchmark; writes the JSON figures and prints a markdown table."""
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.gate_speed", description=__doc__.split("\n")[0]
+    )
+    add_arguments(parser)
+    parser.add_argument("--out", type=Path, default=RESULTS, help=f"JSON figures ({RESULTS})")
+    args = parser.parse_args(argv)
+    report = {
+        "command": " ".join(
+            ["python -m bench.gate_speed", *(argv if argv is not None else sys.argv[1:])]
+        ),
+        **run(args),
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    print(_table(report))
+    print(gate_table(report))
     print(f"figures written to {args.out}")
     return 0
 

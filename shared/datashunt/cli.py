@@ -1,4 +1,5 @@
-"""The ``datashunt`` command line: train-gate, calibrate, predict, store, distill, llm-server."""
+"""The ``datashunt`` command line: train-gate, calibrate, predict, store, distill, bench,
+llm-server."""
 
 from __future__ import annotations
 
@@ -165,6 +166,12 @@ def _cmd_distill(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from .benchmark_cli import run
+
+    return run(args)
+
+
 def _cmd_llm_server(args: argparse.Namespace) -> int:
     from . import llm_server
 
@@ -227,6 +234,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("distill", help="distil the LLM's logged answers into the gate (2CD)")
     add_distill_arguments(p)
     p.set_defaults(func=_cmd_distill)
+
+    from .benchmark_cli import add_arguments as add_bench_arguments
+
+    p = sub.add_parser("bench", help="quality and cost table: gate, LLM, shunt, routers")
+    add_bench_arguments(p)
+    p.set_defaults(func=_cmd_bench)
 
     p = sub.add_parser("llm-server", help="serve the embedded local LLM (OpenAI-compatible)")
     p.add_argument(

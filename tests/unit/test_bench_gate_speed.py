@@ -34,24 +34,25 @@ def test_main_writes_gate_figures(
 ) -> None:
     out = tmp_path / "gate_speed.json"
     data = _tiny_csv(tmp_path / "reviews.csv")
-    argv = ["--gate", str(tiny_bert), "--data", str(data), "--no-llm"]
+    argv = ["--speed-gate", str(tiny_bert), "--speed-data", str(data), "--no-llm"]
     argv += ["--n", "16", "--repeats", "1", "--threads", "1", "--out", str(out)]
 
     assert gate_speed.main(argv) == 0
 
     report = json.loads(out.read_text(encoding="utf-8"))
     assert report["runnable"] == {"skipped": True, "reason": "--no-llm"}
-    gate = report["gate"]
-    assert gate["n"] == 16
-    run = gate["by_threads"]["1"]
+    block = report["gate"]["inputs"][str(data)]
+    assert block["n"] == 16
+    run = block["by_threads"]["1"]
     assert run["threads"] == 1
     assert set(run["median_s"]) == {
-        "raw_forward_sorted",
+        "raw_forward",
         "predict_proba",
         "shunt_decide",
-        "raw_forward_unsorted",
+        "sorted_batch32",
+        "unsorted_batch32",
         "one_by_one",
-        "int8_forward_sorted",
+        "int8_forward",
     }
     assert all(v > 0 for v in run["median_s"].values())
     assert all(v > 0 for v in run["ratios"].values())
@@ -64,4 +65,4 @@ def test_main_writes_gate_figures(
 
 def test_main_rejects_a_non_positive_n(tiny_bert: Path) -> None:
     with pytest.raises(SystemExit):
-        gate_speed.main(["--gate", str(tiny_bert), "--n", "0", "--no-llm"])
+        gate_speed.main(["--speed-gate", str(tiny_bert), "--n", "0", "--no-llm"])

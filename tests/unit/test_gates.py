@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from datashunt import HFGate, InputError, ModelNotFoundError, ShuntPolicy, load_gate
+from datashunt import ConfigError, HFGate, InputError, ModelNotFoundError, ShuntPolicy, load_gate
 from datashunt.gates import softmax
 
 
@@ -102,3 +102,32 @@ def test_tiny_bert_fixture_knows_its_words(tiny_bert: Path) -> None:
     gate = HFGate(tiny_bert)
     ids = gate.tokenizer("good bad", add_special_tokens=False)["input_ids"]
     assert gate.tokenizer.unk_token_id not in ids and len(set(ids)) == 2
+
+
+def test_hf_buckets_hold_a_token_budget(tiny_bert: Path) -> None:
+    gate = HFGate(tiny_bert, batch_size=32, max_length=64, max_batch_tokens=256)
+    short, long = "good", "word " * 200  # ~3 and the full 64 estimated tokens
+    texts = [long, short] * 20
+    buckets = gate.buckets(texts)
+    assert sorted(int(i) for b in buckets for i in b) == list(range(40))  # each input once
+    for b in buckets:
+        est = max(min(64, len(texts[i]) // 4 + 2) for i in b)
+        assert len(b) == 1 or len(b) * est <= 256
+        assert len(b) <= 32
+    sizes = {texts[b[0]] == short: len(b) for b in buckets}
+    assert sizes[True] == 20 and sizes[False] == 4  # short ones share one pass, long ones 4 each
+    # bucketing changes what runs together, never the answers
+    one = HFGate(tiny_bert, batch_size=1, max_length=64)
+    np.testing.assert_allclose(gate.predict_proba(texts), one.predict_proba(texts), atol=1e-5)
+
+
+def test_hf_int8_gate_answers_close_to_fp32(tiny_bert: Path) -> None:
+    fp32 = HFGate(tiny_bert)
+    int8 = HFGate(tiny_bert, quantize="int8")
+    texts = ["good product", "awful", "it is fine i guess"]
+    assert int8.quantize == "int8" and fp32.quantize is None
+    np.testing.assert_allclose(int8.predict_proba(texts), fp32.predict_proba(texts), atol=0.05)
+    with pytest.raises(ConfigError, match="quantize"):
+        HFGate(tiny_bert, quantize="int4")
+    with pytest.raises(ConfigError, match="max_batch_tokens"):
+        HFGate(tiny_bert, max_batch_tokens=0)

@@ -79,7 +79,9 @@ class EmbeddingGate(BaseGate):
 
     def count_tokens(self, text: str) -> int:
         """Tokens in ``text`` under the backbone's tokenizer."""
-        return len(self.encoder.tokenizer(text, add_special_tokens=False)["input_ids"])
+        return len(
+            self.encoder.tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
+        )
 
     def _logits(self, texts: list[str]) -> FloatArray:
         out: FloatArray = self.embed(texts) @ self.weight.T + self.bias

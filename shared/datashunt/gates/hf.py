@@ -9,11 +9,12 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import ConfigError
 from ..policy import POLICY_FILE
 from ._deps import check_remote_code, check_weights, require
 from .base import BaseGate, FloatArray
 
-__all__ = ["HFGate"]
+__all__ = ["HFGate", "quantize_int8"]
 
 # A token rarely spans more than this many characters; cutting the text first keeps a
 # multi-megabyte input from being tokenised in full only to be truncated afterwards.
@@ -37,8 +38,14 @@ class HFGate(BaseGate):
     Args:
         model_dir: the model directory (``config.json``, ``*.safetensors``, tokenizer files).
         temperature: overrides the temperature saved beside the model.
-        batch_size: inputs per forward pass.
+        batch_size: at most this many inputs per forward pass.
         max_length: tokens per input; longer inputs are truncated.
+        max_batch_tokens: a bucket holds at most this many (estimated, padded) tokens, so short
+            inputs go in big batches and long ones in small ones: on CPU a batch of long inputs
+            is no faster per input than one at a time, and its activations leave the cache.
+        quantize: ``"int8"`` stores every ``nn.Linear`` weight in int8, per output channel, and
+            quantises activations per batch (dynamic quantisation; about 2x faster on CPU, see
+            BENCHMARKS.md for the accuracy cost). ``None`` keeps fp32.
         allow_pickle: allow ``.bin`` weights (they can run code when loaded).
         trust_remote_code: allow model code from the directory.
 
@@ -55,6 +62,8 @@ class HFGate(BaseGate):
         temperature: float | None = None,
         batch_size: int = 32,
         max_length: int = 256,
+        max_batch_tokens: int = 2048,
+        quantize: str | None = None,
         allow_pickle: bool = False,
         trust_remote_code: bool = False,
     ) -> None:
@@ -76,11 +85,19 @@ class HFGate(BaseGate):
             trust_remote_code=trust_remote_code,
         )
         self.model.eval()
+        if quantize not in (None, "int8"):
+            raise ConfigError(f"quantize must be None or 'int8', got {quantize!r}")
+        if batch_size < 1 or max_batch_tokens < 1:
+            raise ConfigError("batch_size and max_batch_tokens must be >= 1")
+        self.quantize = quantize
+        if quantize == "int8":
+            self.model = quantize_int8(self.model)
         id2label = {int(i): str(n) for i, n in self.model.config.id2label.items()}
         labels = [id2label[i] for i in range(len(id2label))]
         super().__init__(labels, _policy_temperature(path) if temperature is None else temperature)
         self.model_dir = path
         self.batch_size = batch_size
+        self.max_batch_tokens = max_batch_tokens
         model_max = getattr(self.tokenizer, "model_max_length", max_length) or max_length
         self.max_length = int(min(max_length, model_max))
 
@@ -97,15 +114,51 @@ class HFGate(BaseGate):
 
     def count_tokens(self, text: str) -> int:
         """Tokens in ``text`` under the gate's tokenizer, special tokens excluded."""
-        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        return len(self.tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
+
+    def buckets(self, texts: Sequence[str]) -> list[np.ndarray]:
+        """Index arrays of the forward passes: inputs sorted by length (similar lengths share a
+        bucket, so little padding is computed), each bucket within ``batch_size`` inputs and
+        ``max_batch_tokens`` padded tokens (estimated from characters, 4 per token)."""
+        lengths = [min(self.max_length, len(t) // 4 + 2) for t in texts]
+        order = np.argsort([len(t) for t in texts], kind="stable")
+        out: list[np.ndarray] = []
+        start = 0
+        while start < len(order):
+            end = start + 1
+            while (
+                end < len(order)
+                and end - start < self.batch_size
+                and (end - start + 1) * lengths[order[end]] <= self.max_batch_tokens
+            ):
+                end += 1
+            out.append(order[start:end])
+            start = end
+        return out
 
     def _logits(self, texts: list[str]) -> FloatArray:
-        # Sorting by length puts similar lengths in one bucket, so little padding is computed.
-        order = np.argsort([len(t) for t in texts], kind="stable")
         out = np.empty((len(texts), len(self.labels)), dtype=np.float64)
         with self._torch.inference_mode():
-            for start in range(0, len(texts), self.batch_size):
-                idx = order[start : start + self.batch_size]
+            for idx in self.buckets(texts):
                 enc = self.encode([texts[i] for i in idx])
                 out[idx] = self.model(**enc).logits.float().cpu().numpy()
         return out
+
+
+def quantize_int8(model: Any) -> Any:
+    """Dynamic int8 quantisation of every ``nn.Linear`` (weights per output channel), in a copy.
+
+    torch deprecates ``torch.ao.quantization`` in favour of torchao; the eager API still works
+    on torch 2.13 and needs nothing more.
+    """
+    import copy
+    import warnings
+
+    torch = require("torch")
+    qconfig = torch.ao.quantization.per_channel_dynamic_qconfig
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.ao.quantization.quantize_dynamic(
+            copy.deepcopy(model), {torch.nn.Linear: qconfig}, dtype=torch.qint8
+        )

@@ -1,0 +1,193 @@
+"""``datashunt bench``: the quality and cost table, the δ-sweep plot, against any LLM.
+
+The LLM is the embedded local server (``--llm-url local``, the default), any OpenAI-compatible
+endpoint (``--llm-url https://.../v1 --llm-model NAME``, key from ``$OPENAI_API_KEY``), or
+recorded answers (``--replay answers.jsonl``, no model called). Answers are cached by
+(model, prompt) in ``--cache`` so a re-run pays nothing; ``--fresh`` asks again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+__all__ = ["QUICK", "add_arguments", "config_from_args", "llm_from_args", "run"]
+
+#: ``--quick``: sizes for a run of a few minutes on 2 CPU cores.
+QUICK = {"test_n": 24, "dev_n": 120, "train_n": 200}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The ``bench`` options."""
+    p.add_argument(
+        "--data",
+        default="amazon-mds,sst2,agnews",
+        help="comma-separated bundled data sets (default amazon-mds,sst2,agnews)",
+    )
+    p.add_argument("--test-n", type=int, default=400, help="test inputs per data set (400)")
+    p.add_argument("--dev-n", type=int, default=1000, help="dev inputs to choose δ on (1000)")
+    p.add_argument("--train-n", type=int, default=2000, help="training inputs per gate (2000)")
+    p.add_argument("--quick", action="store_true", help=f"small sizes: {QUICK}")
+    p.add_argument(
+        "--gate",
+        action="append",
+        default=[],
+        metavar="DATA=DIR",
+        help="use this gate for a data set (repeatable); default: train an embedding gate",
+    )
+    p.add_argument("--target", default="budget:0.3", help="how δ is chosen on dev (budget:0.3)")
+    p.add_argument("--methods", default=",".join(_methods()), help="rows to produce (default: all)")
+    p.add_argument("--transfer-budget", type=int, default=64, help="DS+ token budget (64)")
+    llm = p.add_argument_group("the LLM")
+    llm.add_argument(
+        "--llm-url",
+        default="local",
+        help="OpenAI-compatible base URL, or 'local' for the embedded server (default)",
+    )
+    llm.add_argument("--llm-model", help="model name at --llm-url (the cache key's model)")
+    llm.add_argument("--llm-threads", type=int, help="CPU threads of the local server")
+    llm.add_argument("--replay", help="answer from recorded answers (CSV/JSONL), call no model")
+    llm.add_argument("--concurrency", type=int, default=1, help="LLM calls in flight (1)")
+    llm.add_argument("--timeout", type=float, default=60.0, help="seconds per LLM call (60)")
+    llm.add_argument(
+        "--cache",
+        default=".cache/bench/llm_cache.sqlite",
+        help="LLM answer cache: SQLite path or SQLAlchemy URL (default .cache/bench/...)",
+    )
+    llm.add_argument("--fresh", action="store_true", help="ignore cached answers, ask again")
+    llm.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
+    llm.add_argument("--record", help="write the cached answers used to this JSONL (replayable)")
+    out = p.add_argument_group("output")
+    out.add_argument("--out", default="bench-results/bench.json", help="JSON report path")
+    out.add_argument("--markdown", help="markdown tables path (default: beside --out)")
+    out.add_argument("--plot", help="δ-sweep PNG path (default: beside --out)")
+    out.add_argument("--no-plot", action="store_true", help="no PNG (matplotlib not needed)")
+    p.add_argument("--cache-dir", default=".cache/gates", help="where trained gates are kept")
+    p.add_argument("--seed", type=int, default=0, help="training subsets, random router")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _methods() -> tuple[str, ...]:
+    from .benchmark import METHODS
+
+    return METHODS
+
+
+def config_from_args(args: argparse.Namespace) -> Any:
+    """A :class:`~datashunt.benchmark.BenchConfig` from the parsed options."""
+    from .benchmark import BenchConfig
+
+    gates = {}
+    for spec in args.gate:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or not path:
+            raise ConfigError(f"--gate wants DATA=DIR, got {spec!r}")
+        gates[name.strip()] = path.strip()
+    sizes = {"test_n": args.test_n, "dev_n": args.dev_n, "train_n": args.train_n}
+    if args.quick:
+        sizes = dict(QUICK)
+    return BenchConfig(
+        datasets=tuple(d.strip() for d in args.data.split(",") if d.strip()),
+        gates=gates,
+        target=args.target,
+        methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()),
+        transfer_budget=args.transfer_budget,
+        concurrency=args.concurrency,
+        cache_dir=args.cache_dir,
+        seed=args.seed,
+        **sizes,
+    )
+
+
+@contextmanager
+def llm_from_args(args: argparse.Namespace) -> Iterator[tuple[Any, str, Any, dict[str, Any]]]:
+    """``(llm, model, latency_of, info)`` for the options: replay, URL or the local server,
+    wrapped in the answer cache unless ``--no-cache``. Stops a local server on exit."""
+    from .llm_cache import CachedLLM, LLMCache, ReplayLLM
+    from .llm_server import LLMServer
+    from .openai_compat import OpenAICompatLLM
+
+    server: LLMServer | None = None
+    info: dict[str, Any] = {}
+    try:
+        if args.replay:
+            base: Any = ReplayLLM(args.replay)
+            model = args.llm_model or base.model
+            info["replay"] = str(args.replay)
+        else:
+            url = args.llm_url
+            if url == "local":
+                threads = args.llm_threads or (os_cpus())
+                print(f"starting the embedded local LLM server ({threads} threads) ...")
+                server = LLMServer(n_threads=threads).start()
+                url = server.base_url
+                model = args.llm_model or server.model_name
+            else:
+                if not args.llm_model:
+                    raise ConfigError("--llm-url needs --llm-model (the model name to ask)")
+                model = args.llm_model
+            base = OpenAICompatLLM(url, model, timeout=args.timeout)
+            info["url"] = url if server is None else "local"
+        info["model"] = model
+        if args.replay:  # recorded answers cost nothing now; report what they cost then
+            yield base, model, lambda: base.last_latency_s, info
+            return
+        if args.no_cache:
+            yield base, model, None, info
+            return
+        cache_path = args.cache
+        if "://" not in cache_path:
+            Path(cache_path).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        cache = LLMCache(cache_path)
+        cached = CachedLLM(base, cache, model, fresh=args.fresh)
+        info["cache"] = {"path": cache_path, "fresh": bool(args.fresh), "_llm": cached}
+        yield cached, model, lambda: cached.last_latency_s, info
+    finally:
+        if server is not None:
+            server.stop()
+
+
+def os_cpus() -> int:
+    """CPU cores for the local server: all of them (the gate is idle while the LLM runs)."""
+    import os
+
+    return max(1, os.cpu_count() or 1)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the benchmark and write the JSON, markdown and PNG outputs."""
+    from .benchmark import markdown_report, plot_curves, run_bench
+
+    config = config_from_args(args)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    with llm_from_args(args) as (llm, model, latency_of, info):
+        report = run_bench(
+            config, llm, model=model, latency_of=latency_of, progress=not args.no_progress
+        )
+        cached = info.get("cache", {}).pop("_llm", None)
+        if cached is not None:
+            info["cache"].update(hits=cached.hits, misses=cached.misses)
+            if args.record:
+                n = cached.cache.export_jsonl(args.record, model=model)
+                print(f"wrote {n} recorded answers to {args.record}")
+        if hasattr(llm, "misses") and args.replay:
+            info["replay_misses"] = llm.misses
+    report["llm"] = info
+    report["wall_s"] = round(time.perf_counter() - t0, 1)
+    out.write_text(json.dumps(report, indent=2, default=str), encoding="utf-8")
+    md = Path(args.markdown) if args.markdown else out.with_suffix(".md")
+    md.write_text(markdown_report(report), encoding="utf-8")
+    print(f"wrote {out} and {md}")
+    if not args.no_plot:
+        png = plot_curves(report, Path(args.plot) if args.plot else out.with_suffix(".png"))
+        print(f"wrote {png}")
+    return 0
