@@ -35,7 +35,18 @@ def test_main_writes_gate_figures(
     out = tmp_path / "gate_speed.json"
     data = _tiny_csv(tmp_path / "reviews.csv")
     argv = ["--speed-gate", str(tiny_bert), "--speed-data", str(data), "--no-llm"]
-    argv += ["--n", "16", "--repeats", "1", "--threads", "1", "--out", str(out)]
+    argv += [
+        "--n",
+        "16",
+        "--accuracy-n",
+        "20",
+        "--repeats",
+        "1",
+        "--threads",
+        "1",
+        "--out",
+        str(out),
+    ]
 
     assert gate_speed.main(argv) == 0
 
@@ -57,6 +68,7 @@ def test_main_writes_gate_figures(
     assert all(v > 0 for v in run["median_s"].values())
     assert all(v > 0 for v in run["ratios"].values())
     assert 0 <= run["accuracy"]["fp32"] <= 1 and 0 <= run["accuracy"]["int8"] <= 1
+    assert run["accuracy"]["n"] == 20  # the tiny CSV has 20 rows: all of them
     assert 0 < run["single_latency_s"]["p50"] <= run["single_latency_s"]["p95"]
     assert run["single_latency_s"]["n"] == 16
     assert report["peak_rss_mb"] > 0
