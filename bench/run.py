@@ -91,6 +91,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         report["speed_seconds"] = round(time.perf_counter() - t_speed, 1)
     report["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    # the local LLM server is a child process: its peak (the largest child's) is reported apart
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    report["peak_rss_children_mb"] = round(children, 1)
     report["seconds"] = round(time.perf_counter() - t0, 1)
 
     args.results.mkdir(parents=True, exist_ok=True)

@@ -279,7 +279,9 @@ def bench_dataset(
         saved = 0
         if s.transfer is not None:
             saved = sum(_approx_saved(r.text, r.variables.get("text", r.text)) for r in requests)
-        methods[key] = _score(y, labels, answers[key], gate_s + prep_s, small_correct)
+        methods[key] = _score(
+            y, labels, answers[key], gate_s + prep_s, small_correct, strict=key == "llm"
+        )
         if s.transfer is not None:
             methods[key]["transfer_words_saved"] = saved
             methods[key]["transfer_s"] = round(prep_s, 3)
@@ -295,6 +297,7 @@ def bench_dataset(
     # LLM alone asks everything: the gate's pass is not part of its cost
     methods["llm"]["wall_s"] = round(methods["llm"]["wall_s"] - gate_s, 3)
     llm_ans = answers["llm"]
+    # routers fall back to the gate on an unreadable answer, as the shunt does
     llm_correct = np.array([llm_ans[i].label == labels[y[i]] for i in range(n)])
     for key in ("ds-none", "ds-soft", "ds-hard", "ds-plus"):
         if key not in config.methods:
@@ -397,11 +400,16 @@ def _score(
     ans: Mapping[int, _Answer],
     base_s: float,
     small_correct: np.ndarray,
+    *,
+    strict: bool = False,
 ) -> dict[str, Any]:
+    """A method's figures. The shunt answers with the gate's label when the LLM's answer cannot
+    be read (a fallback); the LLM alone has no gate to fall back on (``strict``): such an
+    answer is wrong."""
     n = len(y)
     correct = small_correct.copy()
     for i, a in ans.items():
-        correct[i] = a.label == labels[y[i]]
+        correct[i] = a.label == labels[y[i]] and (a.source == "llm" or not strict)
     calls = len(ans)
     return {
         "accuracy": float(correct.mean()),
@@ -413,8 +421,11 @@ def _score(
         "fallbacks": sum(a.source != "llm" for a in ans.values()),
         "llm_s": round(sum(a.latency_s for a in ans.values()), 3),
         "wall_s": round(base_s + sum(a.latency_s for a in ans.values()), 3),
+        # the LLM's own accuracy where it was asked: an unreadable answer counts as wrong
         "llm_accuracy_on_routed": (
-            float(np.mean([a.label == labels[y[i]] for i, a in ans.items()])) if ans else None
+            float(np.mean([a.source == "llm" and a.label == labels[y[i]] for i, a in ans.items()]))
+            if ans
+            else None
         ),
     }
 
@@ -487,8 +498,12 @@ def _groups(
         row: dict[str, Any] = {"n": len(idx)}
         row["small"] = {"accuracy": float(small_correct[idx].mean()), "llm_rate": 0.0}
         for key, ans in answers.items():
+            strict = key == "llm"  # the LLM alone has no gate to fall back on
             correct = [
-                (ans[i].label == labels[y[i]]) if i in ans else bool(small_correct[i]) for i in idx
+                (ans[i].label == labels[y[i]] and (ans[i].source == "llm" or not strict))
+                if i in ans
+                else bool(small_correct[i])
+                for i in idx
             ]
             row[key] = {
                 "accuracy": float(np.mean(correct)),
@@ -501,7 +516,9 @@ def _groups(
 def _curve(
     conf: np.ndarray, small_correct: np.ndarray, llm_correct: np.ndarray, points: int
 ) -> dict[str, list[float]]:
-    """Accuracy as δ sweeps: the k least confident inputs go to the LLM (no pruning)."""
+    """Accuracy as δ sweeps: the k least confident inputs go to the LLM (no pruning); as in the
+    shunt, an unreadable answer falls back to the gate, so at rate 1 the curve can sit above the
+    LLM-alone line."""
     n = len(conf)
     order = np.argsort(conf, kind="stable")
     gain = (llm_correct.astype(float) - small_correct.astype(float))[order]
@@ -611,7 +628,7 @@ def plot_curves(report: Mapping[str, Any], path: str | Path) -> Path:
     import matplotlib.pyplot as plt
 
     items = list(report["datasets"].items())
-    fig, axes = plt.subplots(1, len(items), figsize=(5.2 * len(items), 4.2), squeeze=False)
+    fig, axes = plt.subplots(1, len(items), figsize=(5.2 * len(items), 4.8), squeeze=False)
     markers = {"ds-none": "o", "ds-soft": "s", "ds-hard": "^", "ds-plus": "D"}
     for ax, (name, res) in zip(axes[0], items, strict=True):
         c, m = res["curve"], res["methods"]
@@ -634,9 +651,10 @@ def plot_curves(report: Mapping[str, Any], path: str | Path) -> Path:
         ax.set_xlabel("LLM calls (% of inputs)")
         ax.set_ylabel("accuracy (%)")
         ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=7, loc="lower right")
+    handles, names = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="lower center", ncol=min(5, len(names)), fontsize=8)
     fig.suptitle(f"Accuracy against LLM-call rate — LLM: {report.get('model', '?')}")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.12 if len(items) > 1 else 0.2, 1, 1))
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)

@@ -137,7 +137,9 @@ def test_failed_and_unrecorded_answers_fall_back_to_the_gate(tmp_path: Path) -> 
     res = _run(ReplayLLM(path))
     m = res["methods"]
     assert m["llm"]["fallbacks"] == 9  # one recorded answer out of ten
-    assert m["llm"]["accuracy"] == pytest.approx(m["small"]["accuracy"])
+    assert m["llm"]["accuracy"] == pytest.approx(0.1)  # alone, the LLM has nothing to fall back on
+    # the shunt's routed inputs were never recorded: it answers them with the gate's labels
+    assert m["ds-none"]["accuracy"] == pytest.approx(m["small"]["accuracy"])
 
 
 def test_a_rerun_is_served_by_the_cache_with_the_same_figures(tmp_path: Path) -> None:
@@ -217,3 +219,20 @@ def test_the_cli_explains_a_bad_gate_spec_and_a_missing_model() -> None:
 
     assert main(["bench", "--gate", "nodir", "--replay", "x.jsonl"]) == 2
     assert main(["bench", "--data", "sst2", "--llm-url", "http://127.0.0.1:9/v1"]) == 2
+
+
+def test_the_llm_alone_has_no_fallback_but_the_shunt_has() -> None:
+    def garbled(req: LLMRequest) -> LLMReply:
+        if req.text == "okay i guess":  # the gate is unsure of it; the LLM's answer is unreadable
+            return LLMReply("¯\\_(ツ)_/¯", None, 20, 1)
+        return _llm(req)
+
+    res = _run(FakeLLM(garbled))
+    m = res["methods"]
+    assert m["llm"]["fallbacks"] == 1
+    # LLM alone: the unreadable answer is wrong (0.7 before: "okay i guess" was already wrong)
+    assert m["llm"]["accuracy"] == pytest.approx(0.7)
+    assert m["llm"]["llm_accuracy_on_routed"] == pytest.approx(0.7)
+    # the shunt answers with the gate's label there: "okay i guess" has no keyword, so the gate
+    # says its first label, negative, and the gold label is positive
+    assert m["ds-none"]["fallbacks"] == 1
