@@ -143,13 +143,6 @@ def _one_by_one(gate: Any, model: Any, texts: list[str]) -> None:
             model(**gate.encode([t]))
 
 
-def _quantized(model: Any) -> Any:
-    from datashunt.gates.hf import quantize_int8
-
-    # the library's own int8 path (HFGate(quantize="int8")): dynamic, weights per channel
-    return quantize_int8(model)
-
-
 class _FixedGate:
     """A gate that returns precomputed probabilities: times everything around the model."""
 
@@ -200,7 +193,10 @@ def bench_gate(
 
     torch.set_num_threads(threads)
     shunt = Shunt(gate, policy)
-    qmodel = _quantized(gate.model)
+    from datashunt.gates.hf import quantize_int8
+
+    # the library's own int8 path (HFGate(quantize="int8")): dynamic, weights per channel
+    qmodel = quantize_int8(gate.model)
     fixed32 = _fixed_buckets(texts, 32, sort=True)
     unsorted32 = _fixed_buckets(texts, 32, sort=False)
     variants: dict[str, Callable[[], Any]] = {

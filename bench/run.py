@@ -40,7 +40,7 @@ QUICK = [
 def main(argv: Sequence[str] | None = None) -> int:
     """Run both parts; returns 0."""
     from datashunt import benchmark_cli
-    from datashunt.benchmark import markdown_report, plot_curves, run_bench
+    from datashunt.benchmark import markdown_report, plot_curves
 
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
@@ -69,18 +69,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         },
     }
     if not args.no_quality:
-        config = benchmark_cli.config_from_args(args)
-        with benchmark_cli.llm_from_args(args) as (llm, model, latency_of, info):
-            quality = run_bench(
-                config, llm, model=model, latency_of=latency_of, progress=not args.no_progress
-            )
-            cached = info.get("cache", {}).pop("_llm", None)
-            if cached is not None:
-                info["cache"].update(hits=cached.hits, misses=cached.misses)
+        quality = benchmark_cli.bench_from_args(args)
         report.update(
             datasets=quality["datasets"],
             config=quality["config"],
-            llm=info,
+            llm=quality["llm"],
             quality_seconds=quality["seconds"],
         )
     if not args.no_speed:
@@ -109,7 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parts.append(f"![accuracy against LLM-call rate]({png.name})\n")
     if "gate" in report:
         parts.append("## Gate and runnable\n")
-        parts.append(gate_speed.gate_table({**report, "peak_rss_mb": report["peak_rss_mb"]}))
+        parts.append(gate_speed.gate_table(report))
     md = args.results / f"{args.name}.md"
     md.write_text("\n".join(parts) + "\n", encoding="utf-8")
     print("\n".join(parts))

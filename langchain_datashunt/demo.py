@@ -25,6 +25,7 @@ from datashunt import (
     load_gate,
     read_dataset,
 )
+from datashunt.benchmark import TASKS
 from datashunt.calibration import parse_target
 from datashunt.errors import DataError, DataShuntError
 
@@ -34,12 +35,9 @@ __all__ = ["SENTIMENT_TEMPLATE", "Row", "main"]
 #: The task prompt the demo gives the LLM. Small models are very sensitive to wording: on 60
 #: amazon-mds dev reviews SmolLM2-135M scored 0.90 with this prompt, 0.75 with a generic
 #: "Classify this text as one of: ..." and 0.48 with "Classify the text into exactly one of
-#: these labels: ... Text: ... Answer with the label only." (see the issue notes).
-SENTIMENT_TEMPLATE = (
-    "Classify the sentiment of this review as {candidates}. {hint}Answer with one word.\n"
-    "Review: {text}\n"
-    "Answer:"
-)
+#: these labels: ... Text: ... Answer with the label only." (see the issue notes). The same
+#: prompt the benchmark uses for amazon-mds.
+SENTIMENT_TEMPLATE = TASKS["amazon-mds"].template
 
 
 @dataclass(frozen=True)

@@ -120,8 +120,8 @@ class BenchConfig:
     """What :func:`run_bench` measures.
 
     Attributes:
-        datasets: bundled names (``amazon-mds``, ``sst2``, ``agnews``) or labelled files with
-            ``train``/``dev``/``test`` given via ``gates`` and ``read_dataset`` conventions.
+        datasets: bundled names (``amazon-mds``, ``sst2``, ``agnews``); for your own data call
+            :func:`bench_dataset` with ``dev=`` and ``test=`` datasets and a gate.
         test_n: a fixed hash-ordered sample of the test split per data set (``None``: all).
         dev_n: calibration examples from dev (``None``: all).
         train_n: training examples for a gate trained here (the embedding kind, seconds).

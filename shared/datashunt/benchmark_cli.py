@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,7 +19,7 @@ from typing import Any
 
 from .errors import ConfigError
 
-__all__ = ["QUICK", "add_arguments", "config_from_args", "llm_from_args", "run"]
+__all__ = ["QUICK", "add_arguments", "bench_from_args", "config_from_args", "llm_from_args", "run"]
 
 #: ``--quick``: sizes for a run of a few minutes on 2 CPU cores.
 QUICK = {"test_n": 24, "dev_n": 120, "train_n": 200}
@@ -63,7 +64,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     llm.add_argument("--fresh", action="store_true", help="ignore cached answers, ask again")
     llm.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
-    llm.add_argument("--record", help="write the cached answers used to this JSONL (replayable)")
+    llm.add_argument(
+        "--record", help="write every cached answer of this model to this JSONL (replayable)"
+    )
     out = p.add_argument_group("output")
     out.add_argument("--out", default="bench-results/bench.json", help="JSON report path")
     out.add_argument("--markdown", help="markdown tables path (default: beside --out)")
@@ -124,7 +127,8 @@ def llm_from_args(args: argparse.Namespace) -> Iterator[tuple[Any, str, Any, dic
         else:
             url = args.llm_url
             if url == "local":
-                threads = args.llm_threads or (os_cpus())
+                # all cores: the gate is idle while the LLM answers
+                threads = args.llm_threads or max(1, os.cpu_count() or 1)
                 print(f"starting the embedded local LLM server ({threads} threads) ...")
                 server = LLMServer(n_threads=threads).start()
                 url = server.base_url
@@ -149,41 +153,45 @@ def llm_from_args(args: argparse.Namespace) -> Iterator[tuple[Any, str, Any, dic
             Path(cache_path).expanduser().parent.mkdir(parents=True, exist_ok=True)
         cache = LLMCache(cache_path)
         cached = CachedLLM(base, cache, model, fresh=args.fresh)
-        info["cache"] = {"path": cache_path, "fresh": bool(args.fresh), "_llm": cached}
+        info["cache"] = {"path": cache_path, "fresh": bool(args.fresh)}
         yield cached, model, lambda: cached.last_latency_s, info
     finally:
         if server is not None:
             server.stop()
 
 
-def os_cpus() -> int:
-    """CPU cores for the local server: all of them (the gate is idle while the LLM runs)."""
-    import os
-
-    return max(1, os.cpu_count() or 1)
-
-
-def run(args: argparse.Namespace) -> int:
-    """Run the benchmark and write the JSON, markdown and PNG outputs."""
-    from .benchmark import markdown_report, plot_curves, run_bench
+def bench_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """:func:`~datashunt.benchmark.run_bench` with the options' LLM; the report's ``llm`` says
+    what answered, with the cache's hits and misses (or the replay's misses)."""
+    from .benchmark import run_bench
+    from .llm_cache import CachedLLM, ReplayLLM
 
     config = config_from_args(args)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
+    if args.record and (args.replay or args.no_cache):
+        raise ConfigError("--record writes the answer cache out: drop --replay / --no-cache")
     with llm_from_args(args) as (llm, model, latency_of, info):
         report = run_bench(
             config, llm, model=model, latency_of=latency_of, progress=not args.no_progress
         )
-        cached = info.get("cache", {}).pop("_llm", None)
-        if cached is not None:
-            info["cache"].update(hits=cached.hits, misses=cached.misses)
+        if isinstance(llm, CachedLLM):
+            info["cache"].update(hits=llm.hits, misses=llm.misses)
             if args.record:
-                n = cached.cache.export_jsonl(args.record, model=model)
+                n = llm.cache.export_jsonl(args.record, model=model)
                 print(f"wrote {n} recorded answers to {args.record}")
-        if hasattr(llm, "misses") and args.replay:
+        elif isinstance(llm, ReplayLLM):
             info["replay_misses"] = llm.misses
     report["llm"] = info
+    return report
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the benchmark and write the JSON, markdown and PNG outputs."""
+    from .benchmark import markdown_report, plot_curves
+
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    report = bench_from_args(args)
     report["wall_s"] = round(time.perf_counter() - t0, 1)
     out.write_text(json.dumps(report, indent=2, default=str), encoding="utf-8")
     md = Path(args.markdown) if args.markdown else out.with_suffix(".md")

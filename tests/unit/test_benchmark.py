@@ -214,11 +214,16 @@ def test_the_cli_replays_recorded_answers_and_writes_every_output(
     assert "wrote" in capsys.readouterr().out
 
 
-def test_the_cli_explains_a_bad_gate_spec_and_a_missing_model() -> None:
+def test_the_cli_explains_bad_options(capsys: pytest.CaptureFixture[str]) -> None:
     from datashunt.cli import main
 
     assert main(["bench", "--gate", "nodir", "--replay", "x.jsonl"]) == 2
+    assert "--gate wants DATA=DIR" in capsys.readouterr().err
     assert main(["bench", "--data", "sst2", "--llm-url", "http://127.0.0.1:9/v1"]) == 2
+    assert "needs --llm-model" in capsys.readouterr().err
+    # --record writes the answer cache out: with a replay file there is no cache to write
+    assert main(["bench", "--replay", "x.jsonl", "--record", "y.jsonl"]) == 2
+    assert "--record" in capsys.readouterr().err
 
 
 def test_the_llm_alone_has_no_fallback_but_the_shunt_has() -> None:

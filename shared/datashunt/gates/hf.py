@@ -69,6 +69,10 @@ class HFGate(BaseGate):
     ) -> None:
         from ._deps import resolve_backbone
 
+        if quantize not in (None, "int8"):
+            raise ConfigError(f"quantize must be None or 'int8', got {quantize!r}")
+        if batch_size < 1 or max_batch_tokens < 1:
+            raise ConfigError("batch_size and max_batch_tokens must be >= 1")
         path = resolve_backbone(model_dir)
         check_weights(path, allow_pickle=allow_pickle)
         check_remote_code(path, trust_remote_code=trust_remote_code)
@@ -85,13 +89,9 @@ class HFGate(BaseGate):
             trust_remote_code=trust_remote_code,
         )
         self.model.eval()
-        if quantize not in (None, "int8"):
-            raise ConfigError(f"quantize must be None or 'int8', got {quantize!r}")
-        if batch_size < 1 or max_batch_tokens < 1:
-            raise ConfigError("batch_size and max_batch_tokens must be >= 1")
         self.quantize = quantize
         if quantize == "int8":
-            self.model = quantize_int8(self.model)
+            self.model = quantize_int8(self.model, copy=False)
         id2label = {int(i): str(n) for i, n in self.model.config.id2label.items()}
         labels = [id2label[i] for i in range(len(id2label))]
         super().__init__(labels, _policy_temperature(path) if temperature is None else temperature)
@@ -145,13 +145,14 @@ class HFGate(BaseGate):
         return out
 
 
-def quantize_int8(model: Any) -> Any:
-    """Dynamic int8 quantisation of every ``nn.Linear`` (weights per output channel), in a copy.
+def quantize_int8(model: Any, *, copy: bool = True) -> Any:
+    """Dynamic int8 quantisation of every ``nn.Linear`` (weights per output channel); in a copy
+    unless ``copy=False`` (then ``model`` itself is converted).
 
     torch deprecates ``torch.ao.quantization`` in favour of torchao; the eager API still works
     on torch 2.13 and needs nothing more.
     """
-    import copy
+    import copy as copy_module
     import warnings
 
     torch = require("torch")
@@ -160,5 +161,8 @@ def quantize_int8(model: Any) -> Any:
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", UserWarning)
         return torch.ao.quantization.quantize_dynamic(
-            copy.deepcopy(model), {torch.nn.Linear: qconfig}, dtype=torch.qint8
+            copy_module.deepcopy(model) if copy else model,
+            {torch.nn.Linear: qconfig},
+            dtype=torch.qint8,
+            inplace=not copy,
         )
