@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from datashunt.llm_server import LLMServer
-from tests.pgcluster import PostgresCluster, PostgresUnavailable
+from tests.support.pgcluster import PostgresCluster, PostgresUnavailable
 
 
 @pytest.fixture(scope="session")

@@ -21,7 +21,7 @@ from datashunt.openai_compat import OpenAICompatLLM
 from datashunt.retry import RetryPolicy
 from langchain_datashunt import DataShuntRunnable
 from tests.conftest import KeywordGate
-from tests.faultproxy import FaultProxy
+from tests.support.faultproxy import FaultProxy
 
 pytestmark = pytest.mark.llm_server
 LABELS = ("negative", "positive")

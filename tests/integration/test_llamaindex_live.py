@@ -21,7 +21,7 @@ from llamaindex_datashunt import (
     ShuntProgressEvent,
 )
 from tests.conftest import KeywordGate
-from tests.unit.llamaindex_fakes import llamaindex_sandbox, temp_store  # noqa: F401
+from tests.support.llamaindex_fakes import llamaindex_sandbox, temp_store  # noqa: F401
 
 pytestmark = pytest.mark.llm_server
 

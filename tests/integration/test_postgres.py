@@ -14,7 +14,7 @@ import pytest
 from datashunt import CallRecord, CallStore, Shunt, ShuntPolicy, ShuntResult, StoreError
 from datashunt.retry import RetryPolicy
 from tests.conftest import FakeLLM, KeywordGate
-from tests.pgcluster import PostgresCluster
+from tests.support.pgcluster import PostgresCluster
 
 pytestmark = pytest.mark.postgres
 LABELS = ("negative", "positive")

@@ -17,7 +17,7 @@ from llamaindex_datashunt import (
     ShuntProgressEvent,
     UncertainEvent,
 )
-from tests.unit.llamaindex_fakes import (  # noqa: F401 - fixtures
+from tests.support.llamaindex_fakes import (  # noqa: F401 - fixtures
     ScriptedLLM,
     ThreadGate,
     llamaindex_sandbox,

@@ -21,7 +21,7 @@ from datashunt.idle import StreamIdleError, aiter_with_idle_timeout, iter_with_i
 from datashunt.retry import RetryPolicy, retry_after_of, status_of
 from langchain_datashunt import DataShuntRunnable
 from tests.conftest import FakeLLM, KeywordGate
-from tests.unit.lc_fakes import CountingChat
+from tests.support.lc_fakes import CountingChat
 
 LABELS = ("negative", "positive")
 FAST = RetryPolicy(attempts=3, base_delay=0.001, max_delay=0.01)

@@ -14,7 +14,7 @@ from llama_index.core.base.llms.types import ChatMessage, MessageRole
 from datashunt import CallStore, LLMError
 from llamaindex_datashunt import DataShuntEventHandler, OpenAICompatibleLLM
 from llamaindex_datashunt._replies import to_reply
-from tests.unit.llamaindex_fakes import (  # noqa: F401 - fixtures
+from tests.support.llamaindex_fakes import (  # noqa: F401 - fixtures
     llamaindex_sandbox,
     openai_logprobs,
     temp_store,

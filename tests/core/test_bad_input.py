@@ -17,7 +17,7 @@ from datashunt.prompts import DEFAULT_TEMPLATE, prompt_variables, render_prompt
 from datashunt.retry import RetryPolicy
 from langchain_datashunt import DataShuntRunnable, ShuntOutput
 from tests.conftest import FakeLLM, KeywordGate
-from tests.unit.lc_fakes import CountingChat
+from tests.support.lc_fakes import CountingChat
 
 LABELS = ("negative", "positive")
 FAST = RetryPolicy(attempts=2, base_delay=0.001)  # empty answers are retried: quickly here

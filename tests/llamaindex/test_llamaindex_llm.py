@@ -13,7 +13,7 @@ from llama_index.core.prompts import PromptTemplate
 
 from datashunt import CallStore, InputError, LLMError, Shunt, ShuntPolicy, ShuntResult
 from llamaindex_datashunt import DataShuntLLM
-from tests.unit.llamaindex_fakes import (  # noqa: F401 - fixtures
+from tests.support.llamaindex_fakes import (  # noqa: F401 - fixtures
     ScriptedLLM,
     ThreadGate,
     llamaindex_sandbox,

@@ -16,7 +16,7 @@ from langchain_core.runnables import RunnableLambda, RunnableParallel
 from datashunt import CallStore, InputError, LLMError, ShuntPolicy
 from langchain_datashunt import DECISION_EVENT, DataShuntRunnable, ShuntOutput
 from tests.conftest import ArrayGate, KeywordGate
-from tests.unit.lc_fakes import CountingChat
+from tests.support.lc_fakes import CountingChat
 
 LABELS = ("negative", "positive")
 POLICY = ShuntPolicy(labels=LABELS, threshold=0.9)

@@ -19,7 +19,7 @@ from langchain_datashunt import (
     DataShuntRunnable,
 )
 from tests.conftest import KeywordGate
-from tests.unit.lc_fakes import CountingChat
+from tests.support.lc_fakes import CountingChat
 
 ROUTES = {"refund": ["refund", "money"], "shipping": ["parcel", "delivery"]}
 

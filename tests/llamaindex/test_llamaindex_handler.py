@@ -20,7 +20,7 @@ from llamaindex_datashunt import (
     DataShuntSelector,
     DataShuntWorkflow,
 )
-from tests.unit.llamaindex_fakes import (  # noqa: F401 - fixtures
+from tests.support.llamaindex_fakes import (  # noqa: F401 - fixtures
     ScriptedLLM,
     llamaindex_sandbox,
     sentiment_gate,

@@ -24,7 +24,7 @@ from datashunt import (
 from datashunt.types import LLMRequest
 from langchain_datashunt import DataShuntRunnable
 from tests.conftest import ArrayGate, FakeLLM, KeywordGate
-from tests.unit.lc_fakes import CountingChat
+from tests.support.lc_fakes import CountingChat
 
 LABELS = ("negative", "positive")
 NEWS = ("World", "Sports", "Business", "Sci/Tech")

@@ -19,7 +19,7 @@ from llama_index.core.tools.types import ToolMetadata
 
 from datashunt import CallStore, ConfigError
 from llamaindex_datashunt import DataShuntSelection, DataShuntSelector
-from tests.unit.llamaindex_fakes import (  # noqa: F401 - fixtures
+from tests.support.llamaindex_fakes import (  # noqa: F401 - fixtures
     BiasedTopicGate,
     ScriptedLLM,
     llamaindex_sandbox,
