@@ -42,7 +42,7 @@ from datashunt import (
     read_dataset,
     train_gate,
 )
-from datashunt.calibration import parse_target
+from datashunt.training import parse_target
 
 ROOT = Path(__file__).resolve().parents[1]
 OLD = ("books", "dvd")
@@ -82,8 +82,8 @@ def ensure_gate(cache: Path, train: Dataset, dev: Dataset, args: argparse.Namesp
 def ensure_store(
     cache: Path, gate_dir: Path, logged: Dataset, args: argparse.Namespace
 ) -> dict[str, Any]:
-    from datashunt.llm_server import LLMServer
-    from datashunt.openai_compat import OpenAICompatLLM
+    from datashunt.llm.client import OpenAICompatLLM
+    from datashunt.llm.server import LLMServer
 
     path = cache / "calls.sqlite"
     info_path = cache / "store_info.json"

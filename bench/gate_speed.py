@@ -61,7 +61,7 @@ def _train_gate(out: Path, n: int, seed: int = 0) -> Path:
     """Fine-tune a gate on a fresh machine: 1 epoch, 128 tokens, ``n`` training reviews."""
     from datashunt import Budget, calibrate, load_gate, read_dataset, train_gate
     from datashunt.data import Dataset
-    from datashunt.train import TrainConfig
+    from datashunt.training import TrainConfig
 
     train = read_dataset("amazon-mds", split="train")
     rng = random.Random(seed)  # noqa: S311 - a data subset, not a secret
@@ -280,7 +280,7 @@ def bench_runnable(gate: Any, policy: Any, texts: list[str], gold: list[int]) ->
     """``DataShuntRunnable.abatch`` with the calibrated policy against every input to the LLM."""
     from langchain_openai import ChatOpenAI
 
-    from datashunt.llm_server import LLMServer
+    from datashunt.llm.server import LLMServer
     from langchain_datashunt import DataShuntRunnable
 
     with LLMServer() as server:

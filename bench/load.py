@@ -32,7 +32,7 @@ import numpy as np
 
 from datashunt import BaseGate, CallStore, Gate, ShuntPolicy, load_gate
 from datashunt.gates import FloatArray
-from datashunt.retry import RetryPolicy
+from datashunt.llm import RetryPolicy
 
 RESULTS = Path(__file__).parent / "results" / "load.json"
 LABELS = ("negative", "positive")
@@ -281,7 +281,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from contextlib import ExitStack
 
-    from datashunt.llm_server import LLMServer
+    from datashunt.llm.server import LLMServer
 
     report: dict[str, Any] = {
         "command": " ".join(
@@ -303,7 +303,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if backend == "sqlite":
                 url: str | Path = Path(tmp) / "load.sqlite"
             else:
-                from tests.pgcluster import PostgresCluster
+                from tests.support.pgcluster import PostgresCluster
 
                 url = stack.enter_context(PostgresCluster()).create_database("load")
             stores[backend] = CallStore(url, spill_path=Path(tmp) / f"{backend}.spill.jsonl")

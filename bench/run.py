@@ -39,7 +39,7 @@ QUICK = [
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run both parts; returns 0."""
-    from datashunt import benchmark_cli
+    from datashunt.benchmark import cli as benchmark_cli
     from datashunt.benchmark import markdown_report, plot_curves
 
     argv = list(sys.argv[1:] if argv is None else argv)

@@ -1,18 +1,16 @@
 """Callback handlers that record every chat-model call into a datashunt store.
 
 Attach one to any chat model (``ChatOpenAI(callbacks=[handler])``) or to a run's config. The
-prompt comes from ``on_chat_model_start``, the answer and logprobs from ``on_llm_end``, the
-failure from ``on_llm_error``; records are keyed by run id and written once. Calls that a
-:class:`DataShuntRunnable` with a store already recorded (metadata ``datashunt_recorded``) are
-skipped, so nothing is recorded twice.
+messages come from ``on_chat_model_start``, the answer and logprobs from ``on_llm_end``, the
+failure from ``on_llm_error``; :class:`datashunt.store.CallRecorder` pairs them by run id and
+writes each record once. Calls that a :class:`DataShuntRunnable` with a store already recorded
+(metadata ``datashunt_recorded``) are skipped, so nothing is recorded twice.
 """
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -21,50 +19,58 @@ from langchain_core.callbacks import AsyncCallbackHandler, BaseCallbackHandler
 from langchain_core.messages import BaseMessage
 from langchain_core.outputs import ChatGeneration, LLMResult
 
-from datashunt.parsing import AnswerParser, label_distribution_from_logprobs
-from datashunt.store import CallRecord, CallStore, open_store
+from datashunt.store import CallRecorder, CallStore
 from datashunt.types import LLMReply
 
-from ._convert import message_to_reply
+from ._convert import as_messages, message_to_reply
 
 __all__ = ["AsyncDataShuntCallbackHandler", "DataShuntCallbackHandler"]
 
 
-@dataclass
-class _Pending:
-    prompt: str
-    input_text: str | None
-    model: str | None
-    metadata: dict[str, Any]
-    started: float = field(default_factory=time.perf_counter)
-
-
-def _render(messages: Sequence[BaseMessage]) -> str:
-    return "\n".join(f"{m.type}: {m.text}" for m in messages)
-
-
-def _model_name(serialized: dict[str, Any] | None, kwargs: dict[str, Any]) -> str | None:
+def _model_name(
+    serialized: dict[str, Any] | None, kwargs: dict[str, Any], meta: dict[str, Any]
+) -> str | None:
+    """The configured model: from the call's parameters, the serialized model, or the
+    ``ls_model_name`` LangChain puts in the run metadata (so failed calls name it too)."""
     params = kwargs.get("invocation_params") or {}
     name = params.get("model_name") or params.get("model")
     if not name and serialized:
         sk = serialized.get("kwargs") or {}
         name = sk.get("model_name") or sk.get("model")
+    name = name or meta.get("ls_model_name")
     return str(name) if name else None
 
 
-class _RecorderMixin:
-    """The pure steps both handlers share: remember the start, build the record at the end."""
+def _reply(response: LLMResult) -> tuple[LLMReply, str | None]:
+    """The reply of the first generation, tokens filled from ``llm_output``; and its model."""
+    gens = response.generations
+    gen = gens[0][0] if gens and gens[0] else None
+    if isinstance(gen, ChatGeneration):
+        reply = message_to_reply(gen.message)
+    else:
+        reply = LLMReply(text=gen.text if gen is not None else "")
+    llm_output = response.llm_output or {}
+    usage = llm_output.get("token_usage") or {}
+    reply = replace(
+        reply,
+        prompt_tokens=reply.prompt_tokens or usage.get("prompt_tokens"),
+        completion_tokens=reply.completion_tokens or usage.get("completion_tokens"),
+    )
+    return reply, llm_output.get("model_name")
 
-    store: CallStore
-    parser: AnswerParser | None
+
+class _Translator:
+    """What both handlers share: the recorder, and the start of a call in its terms."""
+
+    recorder: CallRecorder
 
     def _setup(self, store: CallStore | str | Path, labels: Sequence[str] | None) -> None:
-        opened = open_store(store)
-        assert opened is not None  # noqa: S101 - a store is required
-        self.store = opened
-        self.parser = AnswerParser(labels) if labels else None
-        self._pending: dict[UUID, _Pending] = {}
-        self._lock = threading.Lock()
+        self.recorder = CallRecorder(store, source="callback", labels=labels)
+
+    @property
+    def store(self) -> CallStore:
+        """The call store records go to."""
+        return self.recorder.store
 
     def _start(
         self,
@@ -74,74 +80,20 @@ class _RecorderMixin:
         metadata: dict[str, Any] | None,
         kwargs: dict[str, Any],
     ) -> None:
-        meta = dict(metadata or {})
+        meta = metadata or {}
         if meta.get("datashunt_recorded"):
             return  # the shunt records this call itself
-        flat = messages[0] if messages else []
-        humans = [m for m in flat if m.type == "human"]
-        pending = _Pending(
-            prompt=_render(flat),
-            input_text=str(humans[-1].text) if humans else None,
-            model=_model_name(serialized, kwargs),
-            metadata=meta,
-        )
-        with self._lock:
-            self._pending[run_id] = pending
-
-    def _pop(self, run_id: UUID) -> _Pending | None:
-        with self._lock:
-            return self._pending.pop(run_id, None)
-
-    def _record_end(self, p: _Pending, response: LLMResult) -> CallRecord:
-        gen = (
-            response.generations[0][0] if response.generations and response.generations[0] else None
-        )
-        if isinstance(gen, ChatGeneration):
-            reply = message_to_reply(gen.message)
-        else:
-            reply = LLMReply(text=gen.text if gen is not None else "")
-        llm_output = response.llm_output or {}
-        usage = llm_output.get("token_usage") or {}
-        rec = self._base(p)
-        rec.response = reply.text
-        rec.model = reply.model or llm_output.get("model_name") or p.model
-        rec.prompt_tokens = reply.prompt_tokens or usage.get("prompt_tokens")
-        rec.completion_tokens = reply.completion_tokens or usage.get("completion_tokens")
-        if self.parser is not None:
-            parsed = self.parser.parse(reply.text)
-            rec.parsed_label, rec.parse_ok, rec.parse_reason = (
-                parsed.label,
-                parsed.ok,
-                parsed.reason,
-            )
-            if parsed.ok and reply.logprobs:
-                dist = label_distribution_from_logprobs(reply.logprobs, self.parser)
-                if dist is not None and parsed.label is not None:
-                    rec.llm_probs, rec.llm_confidence = dist, dist.get(parsed.label)
-        return rec
-
-    def _record_error(self, p: _Pending, error: BaseException) -> CallRecord:
-        rec = self._base(p)
-        rec.error = f"{type(error).__name__}: {error}"
-        return rec
-
-    @staticmethod
-    def _base(p: _Pending) -> CallRecord:
-        meta = p.metadata
-        return CallRecord(
-            route="llm",
-            source="callback",
-            model=p.model,
-            input_text=p.input_text,
-            prompt=p.prompt,
+        self.recorder.start(
+            run_id,
+            as_messages(messages[0] if messages else []),
+            model=_model_name(serialized, kwargs, meta),
             gate_label=meta.get("datashunt_label"),
             gate_confidence=meta.get("datashunt_confidence"),
             candidates=meta.get("datashunt_candidates"),
-            latency_s=time.perf_counter() - p.started,
         )
 
 
-class DataShuntCallbackHandler(_RecorderMixin, BaseCallbackHandler):
+class DataShuntCallbackHandler(_Translator, BaseCallbackHandler):
     """Records chat-model calls into a store (sync; safe from many threads).
 
     Args:
@@ -173,17 +125,15 @@ class DataShuntCallbackHandler(_RecorderMixin, BaseCallbackHandler):
         self._start(serialized, messages, run_id, metadata, kwargs)
 
     def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
-        p = self._pop(run_id)
-        if p is not None:
-            self.store.add(self._record_end(p, response))
+        if self.recorder.tracks(run_id):
+            reply, model = _reply(response)
+            self.recorder.end(run_id, reply, model=model)
 
     def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
-        p = self._pop(run_id)
-        if p is not None:
-            self.store.add(self._record_error(p, error))
+        self.recorder.fail(run_id, error)
 
 
-class AsyncDataShuntCallbackHandler(_RecorderMixin, AsyncCallbackHandler):
+class AsyncDataShuntCallbackHandler(_Translator, AsyncCallbackHandler):
     """The async twin of :class:`DataShuntCallbackHandler`: store writes run in a worker thread,
     so the event loop never waits on the database."""
 
@@ -205,11 +155,9 @@ class AsyncDataShuntCallbackHandler(_RecorderMixin, AsyncCallbackHandler):
         self._start(serialized, messages, run_id, metadata, kwargs)
 
     async def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
-        p = self._pop(run_id)
-        if p is not None:
-            await self.store.aadd(self._record_end(p, response))
+        if self.recorder.tracks(run_id):
+            reply, model = _reply(response)
+            await self.recorder.aend(run_id, reply, model=model)
 
     async def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
-        p = self._pop(run_id)
-        if p is not None:
-            await self.store.aadd(self._record_error(p, error))
+        await self.recorder.afail(run_id, error)

@@ -26,8 +26,8 @@ from datashunt import (
     read_dataset,
 )
 from datashunt.benchmark import TASKS
-from datashunt.calibration import parse_target
 from datashunt.errors import DataError, DataShuntError
+from datashunt.training import parse_target
 
 __all__ = ["SENTIMENT_TEMPLATE", "Row", "main"]
 
@@ -119,7 +119,7 @@ def run_demo(args: argparse.Namespace) -> list[Row]:
     """Run the demo; returns the table rows (also printed)."""
     from langchain_core.prompts import ChatPromptTemplate
 
-    from datashunt.llm_server import LLMServer
+    from datashunt.llm.server import LLMServer
 
     from .runnable import DataShuntRunnable
 

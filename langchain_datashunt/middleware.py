@@ -8,8 +8,8 @@ model is called. Turns inside the tool loop (the last message is a tool result) 
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -23,19 +23,80 @@ except ImportError as exc:  # pragma: no cover - exercised only without langchai
         "pip install 'datashunt[langchain]'"
     ) from exc
 
-from datashunt import Gate, Shunt, ShuntPolicy
+from datashunt import (
+    Decision,
+    Gate,
+    LLMReply,
+    LLMRequest,
+    Message,
+    ModelCall,
+    Rendered,
+    RetryPolicy,
+    Shunt,
+    ShuntPolicy,
+)
+from datashunt.prompts import render_prompt
 from datashunt.store import CallStore
-from datashunt.types import Decision, LLMRequest
 
-from ._convert import message_text, message_to_reply
+from ._convert import as_messages, message_text, message_to_reply, model_name_of
 
 __all__ = ["DataShuntMiddleware"]
 
 _INSTRUCTIONS = "Answer with exactly one of these labels: {candidates}.\n{hint}"
 
 
+class _HandlerCall(ModelCall[ModelRequest]):
+    """The agent's model handler as the engine's model call: the request is already built,
+    so ``render`` only reads the messages it sends; the reply keeps the handler's response."""
+
+    def __init__(
+        self,
+        request: ModelRequest,
+        handler: Callable[[ModelRequest], ModelResponse] | None = None,
+        ahandler: Callable[[ModelRequest], Awaitable[ModelResponse]] | None = None,
+    ) -> None:
+        self.request, self.handler, self.ahandler = request, handler, ahandler
+        self.model_name = model_name_of(request.model)
+
+    def render(self, request: LLMRequest) -> Rendered[ModelRequest]:
+        system = (self.request.system_message,) if self.request.system_message else ()
+        sent: tuple[Message, ...] = as_messages([*system, *self.request.messages])
+        return Rendered(self.request, sent)
+
+    def send(self, payload: ModelRequest) -> LLMReply:
+        assert self.handler is not None  # noqa: S101 - the sync hook passes one
+        return _reply(self.handler(payload))
+
+    async def asend(self, payload: ModelRequest) -> LLMReply:
+        assert self.ahandler is not None  # noqa: S101 - the async hook passes one
+        return _reply(await self.ahandler(payload))
+
+    def is_empty(self, reply: LLMReply) -> bool:
+        # a turn that calls a tool is an answer even with no text
+        ai = _last_ai(reply.raw)
+        return not reply.text.strip() and not (ai is not None and ai.tool_calls)
+
+
+def _last_ai(response: Any) -> AIMessage | None:
+    messages = getattr(response, "result", None) or (
+        [response] if isinstance(response, AIMessage) else []
+    )
+    return next((m for m in reversed(messages) if isinstance(m, AIMessage)), None)
+
+
+def _reply(response: Any) -> LLMReply:
+    """The reply in a handler's response; ``raw`` keeps the response for the agent."""
+    ai = _last_ai(response)
+    base = message_to_reply(ai) if ai is not None else LLMReply(text="")
+    return replace(base, raw=response)
+
+
 class DataShuntMiddleware(AgentMiddleware):  # type: ignore[type-arg]
     """Agent middleware that shunts the model call through the gate.
+
+    Model calls run through the engine like every other path: retried under ``retry``,
+    recorded with the exact messages the model received. A call that still fails raises
+    :class:`datashunt.LLMError` to the agent (after it is recorded).
 
     Args:
         gate: the small model.
@@ -44,6 +105,7 @@ class DataShuntMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         store: records gate answers and model calls.
         instructions: text added to the system message on the model route; a template over the
             shunt variables (``candidates``, ``hint``, ``labels``, ...).
+        retry: how failed model calls are retried (default :class:`datashunt.RetryPolicy`).
 
     Example:
         .. code-block:: python
@@ -62,9 +124,18 @@ class DataShuntMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         store: CallStore | str | Path | None = None,
         instructions: str = _INSTRUCTIONS,
         noun: str = "text",
+        retry: RetryPolicy | None = None,
     ) -> None:
         super().__init__()
-        self.shunt = Shunt(gate, policy, prompt_mode=prompt_mode, store=store, noun=noun)  # type: ignore[arg-type]
+        self.shunt = Shunt(
+            gate,
+            policy,
+            prompt_mode=prompt_mode,
+            store=store,
+            noun=noun,
+            retry=retry,
+            on_llm_error="raise",
+        )
         self.instructions = instructions
 
     @property
@@ -90,20 +161,10 @@ class DataShuntMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         return ModelResponse(result=[AIMessage(content=result.label, response_metadata=meta)])
 
     def _with_hint(self, request: ModelRequest, llm_req: LLMRequest) -> ModelRequest:
-        extra = self.instructions.format_map(dict(llm_req.variables)).strip()
+        extra = render_prompt(self.instructions, llm_req.variables).strip()
         current = request.system_message.text if request.system_message else ""
         content = f"{current}\n\n{extra}" if current else extra
         return request.override(system_message=SystemMessage(content=content))
-
-    def _record(
-        self, llm_req: LLMRequest, response: Any, error: BaseException | None, t0: float
-    ) -> None:
-        messages = getattr(response, "result", None) or (
-            [response] if isinstance(response, AIMessage) else []
-        )
-        ai = next((m for m in reversed(messages) if isinstance(m, AIMessage)), None)
-        reply = message_to_reply(ai) if ai is not None else None
-        self.shunt.finish(llm_req, reply, error=error, latency_s=time.perf_counter() - t0)
 
     # ---- hooks ------------------------------------------------------------------------------
 
@@ -116,14 +177,9 @@ class DataShuntMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         text, decision, llm_req = plan
         if llm_req is None:
             return self._answer(text, decision)
-        t0 = time.perf_counter()
-        try:
-            response = handler(self._with_hint(request, llm_req))
-        except Exception as exc:
-            self._record(llm_req, None, exc, t0)
-            raise
-        self._record(llm_req, response, None, t0)
-        return response
+        call = _HandlerCall(self._with_hint(request, llm_req), handler=handler)
+        result = self.shunt.ask(llm_req, call)
+        return result.reply.raw if result.reply is not None else None
 
     async def awrap_model_call(
         self, request: ModelRequest, handler: Callable[[ModelRequest], Awaitable[ModelResponse]]
@@ -134,11 +190,6 @@ class DataShuntMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         text, decision, llm_req = plan
         if llm_req is None:
             return await asyncio.to_thread(self._answer, text, decision)
-        t0 = time.perf_counter()
-        try:
-            response = await handler(self._with_hint(request, llm_req))
-        except Exception as exc:
-            await asyncio.to_thread(self._record, llm_req, None, exc, t0)
-            raise
-        await asyncio.to_thread(self._record, llm_req, response, None, t0)
-        return response
+        call = _HandlerCall(self._with_hint(request, llm_req), ahandler=handler)
+        result = await self.shunt.aask(llm_req, call)
+        return result.reply.raw if result.reply is not None else None

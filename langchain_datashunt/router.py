@@ -13,9 +13,10 @@ from langchain_core.runnables.config import get_executor_for_config, patch_confi
 from langchain_core.runnables.utils import gather_with_concurrency
 from pydantic import ConfigDict, Field, PrivateAttr
 
-from datashunt import ShuntPolicy
-from datashunt.errors import ConfigError
+from datashunt import ConfigError, LLMReply, LLMRequest, Rendered, ShuntPolicy
 
+from ._convert import as_messages, message_to_reply
+from .model_call import ChatModelCall
 from .output import ShuntOutput
 from .runnable import DataShuntRunnable
 
@@ -27,62 +28,80 @@ ROUTER_TEMPLATE = (
     "Input: {text}\n"
     "Answer with the option name only."
 )
+_ROUTER_PROMPT = ChatPromptTemplate.from_messages([("human", ROUTER_TEMPLATE)])
 
 
-class _Chooser:
+class _ChooserCall(ChatModelCall):
     """Asks the chat model for one of the candidate names: structured output restricted to the
     candidates when the model supports it, plain text otherwise (parsed by the core)."""
 
-    def __init__(self, llm: BaseChatModel, structured: bool | None) -> None:
-        self.llm = llm
+    def __init__(self, llm: BaseChatModel, config: RunnableConfig, structured: bool | None) -> None:
+        super().__init__(_ROUTER_PROMPT, llm, config)
+        self.chat = llm
         self.structured = structured
 
-    def _schema(self, candidates: list[str]) -> dict[str, Any]:
-        return {
+    def render(self, request: LLMRequest) -> Rendered[Any]:
+        value = self.prompt.invoke(dict(request.variables), self.config)
+        return Rendered((value, list(request.candidates)), as_messages(value))
+
+    async def arender(self, request: LLMRequest) -> Rendered[Any]:
+        value = await self.prompt.ainvoke(dict(request.variables), self.config)
+        return Rendered((value, list(request.candidates)), as_messages(value))
+
+    def _structured_model(self, candidates: list[str]) -> Runnable[Any, Any] | None:
+        if self.structured is False:
+            return None
+        schema = {
             "title": "route",
             "description": "The destination for the input.",
             "type": "object",
             "properties": {"destination": {"type": "string", "enum": candidates}},
             "required": ["destination"],
         }
-
-    def _structured_model(self, candidates: list[str]) -> Runnable[Any, Any] | None:
-        if self.structured is False:
-            return None
         try:
-            return self.llm.with_structured_output(self._schema(candidates))
+            return self.chat.with_structured_output(schema)
         except (NotImplementedError, ValueError, TypeError):
             if self.structured:
                 raise
             return None
 
     @staticmethod
-    def _as_message(value: Any) -> BaseMessage:
+    def _as_reply(value: Any) -> LLMReply:
         if isinstance(value, Mapping) and "destination" in value:
-            return AIMessage(content=str(value["destination"]))
-        return AIMessage(content=str(value))
+            return message_to_reply(AIMessage(content=str(value["destination"])))
+        return message_to_reply(AIMessage(content=str(value)))
 
-    def invoke(self, request: Mapping[str, Any], config: RunnableConfig) -> BaseMessage:
-        model = self._structured_model(request["candidates"])
+    def send(self, payload: Any) -> LLMReply:
+        value, candidates = payload
+        model = self._structured_model(candidates)
         if model is not None:
             try:
-                return self._as_message(model.invoke(request["prompt"], config))
+                return self._as_reply(model.invoke(value, self.config))
             except Exception:
                 if self.structured:
                     raise
-        message: BaseMessage = self.llm.invoke(request["prompt"], config)
-        return message
+        return super().send(value)
 
-    async def ainvoke(self, request: Mapping[str, Any], config: RunnableConfig) -> BaseMessage:
-        model = self._structured_model(request["candidates"])
+    async def asend(self, payload: Any) -> LLMReply:
+        value, candidates = payload
+        model = self._structured_model(candidates)
         if model is not None:
             try:
-                return self._as_message(await model.ainvoke(request["prompt"], config))
+                return self._as_reply(await model.ainvoke(value, self.config))
             except Exception:
                 if self.structured:
                     raise
-        message: BaseMessage = await self.llm.ainvoke(request["prompt"], config)
-        return message
+        return await super().asend(value)
+
+
+class _RoutingClassifier(DataShuntRunnable):
+    """The shunt that makes the routing decisions: its model calls go through the chooser."""
+
+    structured_output: bool | None = None
+
+    def _call(self, item: Any, config: RunnableConfig) -> ChatModelCall:
+        cfg = self._call_config(item, config)
+        return _ChooserCall(self.llm, cfg, self.structured_output)  # type: ignore[arg-type]
 
 
 class DataShuntRouter(RunnableSerializable[Any, Any]):
@@ -146,27 +165,15 @@ class DataShuntRouter(RunnableSerializable[Any, Any]):
         policy = self.policy or ShuntPolicy(labels=labels)
         if self.llm is None:
             policy = policy.with_(threshold=0.0)  # no chat model: the gate always decides
-        template = ChatPromptTemplate.from_messages([("human", ROUTER_TEMPLATE)])
-
-        def prompt(variables: dict[str, Any], config: RunnableConfig) -> dict[str, Any]:
-            cands = [c.strip() for c in variables["candidates"].split(",") if c.strip()]
-            return {"prompt": template.invoke(variables, config), "candidates": cands}
-
-        chooser = _Chooser(self.llm, self.structured_output) if self.llm else None
-        llm: Runnable[Any, BaseMessage] = RunnableLambda(
-            _unavailable if chooser is None else chooser.invoke,
-            afunc=None if chooser is None else chooser.ainvoke,
-            name="choose_destination",
-        )
-        self._classifier = DataShuntRunnable(
+        self._classifier = _RoutingClassifier(
             gate=self.gate,
-            llm=llm,
+            llm=self.llm or RunnableLambda(_unavailable, name="choose_destination"),
             policy=policy,
-            prompt=RunnableLambda(prompt, name="routing_prompt"),
             prompt_mode=self.prompt_mode,
             store=self.store,
             input_key=self.input_key,
             noun="input",
+            structured_output=self.structured_output,
         )
 
     @property

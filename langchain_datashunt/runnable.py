@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,39 +14,32 @@ from langchain_core.callbacks import (
     dispatch_custom_event,
 )
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import BaseMessage, BaseMessageChunk
+from langchain_core.messages import BaseMessage
 from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.runnables import Runnable, RunnableConfig, RunnableSerializable
 from langchain_core.runnables.config import get_executor_for_config, merge_configs
 from langchain_core.runnables.utils import gather_with_concurrency
 from pydantic import ConfigDict, Field, PrivateAttr
 
-from datashunt import Shunt, ShuntPolicy, load_gate
-from datashunt.errors import DataShuntError, LLMError
-from datashunt.idle import aiter_with_idle_timeout, iter_with_idle_timeout
-from datashunt.inputs import validate_text
-from datashunt.prompts import DEFAULT_TEMPLATE
-from datashunt.retry import RetryPolicy, empty_answer_error
-from datashunt.types import Decision, LLMRequest
+from datashunt import (
+    DEFAULT_TEMPLATE,
+    LLMError,
+    RetryPolicy,
+    Shunt,
+    ShuntPolicy,
+    ShuntResult,
+    load_gate,
+)
 
-from ._convert import input_text, message_text, message_to_reply, metadata_for
+from ._convert import metadata_for
+from .model_call import ChatModelCall
 from .output import ShuntOutput
+from .planning import Item, event_data, plan_batch
 
 __all__ = ["DECISION_EVENT", "DataShuntRunnable"]
 
 #: Name of the custom event each input's decision is dispatched under.
 DECISION_EVENT = "datashunt_decision"
-
-
-@dataclass
-class _Item:
-    """One input of a batch after the gate pass (pure data, shared by sync and async)."""
-
-    index: int
-    text: str
-    extras: dict[str, Any]
-    decision: Decision
-    request: LLMRequest | None
 
 
 class DataShuntRunnable(RunnableSerializable[Any, ShuntOutput]):
@@ -146,132 +137,56 @@ class DataShuntRunnable(RunnableSerializable[Any, ShuntOutput]):
 
     # ---- pure steps -------------------------------------------------------------------------
 
-    def _plan(self, inputs: Sequence[Any]) -> list[_Item | Exception]:
-        """Validate every input, then ONE gate pass over the valid ones."""
-        slots: list[_Item | Exception | None] = [None] * len(inputs)
-        valid: list[tuple[int, str, dict[str, Any]]] = []
-        for i, value in enumerate(inputs):
-            try:
-                text, extras = input_text(value, self.input_key)
-                validate_text(text, max_chars=self._shunt.max_chars)
-                valid.append((i, text, extras))
-            except DataShuntError as exc:
-                slots[i] = exc
-        if valid:
-            texts = [t for _, t, _ in valid]
-            decisions = self._shunt.decide(texts)
-            requests = iter(self._shunt.prepare(texts, decisions))
-            for (i, text, extras), d in zip(valid, decisions, strict=True):
-                req = next(requests) if d.route == "llm" else None
-                slots[i] = _Item(i, text, extras, d, req)
-        return [s for s in slots if s is not None]
-
-    def _model_config(self, config: RunnableConfig, item: _Item) -> RunnableConfig:
+    def _call_config(self, item: Item, config: RunnableConfig) -> RunnableConfig:
+        """The model's run config: the decision as ``datashunt_*`` metadata."""
         meta = metadata_for(item.decision, recorded=self._shunt.store is not None)
         return merge_configs(config, {"metadata": meta})
 
-    def _prompt_input(self, item: _Item) -> dict[str, Any]:
-        assert item.request is not None  # noqa: S101 - only called on the LLM route
-        return {**item.extras, **item.request.variables}
+    def _call(self, item: Item, config: RunnableConfig) -> ChatModelCall:
+        """How this input's model call is made: the prompt and model under its own config."""
+        return ChatModelCall(self._prompt, self.llm, self._call_config(item, config), item.extras)
 
     @staticmethod
-    def _event_data(item: _Item) -> dict[str, Any]:
-        d = item.decision
-        return {
-            "route": d.route,
-            "label": d.label,
-            "confidence": d.confidence,
-            "probabilities": dict(d.probabilities),
-            "candidates": list(d.candidates),
-            "reason": d.reason,
-        }
+    def _output(result: ShuntResult) -> ShuntOutput:
+        return ShuntOutput.from_result(result, result.reply.raw if result.reply else None)
 
-    def _finish(
-        self,
-        item: _Item,
-        message: BaseMessage | None,
-        error: BaseException | None,
-        latency: float,
-        run_id: str,
-        attempts: int = 1,
-    ) -> ShuntOutput | Exception:
-        assert item.request is not None  # noqa: S101
-        reply = message_to_reply(message) if message is not None else None
-        try:
-            result = self._shunt.finish(
-                item.request,
-                reply,
-                error=error,
-                latency_s=latency,
-                run_id=run_id,
-                attempts=attempts,
-            )
-        except LLMError as exc:
-            return exc
-        return ShuntOutput.from_result(result, message)
-
-    def _small(self, items: list[_Item], run_ids: list[str]) -> list[ShuntOutput]:
+    def _small(self, items: list[Item], run_ids: list[str]) -> list[ShuntOutput]:
         results = self._shunt.small_results(
             [it.text for it in items], [it.decision for it in items], run_ids
         )
         return [ShuntOutput.from_result(r) for r in results]
 
-    def _retry_wait(
-        self, attempt: int, error: BaseException | None, sent_text: bool
-    ) -> float | None:
-        """Seconds before the next streaming attempt, or None to stop (text already sent to
-        the caller cannot be taken back, so such a stream is never retried)."""
-        if error is None or sent_text:
-            return None
-        return self._shunt.retry.delay(attempt, error)
-
     # ---- sync -------------------------------------------------------------------------------
 
-    def _invoke_model(self, prompt_value: Any, cfg: RunnableConfig) -> BaseMessage:
-        return _non_empty(self.llm.invoke(prompt_value, cfg))
-
-    async def _ainvoke_model(self, prompt_value: Any, cfg: RunnableConfig) -> BaseMessage:
-        return _non_empty(await self.llm.ainvoke(prompt_value, cfg))
-
-    def _call_model(
-        self, item: _Item, config: RunnableConfig, run_id: str
-    ) -> ShuntOutput | Exception:
-        cfg = self._model_config(config, item)
-        t0 = time.perf_counter()
+    def _ask(self, item: Item, config: RunnableConfig, run_id: str) -> ShuntOutput | Exception:
+        assert item.request is not None  # noqa: S101 - only called on the LLM route
         try:
-            prompt_value = self._prompt.invoke(self._prompt_input(item), cfg)
-        except Exception as exc:  # a template error is recorded, then fallback or raise
-            return self._finish(item, None, exc, time.perf_counter() - t0, run_id, 0)
-        # provider errors are retried per the policy, then recorded: fallback or raise
-        out = self._shunt.retry.call(self._invoke_model, prompt_value, cfg)
-        latency = time.perf_counter() - t0
-        return self._finish(item, out.value, out.error, latency, run_id, out.attempts)
+            result = self._shunt.ask(item.request, self._call(item, config), run_id=run_id)
+        except LLMError as exc:
+            return exc
+        return self._output(result)
 
     def _batch(
         self,
         inputs: list[Any],
         run_manager: list[CallbackManagerForChainRun],
         config: list[RunnableConfig],
+        strict: bool = False,
     ) -> list[ShuntOutput | Exception]:
-        items = self._plan(inputs)
-        out: list[ShuntOutput | Exception | None] = [None] * len(inputs)
-        todo: list[_Item] = []
-        smalls: list[_Item] = []
-        for i, item in enumerate(items):
-            if isinstance(item, Exception):
-                out[i] = item
-                continue
-            dispatch_custom_event(DECISION_EVENT, self._event_data(item), config=config[i])
-            (smalls if item.request is None else todo).append(item)
+        plan = plan_batch(self._shunt, inputs, self.input_key, strict=strict)
+        out: list[ShuntOutput | Exception | None] = plan.errors()
+        smalls, todo = plan.small, plan.asks
+        for item in plan.decided:
+            dispatch_custom_event(
+                DECISION_EVENT, event_data(item.decision), config=config[item.index]
+            )
         small_ids = [str(run_manager[it.index].run_id) for it in smalls]
         for item, small_out in zip(smalls, self._small(smalls, small_ids), strict=True):
             out[item.index] = small_out
         if todo:
             with get_executor_for_config(config[0]) as executor:
                 done = executor.map(
-                    lambda it: self._call_model(
-                        it, config[it.index], str(run_manager[it.index].run_id)
-                    ),
+                    lambda it: self._ask(it, config[it.index], str(run_manager[it.index].run_id)),
                     todo,
                 )
                 for item, res in zip(todo, done, strict=True):
@@ -281,7 +196,7 @@ class DataShuntRunnable(RunnableSerializable[Any, ShuntOutput]):
     def invoke(
         self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
     ) -> ShuntOutput:  # noqa: A002
-        return self._batch_with_config(self._batch, [input], config, **kwargs)[0]
+        return self._batch_with_config(self._batch, [input], config, strict=True, **kwargs)[0]
 
     def batch(
         self,
@@ -291,55 +206,52 @@ class DataShuntRunnable(RunnableSerializable[Any, ShuntOutput]):
         return_exceptions: bool = False,
         **kwargs: Any,
     ) -> list[ShuntOutput]:
+        # without return_exceptions, one bad input fails the batch before any paid call
         return self._batch_with_config(
-            self._batch, inputs, config, return_exceptions=return_exceptions, **kwargs
+            self._batch,
+            inputs,
+            config,
+            return_exceptions=return_exceptions,
+            strict=not return_exceptions,
+            **kwargs,
         )
 
     # ---- async ------------------------------------------------------------------------------
 
-    async def _acall_model(
-        self, item: _Item, config: RunnableConfig, run_id: str
+    async def _aask(
+        self, item: Item, config: RunnableConfig, run_id: str
     ) -> ShuntOutput | Exception:
-        cfg = self._model_config(config, item)
-        t0 = time.perf_counter()
+        assert item.request is not None  # noqa: S101 - only called on the LLM route
         try:
-            prompt_value = await self._prompt.ainvoke(self._prompt_input(item), cfg)
-        except Exception as exc:
-            latency = time.perf_counter() - t0
-            return await asyncio.to_thread(self._finish, item, None, exc, latency, run_id, 0)
-        out = await self._shunt.retry.acall(self._ainvoke_model, prompt_value, cfg)
-        latency = time.perf_counter() - t0
-        # parsing is cheap but the store write is blocking I/O: off the event loop
-        return await asyncio.to_thread(
-            self._finish, item, out.value, out.error, latency, run_id, out.attempts
-        )
+            result = await self._shunt.aask(item.request, self._call(item, config), run_id=run_id)
+        except LLMError as exc:
+            return exc
+        return self._output(result)
 
     async def _abatch(
         self,
         inputs: list[Any],
         run_manager: list[AsyncCallbackManagerForChainRun],
         config: list[RunnableConfig],
+        strict: bool = False,
     ) -> list[ShuntOutput | Exception]:
-        items = await asyncio.to_thread(self._plan, inputs)  # the gate pass, off the loop
-        out: list[ShuntOutput | Exception | None] = [None] * len(inputs)
-        todo: list[_Item] = []
-        smalls: list[_Item] = []
-        for i, item in enumerate(items):
-            if isinstance(item, Exception):
-                out[i] = item
-                continue
-            await adispatch_custom_event(DECISION_EVENT, self._event_data(item), config=config[i])
-            (smalls if item.request is None else todo).append(item)
+        # the gate pass, off the event loop
+        plan = await asyncio.to_thread(
+            plan_batch, self._shunt, inputs, self.input_key, strict=strict
+        )
+        out: list[ShuntOutput | Exception | None] = plan.errors()
+        smalls, todo = plan.small, plan.asks
+        for item in plan.decided:
+            await adispatch_custom_event(
+                DECISION_EVENT, event_data(item.decision), config=config[item.index]
+            )
         small_ids = [str(run_manager[it.index].run_id) for it in smalls]
         small_outs = await asyncio.to_thread(self._small, smalls, small_ids)
         for item, res in zip(smalls, small_outs, strict=True):
             out[item.index] = res
         done = await gather_with_concurrency(
             config[0].get("max_concurrency"),
-            *(
-                self._acall_model(it, config[it.index], str(run_manager[it.index].run_id))
-                for it in todo
-            ),
+            *(self._aask(it, config[it.index], str(run_manager[it.index].run_id)) for it in todo),
         )
         for item, res in zip(todo, done, strict=True):
             out[item.index] = res
@@ -351,7 +263,8 @@ class DataShuntRunnable(RunnableSerializable[Any, ShuntOutput]):
         config: RunnableConfig | None = None,
         **kwargs: Any,
     ) -> ShuntOutput:
-        return (await self._abatch_with_config(self._abatch, [input], config, **kwargs))[0]
+        outs = await self._abatch_with_config(self._abatch, [input], config, strict=True, **kwargs)
+        return outs[0]
 
     async def abatch(
         self,
@@ -362,10 +275,24 @@ class DataShuntRunnable(RunnableSerializable[Any, ShuntOutput]):
         **kwargs: Any,
     ) -> list[ShuntOutput]:
         return await self._abatch_with_config(
-            self._abatch, inputs, config, return_exceptions=return_exceptions, **kwargs
+            self._abatch,
+            inputs,
+            config,
+            return_exceptions=return_exceptions,
+            strict=not return_exceptions,
+            **kwargs,
         )
 
     # ---- streaming: the model's tokens flow through on the LLM route ----------------------------
+
+    def _final(self, value: Any) -> ShuntOutput:
+        """The last item of an engine stream: the result, without the message the chunks
+        already carried (adding the chunks up restores it)."""
+        if isinstance(value, LLMError):
+            raise value
+        out = self._output(value)
+        out.message = None
+        return out
 
     def _transform(
         self,
@@ -373,46 +300,19 @@ class DataShuntRunnable(RunnableSerializable[Any, ShuntOutput]):
         run_manager: CallbackManagerForChainRun,
         config: RunnableConfig,
     ) -> Iterator[ShuntOutput]:
-        item = self._plan([_last(inputs)])[0]
-        if isinstance(item, Exception):
-            raise item
-        dispatch_custom_event(DECISION_EVENT, self._event_data(item), config=config)
+        (item,) = plan_batch(self._shunt, [_last(inputs)], self.input_key, strict=True).decided
+        dispatch_custom_event(DECISION_EVENT, event_data(item.decision), config=config)
         run_id = str(run_manager.run_id)
         if item.request is None:
             yield self._small([item], [run_id])[0]
             return
         yield ShuntOutput.from_decision(item.decision)
-        cfg = self._model_config(config, item)
-        t0 = time.perf_counter()
-        acc: BaseMessageChunk | None = None
-        error: BaseException | None = None
-        attempt = 0
-        try:
-            prompt_value = self._prompt.invoke(self._prompt_input(item), cfg)
-        except Exception as exc:
-            prompt_value, error = None, exc
-        while prompt_value is not None:
-            attempt += 1
-            acc, error, sent = None, None, False
-            try:
-                chunks = self.llm.stream(prompt_value, cfg)
-                for chunk in iter_with_idle_timeout(chunks, self.stream_idle_timeout):
-                    acc = chunk if acc is None else acc + chunk  # type: ignore[assignment,operator]
-                    sent = sent or bool(message_text(chunk))
-                    yield ShuntOutput(message=chunk)
-                _non_empty(acc)
-            except Exception as exc:
-                error = exc
-            wait = self._retry_wait(attempt, error, sent)
-            if wait is None:
-                break
-            time.sleep(wait)
-        latency = time.perf_counter() - t0
-        final = self._finish(item, acc, error, latency, run_id, attempt)
-        if isinstance(final, Exception):
-            raise final
-        final.message = None  # the chunks already carried it; adding them up restores it
-        yield final
+        call = self._call(item, config)
+        idle = self.stream_idle_timeout
+        for value in self._shunt.ask_stream(item.request, call, run_id=run_id, idle_timeout=idle):
+            yield (
+                self._final(value) if isinstance(value, ShuntResult) else ShuntOutput(message=value)
+            )
 
     async def _atransform(
         self,
@@ -423,46 +323,21 @@ class DataShuntRunnable(RunnableSerializable[Any, ShuntOutput]):
         last: Any = None
         async for value in inputs:
             last = value
-        item = (await asyncio.to_thread(self._plan, [last]))[0]
-        if isinstance(item, Exception):
-            raise item
-        await adispatch_custom_event(DECISION_EVENT, self._event_data(item), config=config)
+        plan = await asyncio.to_thread(plan_batch, self._shunt, [last], self.input_key, strict=True)
+        (item,) = plan.decided
+        await adispatch_custom_event(DECISION_EVENT, event_data(item.decision), config=config)
         run_id = str(run_manager.run_id)
         if item.request is None:
             yield (await asyncio.to_thread(self._small, [item], [run_id]))[0]
             return
         yield ShuntOutput.from_decision(item.decision)
-        cfg = self._model_config(config, item)
-        t0 = time.perf_counter()
-        acc: BaseMessageChunk | None = None
-        error: BaseException | None = None
-        attempt = 0
-        try:
-            prompt_value = await self._prompt.ainvoke(self._prompt_input(item), cfg)
-        except Exception as exc:
-            prompt_value, error = None, exc
-        while prompt_value is not None:
-            attempt += 1
-            acc, error, sent = None, None, False
-            try:
-                chunks = self.llm.astream(prompt_value, cfg)
-                async for chunk in aiter_with_idle_timeout(chunks, self.stream_idle_timeout):
-                    acc = chunk if acc is None else acc + chunk  # type: ignore[assignment,operator]
-                    sent = sent or bool(message_text(chunk))
-                    yield ShuntOutput(message=chunk)
-                _non_empty(acc)
-            except Exception as exc:
-                error = exc
-            wait = self._retry_wait(attempt, error, sent)
-            if wait is None:
-                break
-            await asyncio.sleep(wait)
-        latency = time.perf_counter() - t0
-        final = await asyncio.to_thread(self._finish, item, acc, error, latency, run_id, attempt)
-        if isinstance(final, Exception):
-            raise final
-        final.message = None
-        yield final
+        call = self._call(item, config)
+        idle = self.stream_idle_timeout
+        stream = self._shunt.aask_stream(item.request, call, run_id=run_id, idle_timeout=idle)
+        async for value in stream:
+            yield (
+                self._final(value) if isinstance(value, ShuntResult) else ShuntOutput(message=value)
+            )
 
     def transform(
         self,
@@ -502,15 +377,6 @@ class DataShuntRunnable(RunnableSerializable[Any, ShuntOutput]):
 
         async for chunk in self.atransform(once(), config, **kwargs):
             yield chunk
-
-
-def _non_empty(message: BaseMessage | None) -> BaseMessage:
-    """The model's message; an empty one (no text, no tool call) is an error worth a retry."""
-    text = message_text(message) if message is not None else None
-    if not getattr(message, "tool_calls", None) and (err := empty_answer_error(text)):
-        raise err
-    assert message is not None  # noqa: S101 - empty_answer_error(None) is an error
-    return message
 
 
 def _last(values: Iterator[Any]) -> Any:

@@ -1,33 +1,42 @@
 """The steps every LlamaIndex adapter shares: plan with the gate, answer small, ask the LLM.
 
-Each step calls the core (:meth:`Shunt.decide`, :meth:`Shunt.prepare`,
-:meth:`Shunt.small_result`, :meth:`Shunt.finish`); the async forms run the gate pass and the
-store write in a thread and differ from the sync ones only in how the LLM is awaited.
-LLM calls made here are tagged so that :class:`DataShuntEventHandler` does not record them a
-second time (``Shunt.finish`` already has).
+The LLM call itself belongs to the engine (:meth:`datashunt.Shunt.ask` / ``aask``: timing,
+retries, parsing, recording); :class:`LlamaIndexCall` only says how a LlamaIndex ``LLM`` is
+called and which messages it receives. Calls made here are tagged so that
+:class:`DataShuntEventHandler` does not record them a second time.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any
 
 from llama_index.core.base.llms.types import ChatMessage, MessageRole
 from llama_index.core.llms import LLM
 from llama_index_instrumentation.dispatcher import active_instrument_tags, instrument_tags
 
-from datashunt import Decision, LLMReply, LLMRequest, Shunt, ShuntResult
-from datashunt.retry import empty_answer_error
+from datashunt import (
+    Decision,
+    LLMReply,
+    LLMRequest,
+    Message,
+    ModelCall,
+    Rendered,
+    Shunt,
+    ShuntResult,
+)
 
 from ._replies import to_reply
 
-__all__ = ["RECORDED_TAG", "ShuntRunner", "recorded_scope"]
+__all__ = ["RECORDED_TAG", "LlamaIndexCall", "ShuntRunner", "recorded_scope"]
 
 #: Instrumentation tag on LLM events whose call datashunt records itself.
 RECORDED_TAG = "datashunt.recorded"
+
+Payload = list[ChatMessage] | str
 
 
 @contextmanager
@@ -35,6 +44,55 @@ def recorded_scope() -> Iterator[None]:
     """Tag the LLM events emitted inside as already recorded (the tags of the caller are kept)."""
     with instrument_tags({**active_instrument_tags.get(), RECORDED_TAG: True}):
         yield
+
+
+class LlamaIndexCall(ModelCall[Payload]):
+    """A LlamaIndex ``LLM``: a chat model gets ``messages`` (default: the request's prompt as
+    one user message), a completion model gets the prompt.
+
+    Args:
+        llm: the LlamaIndex LLM.
+        messages: the exact chat messages to send (e.g. with an injected system message).
+        prompt: the completion prompt to send instead of the request's (completion models).
+        kwargs: passed to ``chat`` / ``complete``.
+    """
+
+    def __init__(
+        self,
+        llm: LLM,
+        *,
+        messages: Sequence[ChatMessage] | None = None,
+        prompt: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self.llm, self.messages, self.prompt, self.kwargs = llm, messages, prompt, kwargs
+        self.model_name = getattr(llm.metadata, "model_name", None) or None
+
+    def render(self, request: LLMRequest) -> Rendered[Payload]:
+        if self.messages is not None:
+            sent = list(self.messages)
+        elif self.prompt is None and self.llm.metadata.is_chat_model:
+            sent = [ChatMessage(role=MessageRole.USER, content=request.prompt)]
+        else:
+            text = self.prompt if self.prompt is not None else request.prompt
+            return Rendered(text, (Message("user", text),))
+        return Rendered(sent, tuple(Message(m.role.value, m.content or "") for m in sent))
+
+    def send(self, payload: Payload) -> LLMReply:
+        with recorded_scope():
+            if isinstance(payload, str):
+                return _with_raw(self.llm.complete(payload, **self.kwargs))
+            return _with_raw(self.llm.chat(payload, **self.kwargs))
+
+    async def asend(self, payload: Payload) -> LLMReply:
+        with recorded_scope():
+            if isinstance(payload, str):
+                return _with_raw(await self.llm.acomplete(payload, **self.kwargs))
+            return _with_raw(await self.llm.achat(payload, **self.kwargs))
+
+
+def _with_raw(response: Any) -> LLMReply:
+    return replace(to_reply(response), raw=response)
 
 
 class ShuntRunner:
@@ -70,97 +128,3 @@ class ShuntRunner:
     async def asmall(self, text: str, decision: Decision, run_id: str | None = None) -> ShuntResult:
         """:meth:`small` with the store write in a thread."""
         return await asyncio.to_thread(self.small, text, decision, run_id)
-
-    def ask(
-        self,
-        request: LLMRequest,
-        call: Callable[[], object],
-        *,
-        run_id: str | None = None,
-    ) -> ShuntResult:
-        """Call the LLM (``call()``), then parse, record and fall back through ``Shunt.finish``.
-
-        Args:
-            request: the request; its ``prompt`` is what the store records as sent.
-            call: makes the LLM call, returns a LlamaIndex chat or completion response.
-            run_id: stored with the record.
-        """
-
-        def once() -> LLMReply:
-            with recorded_scope():
-                return _non_empty(to_reply(call()))
-
-        t0 = time.perf_counter()
-        # any provider error is retried per the shunt's policy, then recorded: fallback or raise
-        out = self.shunt.retry.call(once)
-        latency = time.perf_counter() - t0
-        return self.shunt.finish(
-            request,
-            out.value,
-            error=out.error,
-            latency_s=latency,
-            run_id=run_id,
-            attempts=out.attempts,
-        )
-
-    async def aask(
-        self,
-        request: LLMRequest,
-        call: Callable[[], Awaitable[Any]],
-        *,
-        run_id: str | None = None,
-    ) -> ShuntResult:
-        """Async :meth:`ask`: the LLM call is awaited, the store write runs in a thread."""
-
-        async def once() -> LLMReply:
-            with recorded_scope():
-                return _non_empty(to_reply(await call()))
-
-        t0 = time.perf_counter()
-        out = await self.shunt.retry.acall(once)
-        latency = time.perf_counter() - t0
-        return await asyncio.to_thread(
-            self.shunt.finish,
-            request,
-            out.value,
-            error=out.error,
-            latency_s=latency,
-            run_id=run_id,
-            attempts=out.attempts,
-        )
-
-    def ask_llm(
-        self,
-        llm: LLM,
-        request: LLMRequest,
-        *,
-        run_id: str | None = None,
-    ) -> ShuntResult:
-        """:meth:`ask` with ``request.prompt`` (a user message to a chat model, else completion)."""
-        if llm.metadata.is_chat_model:
-            messages = _as_messages(request.prompt)
-            return self.ask(request, lambda: llm.chat(messages), run_id=run_id)
-        return self.ask(request, lambda: llm.complete(request.prompt), run_id=run_id)
-
-    async def aask_llm(
-        self,
-        llm: LLM,
-        request: LLMRequest,
-        *,
-        run_id: str | None = None,
-    ) -> ShuntResult:
-        """Async :meth:`ask_llm`."""
-        if llm.metadata.is_chat_model:
-            messages = _as_messages(request.prompt)
-            return await self.aask(request, lambda: llm.achat(messages), run_id=run_id)
-        return await self.aask(request, lambda: llm.acomplete(request.prompt), run_id=run_id)
-
-
-def _non_empty(reply: LLMReply) -> LLMReply:
-    if (err := empty_answer_error(reply.text)) is not None:
-        raise err
-    return reply
-
-
-def _as_messages(prompt: str) -> list[ChatMessage]:
-    return [ChatMessage(role=MessageRole.USER, content=prompt)]

@@ -2,7 +2,8 @@
 
 LlamaIndex emits ``LLMChatStartEvent`` / ``LLMChatEndEvent`` (and the completion pair) around
 each LLM call, and ``ExceptionEvent`` / ``SpanDropEvent`` when one fails. The handler pairs
-them by span id and writes one :class:`~datashunt.CallRecord` per call, ``source="observed"``.
+them by span id; :class:`datashunt.store.CallRecorder` writes one :class:`~datashunt.CallRecord`
+per call, ``source="observed"``, with the exact messages the model received.
 
 It skips what would be recorded twice:
 
@@ -18,11 +19,7 @@ Store writes go to one background thread: ``Dispatcher.event`` calls handlers in
 from __future__ import annotations
 
 import inspect
-import logging
 import threading
-from collections import OrderedDict
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -43,30 +40,13 @@ from llama_index_instrumentation.dispatcher import Dispatcher
 from llama_index_instrumentation.events.span import SpanDropEvent
 from pydantic import PrivateAttr
 
-from datashunt import CallRecord, CallStore, ConfigError, StoreError
-from datashunt.store import open_store
+from datashunt import CallStore, ConfigError, Message
+from datashunt.store import CallRecorder
 
 from ._replies import to_reply
 from ._runner import RECORDED_TAG
 
 __all__ = ["DataShuntEventHandler"]
-
-log = logging.getLogger("datashunt")
-
-#: Calls whose end never arrives (an abandoned stream) are forgotten beyond this many.
-_MAX_PENDING = 10_000
-
-
-@dataclass
-class _Call:
-    kind: str  # "chat" or "completion"
-    span_id: str | None
-    started: Any
-    model: str | None
-    llm_class: str | None
-    input_text: str | None
-    prompt: str
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class _SpanTree(BaseSpanHandler[BaseSpan]):
@@ -152,23 +132,16 @@ class DataShuntEventHandler(BaseEventHandler):
         1
     """
 
-    _store: CallStore = PrivateAttr()
-    _run_id: str | None = PrivateAttr(default=None)
-    _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
-    _pending: OrderedDict[str, _Call] = PrivateAttr(default_factory=OrderedDict)
-    _skipped: OrderedDict[str, None] = PrivateAttr(default_factory=OrderedDict)
-    _writer: ThreadPoolExecutor | None = PrivateAttr(default=None)
-    _futures: set[Future[str | None]] = PrivateAttr(default_factory=set)
+    _recorder: CallRecorder = PrivateAttr()
     _spans: _SpanTree = PrivateAttr(default_factory=_SpanTree)
     _dispatcher: Dispatcher | None = PrivateAttr(default=None)
 
     def __init__(self, store: CallStore | str | Path, *, run_id: str | None = None) -> None:
         super().__init__()
-        opened = open_store(store)
-        if opened is None:
+        if store is None:
             raise ConfigError("DataShuntEventHandler needs a store: a CallStore, URL or path")
-        self._store = opened
-        self._run_id = run_id
+        # background: Dispatcher.event calls handlers inline, on the event loop too
+        self._recorder = CallRecorder(store, source="observed", run_id=run_id, background=True)
 
     @classmethod
     def class_name(cls) -> str:
@@ -177,7 +150,7 @@ class DataShuntEventHandler(BaseEventHandler):
     @property
     def store(self) -> CallStore:
         """The call store records go to."""
-        return self._store
+        return self._recorder.store
 
     # ---- registration -------------------------------------------------------------------------
 
@@ -210,133 +183,52 @@ class DataShuntEventHandler(BaseEventHandler):
         self.detach()
         self.flush()
 
-    # ---- the hook -----------------------------------------------------------------------------
+    # ---- the hook: LlamaIndex events onto the recorder ------------------------------------
 
     def handle(self, event: BaseEvent, **kwargs: Any) -> None:
-        """Pair start and end events by span; queue one record per outermost call."""
-        if isinstance(event, LLMChatStartEvent | LLMCompletionStartEvent):
-            self._start(event)
-        elif isinstance(event, LLMChatEndEvent | LLMCompletionEndEvent):
-            call = self._pop(event.span_id)
-            if call is not None:
-                self._write(call, event.response, None, event.timestamp)
-        elif isinstance(event, ExceptionEvent | SpanDropEvent):
-            call = self._pop(event.span_id)
-            if call is not None:
-                err = (
-                    _describe(event.exception)
-                    if isinstance(event, ExceptionEvent)
-                    else event.err_str
-                )
-                self._write(call, None, err or "the LLM call failed", event.timestamp)
-
-    def _start(self, event: LLMChatStartEvent | LLMCompletionStartEvent) -> None:
+        """Pair start and end events by span; record one call per outermost call."""
         key = event.span_id or ""
-        with self._lock:
-            nested = key in self._pending or any(
-                a in self._pending or a in self._skipped for a in self._spans.ancestors(key)
-            )
+        rec = self._recorder
+        if isinstance(event, LLMChatStartEvent | LLMCompletionStartEvent):
+            nested = rec.tracks(key) or any(rec.tracks(a) for a in self._spans.ancestors(key))
             if event.tags.get(RECORDED_TAG) or nested:
-                _bounded_put(self._skipped, key, None)
-                return
-            _bounded_put(self._pending, key, _new_call(event))
-
-    def _pop(self, span_id: str | None) -> _Call | None:
-        key = span_id or ""
-        with self._lock:
-            self._skipped.pop(key, None)
-            return self._pending.pop(key, None)
-
-    # ---- writing, off the caller's thread -------------------------------------------------
-
-    def _write(self, call: _Call, response: Any, error: str | None, ended: Any) -> None:
-        with self._lock:
-            if self._writer is None:
-                self._writer = ThreadPoolExecutor(1, thread_name_prefix="datashunt-handler")
-            fut = self._writer.submit(self._add, call, response, error, ended)
-            self._futures.add(fut)
-        fut.add_done_callback(self._done)
-
-    def _done(self, fut: Future[str | None]) -> None:
-        with self._lock:
-            self._futures.discard(fut)
-
-    def _add(self, call: _Call, response: Any, error: str | None, ended: Any) -> str | None:
-        try:
-            reply = to_reply(response) if response is not None else None
-        except TypeError as exc:
-            reply, error = None, str(exc)
-        try:
-            latency = (ended - call.started).total_seconds()
-        except (TypeError, AttributeError):
-            latency = None
-        record = CallRecord(
-            route="llm",
-            source="observed",
-            run_id=self._run_id,
-            model=(reply.model if reply and reply.model else None) or call.model,
-            input_text=call.input_text,
-            prompt=call.prompt,
-            response=reply.text if reply else None,
-            prompt_tokens=reply.prompt_tokens if reply else None,
-            completion_tokens=reply.completion_tokens if reply else None,
-            latency_s=latency,
-            error=error,
-            extra={
-                "kind": call.kind,
-                "span_id": call.span_id,
-                "llm_class": call.llm_class,
-                **call.extra,
-            },
-        )
-        try:
-            return self._store.add(record)
-        except StoreError as exc:  # observing must never break the application
-            log.warning("%s", exc)
-            return None
+                rec.skip(key)
+            else:
+                _start(rec, key, event)
+        elif isinstance(event, LLMChatEndEvent | LLMCompletionEndEvent):
+            if rec.tracks(key):
+                try:
+                    reply = to_reply(event.response) if event.response is not None else None
+                except TypeError as exc:
+                    rec.fail(key, str(exc))
+                else:
+                    rec.end(key, reply)
+        elif isinstance(event, ExceptionEvent):
+            rec.fail(key, event.exception)
+        elif isinstance(event, SpanDropEvent):
+            rec.fail(key, event.err_str or "the LLM call failed")
 
     def flush(self, timeout: float | None = None) -> None:
         """Wait until every queued record is written."""
-        with self._lock:
-            pending = list(self._futures)
-        for fut in pending:
-            fut.result(timeout=timeout)
+        self._recorder.flush(timeout)
 
     def close(self) -> None:
         """Detach, write what is queued and stop the writer thread."""
         self.detach()
-        with self._lock:
-            writer, self._writer = self._writer, None
-        if writer is not None:
-            writer.shutdown(wait=True)
+        self._recorder.close()
 
 
-def _bounded_put(d: OrderedDict[str, Any], key: str, value: Any) -> None:
-    d[key] = value
-    while len(d) > _MAX_PENDING:
-        d.popitem(last=False)
-
-
-def _new_call(event: LLMChatStartEvent | LLMCompletionStartEvent) -> _Call:
+def _start(rec: CallRecorder, key: str, event: LLMChatStartEvent | LLMCompletionStartEvent) -> None:
     md = event.model_dict or {}
     model = md.get("model") or md.get("model_name")
-    model_name = model if isinstance(model, str) and model != "unknown" else None
-    llm_class = md.get("class_name")
     if isinstance(event, LLMCompletionStartEvent):
-        return _Call(
-            "completion", event.span_id, event.timestamp, model_name, llm_class,
-            event.prompt, event.prompt,
-        )  # fmt: skip
-    messages = event.messages
-    user = [m.content for m in messages if m.role.value == "user" and m.content]
-    prompt = "\n".join(f"{m.role.value}: {m.content or ''}" for m in messages)
-    return _Call(
-        "chat", event.span_id, event.timestamp, model_name, llm_class,
-        user[-1] if user else None, prompt,
-    )  # fmt: skip
-
-
-def _describe(exc: BaseException) -> str:
-    msg = str(exc) or repr(exc)
-    name = type(exc).__name__
-    return msg if msg.startswith(name) else f"{name}: {msg}"
+        kind, messages = "completion", [Message("user", event.prompt)]
+    else:
+        kind = "chat"
+        messages = [Message(m.role.value, m.content or "") for m in event.messages]
+    rec.start(
+        key,
+        messages,
+        model=model if isinstance(model, str) and model != "unknown" else None,
+        extra={"kind": kind, "span_id": event.span_id, "llm_class": md.get("class_name")},
+    )

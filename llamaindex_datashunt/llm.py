@@ -9,7 +9,6 @@ steps; streams yield the label as one chunk, since only the parsed label is the 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 from typing import Any
 
 from llama_index.core.base.llms.types import (
@@ -29,7 +28,7 @@ from pydantic import Field, PrivateAttr, SerializeAsAny
 from datashunt import Decision, InputError, LLMRequest, Shunt, ShuntResult
 from datashunt.prompts import render_prompt
 
-from ._runner import ShuntRunner
+from ._runner import LlamaIndexCall, ShuntRunner
 
 __all__ = ["DEFAULT_INSTRUCTION", "DataShuntLLM"]
 
@@ -175,34 +174,34 @@ class DataShuntLLM(LLM):
         decision, request = self._runner.plan(text)
         if request is None:
             return self._runner.small(text, decision)
-        request, injected = self._inject_chat(request, messages)
-        return self._runner.ask(request, lambda: self.llm.chat(injected, **kwargs))
+        call = LlamaIndexCall(self.llm, messages=self._inject_chat(request, messages), **kwargs)
+        return self.shunt.ask(request, call)
 
     async def _achat(self, messages: Sequence[ChatMessage], kwargs: dict[str, Any]) -> ShuntResult:
         text = self._text_of(messages)
         decision, request = await self._runner.aplan(text)
         if request is None:
             return await self._runner.asmall(text, decision)
-        request, injected = self._inject_chat(request, messages)
-        return await self._runner.aask(request, lambda: self.llm.achat(injected, **kwargs))
+        call = LlamaIndexCall(self.llm, messages=self._inject_chat(request, messages), **kwargs)
+        return await self.shunt.aask(request, call)
 
     def _complete(self, prompt: str, formatted: bool, kwargs: dict[str, Any]) -> ShuntResult:
         decision, request = self._runner.plan(prompt)
         if request is None:
             return self._runner.small(prompt, decision)
-        request = self._inject_prompt(request, prompt)
-        return self._runner.ask(
-            request, lambda: self.llm.complete(request.prompt, formatted=formatted, **kwargs)
+        call = LlamaIndexCall(
+            self.llm, prompt=self._inject_prompt(request, prompt), formatted=formatted, **kwargs
         )
+        return self.shunt.ask(request, call)
 
     async def _acomplete(self, prompt: str, formatted: bool, kwargs: dict[str, Any]) -> ShuntResult:
         decision, request = await self._runner.aplan(prompt)
         if request is None:
             return await self._runner.asmall(prompt, decision)
-        request = self._inject_prompt(request, prompt)
-        return await self._runner.aask(
-            request, lambda: self.llm.acomplete(request.prompt, formatted=formatted, **kwargs)
+        call = LlamaIndexCall(
+            self.llm, prompt=self._inject_prompt(request, prompt), formatted=formatted, **kwargs
         )
+        return await self.shunt.aask(request, call)
 
     # ---- pure steps ---------------------------------------------------------------------------
 
@@ -214,7 +213,7 @@ class DataShuntLLM(LLM):
 
     def _inject_chat(
         self, request: LLMRequest, messages: Sequence[ChatMessage]
-    ) -> tuple[LLMRequest, list[ChatMessage]]:
+    ) -> list[ChatMessage]:
         """The messages with the instruction merged into the (first) system message."""
         instruction = self._instruction(request)
         out = list(messages)
@@ -223,11 +222,10 @@ class DataShuntLLM(LLM):
             out[0] = ChatMessage(role=MessageRole.SYSTEM, content=merged)
         else:
             out.insert(0, ChatMessage(role=MessageRole.SYSTEM, content=instruction))
-        shown = "\n".join(f"{m.role.value}: {m.content or ''}" for m in out)
-        return replace(request, prompt=shown), out
+        return out
 
-    def _inject_prompt(self, request: LLMRequest, prompt: str) -> LLMRequest:
-        return replace(request, prompt=f"{self._instruction(request)}\n\n{prompt}")
+    def _inject_prompt(self, request: LLMRequest, prompt: str) -> str:
+        return f"{self._instruction(request)}\n\n{prompt}"
 
 
 def _summary(result: ShuntResult) -> dict[str, Any]:

@@ -1,16 +1,18 @@
-"""OpenAICompatibleLLM: a small LlamaIndex LLM over any OpenAI-compatible chat-completions API.
+"""OpenAICompatibleLLM: a LlamaIndex ``LLM`` over any OpenAI-compatible chat-completions API.
 
-For local servers (``datashunt llm-server``, llama.cpp, vLLM, Ollama's ``/v1``). It exists
-because ``llama-index-llms-openai-like`` pins ``openai<3`` and would downgrade the ``openai``
-package the LangChain adapter shares; this class needs only ``httpx`` (a llama-index-core
-dependency). It asks for token ``logprobs`` when ``logprobs=True``, so the shunt gets ``C_l``.
+For local servers (``datashunt llm-server``, llama.cpp, vLLM, Ollama's ``/v1``). A thin facade
+over the core's :class:`datashunt.llm.OpenAICompatLLM` (the ``openai`` SDK): this class only
+translates LlamaIndex messages and responses, so its errors are the core's
+:class:`~datashunt.LLMError` with ``status`` and ``retry_after``, which
+:class:`~datashunt.RetryPolicy` retries like any other (a 503, a refused connection). It exists
+because ``llama-index-llms-openai-like`` pins the ``openai`` package the LangChain adapter
+shares. It asks for token ``logprobs`` when ``logprobs=True``, so the shunt gets ``C_l``.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from llama_index.core.base.llms.types import (
@@ -28,9 +30,14 @@ from llama_index.core.base.llms.types import (
 from llama_index.core.constants import DEFAULT_CONTEXT_WINDOW
 from llama_index.core.llms import LLM
 from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
-from pydantic import Field
+from pydantic import Field, PrivateAttr
 
-from datashunt import LLMError
+from datashunt import LLMReply
+from datashunt.llm.wire import ReplyAccumulator, as_wire
+from datashunt.types import Message
+
+if TYPE_CHECKING:  # the openai SDK loads on the first request, not with the adapter
+    from datashunt.llm import OpenAICompatLLM
 
 __all__ = ["OpenAICompatibleLLM"]
 
@@ -54,7 +61,8 @@ class OpenAICompatibleLLM(LLM):
         async_transport: the same for the async calls.
 
     Raises:
-        LLMError: the server answered an HTTP error or could not be reached.
+        LLMError: the server answered an HTTP error (``status``, ``retry_after`` set) or could
+            not be reached (``retryable``).
 
     Example:
         >>> with LLMServer() as server:  # doctest: +SKIP
@@ -75,6 +83,9 @@ class OpenAICompatibleLLM(LLM):
     transport: httpx.BaseTransport | None = Field(default=None, exclude=True, repr=False)
     async_transport: httpx.AsyncBaseTransport | None = Field(default=None, exclude=True, repr=False)
 
+    _client: OpenAICompatLLM | None = PrivateAttr(default=None)
+    _client_key: tuple[Any, ...] = PrivateAttr(default=())
+
     @classmethod
     def class_name(cls) -> str:
         return "OpenAICompatibleLLM"
@@ -88,42 +99,41 @@ class OpenAICompatibleLLM(LLM):
             model_name=self.model,
         )
 
-    # ---- pure: request and response --------------------------------------------------------
+    # ---- the core client, and what each call asks of it --------------------------------------
 
-    @property
-    def _url(self) -> str:
-        return self.api_base.rstrip("/") + "/chat/completions"
+    def _core(self) -> OpenAICompatLLM:
+        """The core client for the current connection settings (rebuilt when they change)."""
+        from datashunt.llm import OpenAICompatLLM
 
-    @property
-    def _headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.api_key}"}
+        key = (self.api_base, self.api_key, self.timeout, self.transport, self.async_transport)
+        if self._client is None or self._client_key != key:
+            self._client = OpenAICompatLLM(
+                self.api_base,
+                self.model,
+                api_key=self.api_key,
+                timeout=self.timeout,
+                http_client=httpx.Client(transport=self.transport) if self.transport else None,
+                async_http_client=(
+                    httpx.AsyncClient(transport=self.async_transport)
+                    if self.async_transport
+                    else None
+                ),
+            )
+            self._client_key = key
+        return self._client
 
-    def _payload(
-        self, messages: Sequence[ChatMessage], stream: bool, kwargs: dict[str, Any]
-    ) -> dict[str, Any]:
-        body: dict[str, Any] = {
+    def _overrides(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        # Sampling settings travel with each call, so a field changed after the first call
+        # counts; None leaves a field out of the request.
+        return {
             "model": self.model,
-            "messages": [{"role": m.role.value, "content": m.content or ""} for m in messages],
             "temperature": self.temperature,
-            "stream": stream,
+            "max_tokens": self.max_tokens,
+            "logprobs": True if self.logprobs else None,
+            "top_logprobs": self.top_logprobs if self.logprobs else None,
+            **self.additional_kwargs,
+            **kwargs,
         }
-        if self.max_tokens is not None:
-            body["max_tokens"] = self.max_tokens
-        if self.logprobs:
-            body["logprobs"] = True
-            body["top_logprobs"] = self.top_logprobs
-        body.update(self.additional_kwargs)
-        body.update(kwargs)
-        return body
-
-    def _check(self, resp: httpx.Response) -> None:
-        if resp.status_code >= 400:
-            raise LLMError(f"{self._url} answered HTTP {resp.status_code}: {resp.text[:300]}")
-
-    def _unreachable(self, exc: httpx.HTTPError) -> LLMError:
-        return LLMError(
-            f"could not reach {self._url} ({type(exc).__name__}: {exc}); is the server running?"
-        )
 
     # ---- chat ---------------------------------------------------------------------------------
 
@@ -177,88 +187,38 @@ class OpenAICompatibleLLM(LLM):
 
         return gen()
 
-    # ---- I/O: the only lines sync and async do not share -----------------------------------
-
-    def _client(self) -> httpx.Client:
-        return httpx.Client(timeout=self.timeout, transport=self.transport)
-
-    def _aclient(self) -> httpx.AsyncClient:
-        return httpx.AsyncClient(timeout=self.timeout, transport=self.async_transport)
+    # ---- the calls: each one line to the core client ----------------------------------------
 
     def _chat(self, messages: Sequence[ChatMessage], kwargs: dict[str, Any]) -> ChatResponse:
-        body = self._payload(messages, False, kwargs)
-        try:
-            with self._client() as client:
-                resp = client.post(self._url, json=body, headers=self._headers)
-        except httpx.HTTPError as exc:
-            raise self._unreachable(exc) from exc
-        self._check(resp)
-        return _chat_response(resp.json())
+        reply = self._core().chat(_messages(messages), **self._overrides(kwargs))
+        return _chat_response(reply)
 
     async def _achat(self, messages: Sequence[ChatMessage], kwargs: dict[str, Any]) -> ChatResponse:
-        body = self._payload(messages, False, kwargs)
-        try:
-            async with self._aclient() as client:
-                resp = await client.post(self._url, json=body, headers=self._headers)
-        except httpx.HTTPError as exc:
-            raise self._unreachable(exc) from exc
-        self._check(resp)
-        return _chat_response(resp.json())
+        reply = await self._core().achat(_messages(messages), **self._overrides(kwargs))
+        return _chat_response(reply)
 
     def _stream_chat(
         self, messages: Sequence[ChatMessage], kwargs: dict[str, Any]
     ) -> ChatResponseGen:
-        body = self._payload(messages, True, kwargs)
-        acc = _Accumulator()
-        try:
-            with (
-                self._client() as client,
-                client.stream("POST", self._url, json=body, headers=self._headers) as resp,
-            ):
-                if resp.status_code >= 400:
-                    resp.read()
-                    self._check(resp)
-                for line in resp.iter_lines():
-                    chunk = _sse_data(line)
-                    if chunk is not None:
-                        yield acc.add(chunk)
-        except httpx.HTTPError as exc:
-            raise self._unreachable(exc) from exc
+        acc = ReplyAccumulator()
+        for delta in self._core().stream_chat(_messages(messages), **self._overrides(kwargs)):
+            yield _stream_response(acc.add(delta), delta)
 
     async def _astream_chat(
         self, messages: Sequence[ChatMessage], kwargs: dict[str, Any]
     ) -> ChatResponseAsyncGen:
-        body = self._payload(messages, True, kwargs)
-        acc = _Accumulator()
-        try:
-            async with (
-                self._aclient() as client,
-                client.stream("POST", self._url, json=body, headers=self._headers) as resp,
-            ):
-                if resp.status_code >= 400:
-                    await resp.aread()
-                    self._check(resp)
-                async for line in resp.aiter_lines():
-                    chunk = _sse_data(line)
-                    if chunk is not None:
-                        yield acc.add(chunk)
-        except httpx.HTTPError as exc:
-            raise self._unreachable(exc) from exc
+        acc = ReplyAccumulator()
+        core = self._core()
+        async for delta in core.astream_chat(_messages(messages), **self._overrides(kwargs)):
+            yield _stream_response(acc.add(delta), delta)
 
 
 def _user(prompt: str) -> list[ChatMessage]:
     return [ChatMessage(role=MessageRole.USER, content=prompt)]
 
 
-def _sse_data(line: str) -> dict[str, Any] | None:
-    """The JSON of one ``data:`` line of a server-sent event stream (None: other lines, DONE)."""
-    if not line.startswith("data:"):
-        return None
-    data = line[len("data:") :].strip()
-    if not data or data == "[DONE]":
-        return None
-    parsed = json.loads(data)
-    return parsed if isinstance(parsed, dict) else None
+def _messages(messages: Sequence[ChatMessage]) -> list[Message]:
+    return [Message(m.role.value, m.content or "") for m in messages]
 
 
 def _li_logprobs(content: Any) -> list[list[LogProb]] | None:
@@ -277,53 +237,37 @@ def _li_logprobs(content: Any) -> list[list[LogProb]] | None:
     return out
 
 
-def _chat_response(data: dict[str, Any]) -> ChatResponse:
-    choices = data.get("choices") or [{}]
-    choice = choices[0]
-    message = choice.get("message") or {}
-    content = message.get("content") or ""
-    logprobs = (choice.get("logprobs") or {}).get("content")
+def _chat_response(reply: LLMReply) -> ChatResponse:
+    data = as_wire(reply.raw)  # the body as the server sent it
     return ChatResponse(
-        message=ChatMessage(role=MessageRole.ASSISTANT, content=content),
+        message=ChatMessage(role=MessageRole.ASSISTANT, content=reply.text),
         raw=data,
-        logprobs=_li_logprobs(logprobs),
-        additional_kwargs=dict(data.get("usage") or {}),
+        logprobs=_li_logprobs(reply.logprobs),
+        additional_kwargs=dict(data.get("usage") or {}) if isinstance(data, dict) else {},
     )
 
 
-class _Accumulator:
-    """Builds the running ChatResponse of a stream; its ``raw`` is the whole answer so far."""
-
-    def __init__(self) -> None:
-        self.text = ""
-        self.logprobs: list[dict[str, Any]] = []
-        self.usage: dict[str, Any] | None = None
-        self.model: str | None = None
-
-    def add(self, chunk: dict[str, Any]) -> ChatResponse:
-        choice = (chunk.get("choices") or [{}])[0]
-        delta = (choice.get("delta") or {}).get("content") or ""
-        self.text += delta
-        self.logprobs.extend((choice.get("logprobs") or {}).get("content") or [])
-        self.usage = chunk.get("usage") or self.usage
-        self.model = chunk.get("model") or self.model
-        raw = {
-            "model": self.model,
-            "choices": [
-                {
-                    "message": {"role": "assistant", "content": self.text},
-                    "logprobs": {"content": list(self.logprobs)},
-                    "finish_reason": choice.get("finish_reason"),
-                }
-            ],
-            "usage": self.usage,
-        }
-        return ChatResponse(
-            message=ChatMessage(role=MessageRole.ASSISTANT, content=self.text),
-            delta=delta,
-            raw=raw,
-            logprobs=_li_logprobs(self.logprobs),
-        )
+def _stream_response(so_far: LLMReply, delta: LLMReply) -> ChatResponse:
+    """The running response of a stream; its ``raw`` is the whole answer so far."""
+    choices = getattr(delta.raw, "choices", None) or [None]
+    usage = {"prompt_tokens": so_far.prompt_tokens, "completion_tokens": so_far.completion_tokens}
+    raw = {
+        "model": so_far.model,
+        "choices": [
+            {
+                "message": {"role": "assistant", "content": so_far.text},
+                "logprobs": {"content": list(so_far.logprobs or [])},
+                "finish_reason": getattr(choices[0], "finish_reason", None),
+            }
+        ],
+        "usage": usage if so_far.prompt_tokens or so_far.completion_tokens else None,
+    }
+    return ChatResponse(
+        message=ChatMessage(role=MessageRole.ASSISTANT, content=so_far.text),
+        delta=delta.text,
+        raw=raw,
+        logprobs=_li_logprobs(so_far.logprobs),
+    )
 
 
 def _completion(r: ChatResponse) -> CompletionResponse:

@@ -22,7 +22,7 @@ from datashunt import AnswerParser, ConfigError, LLMRequest, Shunt, ShuntResult
 from datashunt.parsing import normalize
 from datashunt.prompts import render_prompt
 
-from ._runner import ShuntRunner
+from ._runner import LlamaIndexCall, ShuntRunner
 
 __all__ = ["DEFAULT_SELECTOR_TEMPLATE", "DataShuntSelection", "DataShuntSelector"]
 
@@ -130,7 +130,7 @@ class DataShuntSelector(BaseSelector):
         if request is None:
             return self._selection(self._runner.small(text, decision), index)
         request = self._llm_request(request, choices, index)
-        result = self._runner.ask_llm(self._llm, request)
+        result = self.shunt.ask(request, LlamaIndexCall(self._llm))
         return self._selection(result, index)
 
     async def _aselect(self, choices: Sequence[ToolMetadata], query: QueryBundle) -> SelectorResult:
@@ -140,7 +140,7 @@ class DataShuntSelector(BaseSelector):
         if request is None:
             return self._selection(await self._runner.asmall(text, decision), index)
         request = self._llm_request(request, choices, index)
-        result = await self._runner.aask_llm(self._llm, request)
+        result = await self.shunt.aask(request, LlamaIndexCall(self._llm))
         return self._selection(result, index)
 
     # ---- pure steps, shared by _select and _aselect -------------------------------------------
@@ -193,10 +193,9 @@ class DataShuntSelector(BaseSelector):
         """The selector prompt over the pruned candidates, with the answer forms it allows."""
         labels = self.shunt.policy.labels
         number = {lab: i + 1 for i, lab in enumerate(labels)}
-        candidates = [c.strip() for c in request.variables["candidates"].split(",") if c.strip()]
         options = "\n".join(
             f"({number[lab]}) {lab}: {' '.join(choices[index[lab]].description.split())}"
-            for lab in candidates
+            for lab in request.candidates
         )
         prompt = render_prompt(self._template, {**request.variables, "options": options})
         return replace(request, prompt=prompt, aliases=self._aliases(choices, index))

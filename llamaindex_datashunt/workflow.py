@@ -16,7 +16,7 @@ from pydantic import Field
 
 from datashunt import Decision, LLMRequest, Shunt, ShuntResult
 
-from ._runner import ShuntRunner
+from ._runner import LlamaIndexCall, ShuntRunner
 
 __all__ = [
     "ConfidentEvent",
@@ -153,10 +153,10 @@ class DataShuntWorkflow(Workflow):
                 confidence=d.confidence,
                 route="llm",
                 candidates=list(d.candidates),
-                message=f"asking the LLM among {request.variables.get('candidates', '')}",
+                message=f"asking the LLM among {', '.join(request.candidates)}",
             )
         )
-        result = await self._runner.aask_llm(self._llm, request, run_id=ev.run_id)
+        result = await self.shunt.aask(request, LlamaIndexCall(self._llm), run_id=ev.run_id)
         ctx.write_event_to_stream(_done("llm_answered", ev.text, result))
         return StopEvent(result=result)
 

@@ -6,19 +6,10 @@ Heavy dependencies (torch, transformers) load only when a Hugging Face gate is b
 
 from __future__ import annotations
 
+from . import _moved
 from ._version import __version__
-from .calibration import (
-    Budget,
-    CalibrationReport,
-    MaxAccuracy,
-    PrecisionFloor,
-    calibrate,
-    choose_threshold,
-    fit_temperature,
-)
 from .data import Dataset, Example, read_dataset
-from .distill import DistillConfig, Distiller, distill_gate
-from .distill_report import DistillReport
+from .engine import ModelCall, Rendered, Shunt
 from .errors import (
     ConfigError,
     DataError,
@@ -30,15 +21,30 @@ from .errors import (
     StoreError,
 )
 from .gates import BaseGate, EmbeddingGate, Gate, HFGate, load_gate
+from .llm.retry import RetryPolicy
 from .parsing import AnswerParser
 from .policy import ShuntPolicy
 from .prompts import DEFAULT_TEMPLATE, hard_candidates, prompt_variables, soft_hint
-from .retry import RetryPolicy
-from .shunt import Shunt
 from .store import CallRecord, CallStore
-from .train import TrainConfig, train_gate
+from .training import (
+    Budget,
+    CalibrationReport,
+    DistillConfig,
+    Distiller,
+    DistillReport,
+    MaxAccuracy,
+    PrecisionFloor,
+    TrainConfig,
+    calibrate,
+    choose_threshold,
+    distill_gate,
+    fit_temperature,
+    train_gate,
+)
 from .transfer import PromptTransfer, TransferResult
-from .types import Decision, LLMReply, LLMRequest, ParsedAnswer, ShuntResult
+from .types import Decision, LLMReply, LLMRequest, Message, ParsedAnswer, ShuntResult
+
+_moved.install()  # the module paths of 0.1 (datashunt.retry, ...) still import, with a warning
 
 __all__ = [
     "DEFAULT_TEMPLATE",
@@ -66,10 +72,13 @@ __all__ = [
     "LLMReply",
     "LLMRequest",
     "MaxAccuracy",
+    "Message",
+    "ModelCall",
     "ModelNotFoundError",
     "ParsedAnswer",
     "PrecisionFloor",
     "PromptTransfer",
+    "Rendered",
     "RetryPolicy",
     "Shunt",
     "ShuntPolicy",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import os
 import sys
@@ -22,8 +23,10 @@ __all__ = [
     "Dataset",
     "DatasetSpec",
     "Example",
+    "decode_bytes",
     "find_data_dir",
     "read_dataset",
+    "read_text_column",
 ]
 
 csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
@@ -78,6 +81,8 @@ class DatasetSpec:
     # For a file that holds two splits (AG News dev.tsv is our train *and* dev pool): the
     # split taken by a hash of the text, so it is fixed and independent of row order.
     hash_splits: Mapping[str, tuple[int, int]] = field(default_factory=dict)
+    # Columns holding a large model's recorded answer per row (first: the default one).
+    answer_cols: tuple[str, ...] = ()
 
 
 _SENTIMENT = {"0": "negative", "1": "positive"}
@@ -103,6 +108,22 @@ KNOWN_DATASETS: dict[str, DatasetSpec] = {
         header=False,
         hash_splits={"train": (0, 8), "dev": (8, 10)},
     ),
+    # Recorded answers of real large models ride along in extra columns (read them with
+    # read_text_column, or replay them with datashunt.llm.ColumnReplayLLM).
+    "mr": DatasetSpec(
+        files={s: "mr/mr.csv" for s in ("train", "dev", "test")},
+        text_cols=("text",),
+        label_col="label",
+        split_col="split",
+        answer_cols=("llm_label",),
+    ),
+    "isear": DatasetSpec(
+        files={s: "isear/isear.csv" for s in ("train", "dev", "test")},
+        text_cols=("text",),
+        label_col="label",
+        split_col="split",
+        answer_cols=("gpt35_label", "llama2_70b_label"),
+    ),
 }
 
 
@@ -124,7 +145,8 @@ def find_data_dir() -> Path:
     raise DataError(
         "the bundled data folder was not found (looked at "
         + ", ".join(str(c) for c in candidates[:4])
-        + ", ...). Set DATASHUNT_DATA_DIR to the folder holding amazon-mds/, sst2/, agnews/, "
+        + ", ...). Set DATASHUNT_DATA_DIR to the folder holding amazon-mds/, sst2/, agnews/, mr/, "
+        "isear/, "
         "or pass a CSV/TSV/JSONL path with --text-col and --label-col"
     )
 
@@ -137,25 +159,107 @@ def _hash_key(text: str, i: int) -> str:
     return hashlib.sha1(f"{i}:{text}".encode(), usedforsecurity=False).hexdigest()
 
 
-def _rows(path: Path, header: bool, fieldnames: Sequence[str] | None) -> Iterator[dict[str, str]]:
+def decode_bytes(raw: bytes, encoding: str, where: str) -> str:
+    """``raw`` decoded as ``encoding``; a bad byte is reported with its offset in ``where``.
+
+    Raises:
+        DataError: an unknown encoding, or bytes that are not ``encoding`` (with the offset
+            and line of the first one, and how to give the right encoding).
+    """
+    try:
+        return raw.decode(encoding)
+    except LookupError as exc:
+        raise DataError(f"unknown encoding {encoding!r}: use e.g. utf-8, latin-1, cp1252") from exc
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise DataError(
+            f"{where} is not valid {encoding}: byte 0x{raw[exc.start]:02x} at byte offset "
+            f"{exc.start} (line {line}) cannot be decoded ({exc.reason}); give its encoding "
+            "(on the command line --encoding latin-1 or cp1252; encoding=... in Python) or "
+            "convert it to UTF-8"
+        ) from exc
+
+
+def _rows(
+    path: Path, header: bool, fieldnames: Sequence[str] | None, encoding: str = "utf-8"
+) -> Iterator[dict[str, str]]:
     suffix = path.suffix.lower()
+    text = decode_bytes(path.read_bytes(), encoding, str(path))
     if suffix in (".jsonl", ".ndjson"):
-        with path.open(encoding="utf-8") as fh:
-            for n, line in enumerate(fh, 1):
-                if line.strip():
-                    try:
-                        yield {k: "" if v is None else str(v) for k, v in json.loads(line).items()}
-                    except (json.JSONDecodeError, AttributeError) as exc:
-                        raise DataError(f"{path}:{n} is not a JSON object: {exc}") from exc
+        for n, line in enumerate(io.StringIO(text), 1):
+            if line.strip():
+                try:
+                    yield {k: "" if v is None else str(v) for k, v in json.loads(line).items()}
+                except (json.JSONDecodeError, AttributeError) as exc:
+                    raise DataError(f"{path}:{n} is not a JSON object: {exc}") from exc
         return
     delimiter = "\t" if suffix in (".tsv", ".tab") else ","
-    with path.open(encoding="utf-8", newline="") as fh:
-        if header:
-            yield from csv.DictReader(fh, delimiter=delimiter, quoting=csv.QUOTE_MINIMAL)
-        else:
-            names = list(fieldnames or ("text", "label"))
-            for row in csv.reader(fh, delimiter=delimiter, quoting=csv.QUOTE_NONE):
-                yield dict(zip(names, row, strict=False))
+    fh = io.StringIO(text, newline="")
+    if header:
+        yield from csv.DictReader(fh, delimiter=delimiter, quoting=csv.QUOTE_MINIMAL)
+    else:
+        names = list(fieldnames or ("text", "label"))
+        for row in csv.reader(fh, delimiter=delimiter, quoting=csv.QUOTE_NONE):
+            yield dict(zip(names, row, strict=False))
+
+
+def _joined(row: Mapping[str, str | None], cols: Sequence[str]) -> str:
+    """The example text of a row: its text columns joined with ". " (the one rule for all)."""
+    return ". ".join(v.strip() for c in cols if (v := row.get(c)) and v.strip())
+
+
+def _text_cols(text_col: str | Sequence[str]) -> tuple[str, ...]:
+    if isinstance(text_col, str):
+        return tuple(c.strip() for c in text_col.split(","))
+    return tuple(text_col)
+
+
+def read_text_column(
+    source: str | Path,
+    column: str,
+    *,
+    text_col: str | Sequence[str] | None = None,
+    encoding: str = "utf-8",
+) -> dict[str, str]:
+    """Input text -> the value of ``column`` (e.g. a model's recorded answer), for every row
+    of a bundled data set or a file, whatever its split.
+
+    The text is built as :func:`read_dataset` builds it, so ``Example.text`` finds its row.
+    An empty cell stays ``""``; a text seen twice keeps its first non-empty value.
+
+    Args:
+        source: ``"mr"``, ``"isear"`` (or another bundled name), or a ``.csv``/``.tsv``/
+            ``.jsonl`` path.
+        column: the column to read (``"llm_label"``, ``"gpt35_label"``, ...).
+        text_col: the text column(s) of a file (default ``"text"``; a bundled set knows its own).
+        encoding: the file's text encoding.
+
+    Raises:
+        DataError: a missing file, or a ``column`` the file does not have (naming the columns
+            it has).
+    """
+    spec = KNOWN_DATASETS.get(str(source))
+    if spec is not None:
+        files = sorted(set(spec.files.values()))
+        paths = [find_data_dir() / f for f in files]
+        cols, header = spec.text_cols, spec.header
+    else:
+        paths = [Path(source).expanduser()]
+        cols, header = _text_cols(text_col or "text"), True
+    out: dict[str, str] = {}
+    for path in paths:
+        if not path.is_file():
+            raise DataError(f"data file {path} does not exist")
+        for n, row in enumerate(_rows(path, header, None, encoding), 1):
+            if column not in row:
+                raise DataError(
+                    f"{path} row {n} has no column {column!r} to read answers from; "
+                    f"columns: {sorted(row)}"
+                )
+            text = _joined(row, cols)
+            if text and not out.get(text):
+                out[text] = (row[column] or "").strip()
+    return out
 
 
 def read_dataset(
@@ -170,11 +274,13 @@ def read_dataset(
     group_col: str | None = None,
     header: bool = True,
     limit: int | None = None,
+    encoding: str = "utf-8",
 ) -> Dataset:
     """Read labelled examples from a bundled data set name or a file.
 
     Args:
-        source: ``"amazon-mds"``, ``"sst2"``, ``"agnews"``, or a ``.csv``/``.tsv``/``.jsonl`` path.
+        source: a bundled name (``"amazon-mds"``, ``"sst2"``, ``"agnews"``, ``"mr"``,
+            ``"isear"``), or a ``.csv``/``.tsv``/``.jsonl`` path.
         split: for a bundled set, ``"train"``, ``"dev"`` or ``"test"``; for a file with a
             ``split_col``, the value to keep.
         text_col: the text column, or several joined with ". " (e.g. ``["title", "text"]``);
@@ -187,9 +293,11 @@ def read_dataset(
         group_col: the column naming a slice (for per-group reports).
         header: whether a CSV/TSV file has a header row (without one, columns are text, label).
         limit: keep at most this many examples.
+        encoding: the file's text encoding (``"latin-1"``, ``"cp1252"``, ``"utf-8-sig"``, ...).
 
     Raises:
-        DataError: for a missing file, missing columns, unknown labels or empty result.
+        DataError: for a missing file, bytes that are not ``encoding`` (with their offset),
+            missing columns, an empty label (with its row), unknown labels or empty result.
     """
     name = str(source)
     hash_range: tuple[int, int] | None = None
@@ -219,26 +327,27 @@ def read_dataset(
             f"data file {path} does not exist. Pass an existing CSV/TSV/JSONL path, or set "
             "DATASHUNT_DATA_DIR to the folder that holds the bundled data sets"
         )
-    cols = (
-        tuple(c.strip() for c in text_col.split(","))
-        if isinstance(text_col, str)
-        else tuple(text_col)
-    )
+    cols = _text_cols(text_col)
     fieldnames = (*cols, label_col) if not header else None
     names = dict(label_names or {})
     examples: list[Example] = []
-    for n, row in enumerate(_rows(path, header, fieldnames), 1):
+    for n, row in enumerate(_rows(path, header, fieldnames, encoding), 1):
         missing = [c for c in (*cols, label_col) if c not in row]
         if missing:
             raise DataError(f"{path} row {n} has no column(s) {missing}; columns: {sorted(row)}")
         if split_col and split is not None and row.get(split_col) != split:
             continue
-        text = ". ".join(row[c].strip() for c in cols if row[c] and row[c].strip())
+        text = _joined(row, cols)
         if hash_range is not None and not hash_range[0] <= _hash_bucket(text) < hash_range[1]:
             continue
         if not text:
             continue
-        raw = row[label_col].strip()
+        raw = (row[label_col] or "").strip()
+        if not raw:
+            raise DataError(
+                f"{path} row {n} has an empty label (column {label_col!r}): give every row "
+                "a label, or remove the row"
+            )
         group = row.get(group_col) if group_col else None
         examples.append(Example(text, names.get(raw, raw), group))
     if limit is not None and len(examples) > limit:

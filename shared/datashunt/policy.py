@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -57,8 +58,16 @@ class ShuntPolicy:
         min_reliable_recall: see ``class_recall``.
         min_candidates: hard pruning never leaves fewer candidates than this (nor an empty set).
         hint_top_k: how many labels the soft hint lists.
-        target: a description of the target δ was chosen for (for reports).
+        target: the calibration target δ was chosen for, as data: ``target.to_json()`` of a
+            :mod:`datashunt.training` target, e.g. ``{"kind": "budget", "max_llm_rate": 0.3}``
+            (rebuild it with ``datashunt.training.target_from_json``). Policies written by
+            earlier releases hold a description string here; they still load.
         metrics: calibration figures (NLL, ECE, coverage) kept for reports.
+        guarantee: what a certified δ promises (``Guarantee.to_json()`` of
+            :mod:`datashunt.training.certify`), or ``None`` for an uncertified δ.
+        conformal: split-conformal label sets (``ConformalSets.to_json()`` of
+            :mod:`datashunt.training.conformal`): when set, hard pruning offers the conformal
+            set instead of the ε rule, and a set of one label is answered by the gate.
 
     Example:
         >>> policy = ShuntPolicy(labels=("negative", "positive"), threshold=0.9)
@@ -74,8 +83,10 @@ class ShuntPolicy:
     min_reliable_recall: float = 0.9
     min_candidates: int = 2
     hint_top_k: int = 3
-    target: str | None = None
+    target: Mapping[str, Any] | str | None = None
     metrics: Mapping[str, Any] = field(default_factory=dict)
+    guarantee: Mapping[str, Any] | None = None
+    conformal: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "labels", validate_labels(self.labels))
@@ -96,7 +107,27 @@ class ShuntPolicy:
         for lab, rec in self.class_recall.items():
             _check_unit(f"class_recall[{lab!r}]", float(rec))
         object.__setattr__(self, "class_recall", dict(self.class_recall))
+        if isinstance(self.target, Mapping):
+            if not isinstance(self.target.get("kind"), str):
+                raise ConfigError(f"target must name its 'kind', got {dict(self.target)}")
+            object.__setattr__(self, "target", dict(self.target))
+        elif self.target is not None and not isinstance(self.target, str):
+            raise ConfigError(
+                "target must be a target's to_json() dict (e.g. Budget(0.3).to_json()), "
+                f"got {type(self.target).__name__}"
+            )
         object.__setattr__(self, "metrics", dict(self.metrics))
+        for name in ("guarantee", "conformal"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, Mapping):
+                raise ConfigError(f"{name} must be a dict (its to_json()), got {value!r}")
+            object.__setattr__(self, name, dict(value) if value is not None else None)
+
+    @property
+    def version(self) -> str:
+        """A content hash of the policy's JSON (12 hex digits): which policy made a decision."""
+        text = json.dumps(self.to_dict(), sort_keys=True, default=str)
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
 
     def routes_small(self, confidence: float) -> bool:
         """Whether an input of gate confidence ``confidence`` is answered by the gate alone."""

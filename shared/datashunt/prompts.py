@@ -8,7 +8,7 @@ template can use; user text is only ever a *value*, so braces in it cannot alter
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Literal
 
 from .errors import ConfigError
@@ -20,7 +20,9 @@ __all__ = [
     "PROMPT_MODES",
     "PromptMode",
     "TEMPLATE_VARIABLES",
+    "conformal_candidates",
     "hard_candidates",
+    "offered_candidates",
     "prompt_variables",
     "render_prompt",
     "soft_hint",
@@ -54,14 +56,29 @@ def soft_hint(probabilities: Mapping[str, float], top_k: int = 3, noun: str = "t
     return f"A smaller model labelled this {noun} {lab} with probability {p:.2f}{tail}."
 
 
+def conformal_candidates(
+    probabilities: Mapping[str, float], labels: tuple[str, ...], qhat: float
+) -> tuple[str, ...]:
+    """The split-conformal (LAC) set: the labels with ``1 - p <= qhat``, in label order; the
+    top label alone when none qualifies (never empty). See :mod:`datashunt.training.conformal`.
+    """
+    keep = tuple(lab for lab in labels if 1.0 - probabilities.get(lab, 0.0) <= qhat + 1e-12)
+    return keep or (max(labels, key=lambda lab: probabilities.get(lab, 0.0)),)
+
+
 def hard_candidates(probabilities: Mapping[str, float], policy: ShuntPolicy) -> tuple[str, ...]:
     """The hard prompt's candidate labels, in label order.
+
+    A policy with conformal sets (``policy.conformal``) offers the conformal set, which holds
+    the true label with the coverage it was fitted for. Otherwise:
 
     A label is removed only when its probability is below ``policy.prune_epsilon`` *and* the
     gate's calibration recall on that class is at least ``policy.min_reliable_recall`` (a gate
     that often misses a class must not rule it out). At least ``policy.min_candidates`` labels
     stay (the most probable ones), so the set is never empty.
     """
+    if policy.conformal is not None:
+        return conformal_candidates(probabilities, policy.labels, float(policy.conformal["qhat"]))
     keep = [
         lab
         for lab in policy.labels
@@ -82,6 +99,16 @@ def hard_candidates(probabilities: Mapping[str, float], policy: ShuntPolicy) -> 
     return tuple(sorted(keep, key=order.__getitem__))
 
 
+def offered_candidates(
+    decision: Decision, policy: ShuntPolicy, mode: PromptMode
+) -> tuple[str, ...]:
+    """The labels the large model is offered: the hard-pruned set under ``"hard"`` and
+    ``"both"``, all labels otherwise."""
+    if mode not in PROMPT_MODES:
+        raise ConfigError(f"prompt mode must be one of {PROMPT_MODES}, got {mode!r}")
+    return tuple(decision.candidates) if mode in ("hard", "both") else tuple(policy.labels)
+
+
 def prompt_variables(
     decision: Decision,
     policy: ShuntPolicy,
@@ -100,11 +127,8 @@ def prompt_variables(
         text: the text to put in the prompt (the input, or its transferred form).
         noun: what the input is called in the hint ("review", "question", ...).
     """
-    if mode not in PROMPT_MODES:
-        raise ConfigError(f"prompt mode must be one of {PROMPT_MODES}, got {mode!r}")
-    hard = mode in ("hard", "both")
+    cands = offered_candidates(decision, policy, mode)
     soft = mode in ("soft", "both")
-    cands: Sequence[str] = decision.candidates if hard else policy.labels
     # Under hard pruning the hint names only the labels still on offer: listing a removed
     # label, even with a small probability, would invite the answer it rules out.
     shown = {lab: p for lab, p in decision.probabilities.items() if lab in cands}

@@ -10,9 +10,12 @@ __all__ = [
     "Decision",
     "LLMReply",
     "LLMRequest",
+    "Message",
     "ParsedAnswer",
+    "Receipt",
     "Route",
     "ShuntResult",
+    "messages_text",
 ]
 
 Route = Literal["small", "llm"]
@@ -45,6 +48,32 @@ class Decision:
 
 
 @dataclass(frozen=True)
+class Message:
+    """One chat message as it went over the wire (the store records these, nothing else).
+
+    Attributes:
+        role: ``"system"``, ``"user"``, ``"assistant"``, ``"tool"``, ...
+        content: its text (multimodal blocks are rendered to their text parts).
+    """
+
+    role: str
+    content: str
+
+    def to_json(self) -> dict[str, str]:
+        """``{"role", "content"}``, the OpenAI wire form."""
+        return {"role": self.role, "content": self.content}
+
+
+def messages_text(messages: Sequence[Message]) -> str:
+    """The text form of what a model received, for the store's ``prompt`` column and the
+    answer cache's key: the user message itself when it is the only message, else one
+    ``role: content`` block per message."""
+    if len(messages) == 1 and messages[0].role == "user":
+        return messages[0].content
+    return "\n".join(f"{m.role}: {m.content}" for m in messages)
+
+
+@dataclass(frozen=True)
 class LLMRequest:
     """Everything needed to ask the large model about one input.
 
@@ -57,6 +86,8 @@ class LLMRequest:
             prompt template ignore it.
         aliases: extra surface forms per label that the answer may use for this request only
             (e.g. an option number ``"2"`` or a tool name), honoured when parsing the answer.
+        candidates: the labels offered to the model (all labels, or the hard-pruned set);
+            the answer is parsed among these. Empty means all of the policy's labels.
     """
 
     text: str
@@ -64,6 +95,8 @@ class LLMRequest:
     variables: Mapping[str, str]
     prompt: str
     aliases: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    candidates: tuple[str, ...] = ()
+    audit: bool = False
 
 
 @dataclass(frozen=True)
@@ -77,6 +110,8 @@ class LLMReply:
         prompt_tokens: tokens in the prompt, when the provider reported them.
         completion_tokens: tokens in the answer, when the provider reported them.
         model: the model name the provider reported.
+        raw: the provider's own answer object (a LangChain ``AIMessage``, a LlamaIndex
+            ``ChatResponse``), for adapters that hand it back; never compared or recorded.
     """
 
     text: str
@@ -84,6 +119,7 @@ class LLMReply:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     model: str | None = None
+    raw: Any = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -106,6 +142,49 @@ class ParsedAnswer:
 
 
 @dataclass(frozen=True)
+class Receipt:
+    """Why a result is what it is, and what it cost.
+
+    Attributes:
+        policy_version: a content hash of the policy that decided (``ShuntPolicy.version``).
+        threshold: δ.
+        guarantee: what a certified δ promises (``Guarantee.to_json()``), or ``None``.
+        p_wrong: the calibrated probability that the gate's answer is wrong (1 - ``C_s``).
+        prompt_tokens / completion_tokens: of the LLM call, when one was made and reported.
+        cost: of the LLM call, from the user's price table (``None`` without a price).
+        model: the model that answered.
+        audited: the gate's answer was also put to the LLM as an audit.
+        drift: the drift alarm had fired when this input was decided.
+    """
+
+    policy_version: str
+    threshold: float
+    guarantee: Mapping[str, Any] | None = None
+    p_wrong: float | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    cost: float | None = None
+    model: str | None = None
+    audited: bool = False
+    drift: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict (run metadata, events, the CLI)."""
+        return {
+            "policy_version": self.policy_version,
+            "threshold": self.threshold,
+            "guarantee": dict(self.guarantee) if self.guarantee is not None else None,
+            "p_wrong": self.p_wrong,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "cost": self.cost,
+            "model": self.model,
+            "audited": self.audited,
+            "drift": self.drift,
+        }
+
+
+@dataclass(frozen=True)
 class ShuntResult:
     """The final answer for one input.
 
@@ -123,6 +202,8 @@ class ShuntResult:
         extra: notes on how the result was made (``store_error`` when the record could not be
             written).
         attempts: LLM calls made for this input, retries included (0 on the small route).
+        receipt: the policy's version, δ, the guarantee, the probability that the gate is
+            wrong, and the LLM call's tokens and cost.
     """
 
     label: str
@@ -136,6 +217,7 @@ class ShuntResult:
     record_id: str | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
     attempts: int = 0
+    receipt: Receipt | None = None
 
     @property
     def llm_confidence(self) -> float | None:

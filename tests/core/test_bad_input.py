@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 from langchain_core.prompts import ChatPromptTemplate
 
 from datashunt import CallStore, Decision, InputError, Shunt, ShuntPolicy, ShuntResult
+from datashunt.llm.retry import RetryPolicy
 from datashunt.prompts import DEFAULT_TEMPLATE, prompt_variables, render_prompt
-from datashunt.retry import RetryPolicy
 from langchain_datashunt import DataShuntRunnable, ShuntOutput
 from tests.conftest import FakeLLM, KeywordGate
 from tests.support.lc_fakes import CountingChat

@@ -11,17 +11,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from datashunt import ConfigError, LLMReply, LLMRequest
+import datashunt.benchmark
+from datashunt import ConfigError, LLMError, LLMReply, LLMRequest, RetryPolicy
 from datashunt.benchmark import (
     METHODS,
+    TASKS,
+    Answer,
     BenchConfig,
     TaskSpec,
     bench_dataset,
     markdown_report,
     plot_curves,
+    task_for,
 )
 from datashunt.data import Dataset, Example
-from datashunt.llm_cache import CachedLLM, LLMCache, ReplayLLM
+from datashunt.llm import CachedLLM, LLMCache, ReplayLLM
 from tests.conftest import FakeLLM, KeywordGate
 
 LABELS = ("negative", "positive")
@@ -241,3 +245,67 @@ def test_the_llm_alone_has_no_fallback_but_the_shunt_has() -> None:
     # the shunt answers with the gate's label there: "okay i guess" has no keyword, so the gate
     # says its first label, negative, and the gold label is positive
     assert m["ds-none"]["fallbacks"] == 1
+
+
+def test_transient_llm_errors_are_retried_by_the_engine() -> None:
+    failed: set[str] = set()
+
+    def flaky(req: LLMRequest) -> LLMReply:
+        if req.text not in failed:  # every input's first call meets a 503
+            failed.add(req.text)
+            raise LLMError("busy", status=503)
+        return _llm(req)
+
+    fake = FakeLLM(flaky)
+    retried = bench_dataset(
+        "toy",
+        KeywordGate(),
+        fake,
+        BenchConfig(datasets=("toy",), target="budget:0.5", curve_points=11),
+        dev=_data(ROWS),
+        test=_data(ROWS),
+        task=TASK,
+        retry=RetryPolicy(attempts=2, base_delay=0.0),
+        progress=False,
+    )
+    steady = _run(FakeLLM(_llm))
+    assert len(fake.requests) > 10  # the first 10 failed, each was asked again
+    for key in METHODS:
+        assert retried["methods"][key]["accuracy"] == steady["methods"][key]["accuracy"], key
+    assert retried["methods"]["llm"]["fallbacks"] == 0
+
+
+def test_an_answer_counts_as_right_only_when_it_is_the_gold_label() -> None:
+    llm = Answer("positive", "llm", 20, 1, 0.5)
+    fallback = Answer("positive", "fallback", 0, 0, 0.1)
+    assert llm.tokens == 21 and fallback.tokens == 0
+    assert llm.is_right("positive") and llm.is_right("positive", strict=True)
+    assert not llm.is_right("negative")
+    # the gate's label stands in for an unreadable answer, but not for the LLM alone
+    assert fallback.is_right("positive") and not fallback.is_right("positive", strict=True)
+
+
+def test_each_bundled_data_set_has_its_own_prompt() -> None:
+    assert task_for("sst2") is TASKS["sst2"]
+    assert "{text}" in task_for("my-own-data").template
+    assert task_for("my-own-data") not in TASKS.values()
+
+
+def test_the_public_api_is_pinned() -> None:
+    assert set(datashunt.benchmark.__all__) == {
+        "METHODS",
+        "METHOD_NAMES",
+        "TASKS",
+        "Answer",
+        "BenchConfig",
+        "TaskSpec",
+        "bench_dataset",
+        "markdown_report",
+        "plot_curves",
+        "prepare_gate",
+        "run_bench",
+        "task_for",
+        "write_json",
+    }
+    for name in datashunt.benchmark.__all__:
+        assert hasattr(datashunt.benchmark, name), name

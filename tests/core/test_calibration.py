@@ -3,16 +3,28 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from datashunt import Budget, ConfigError, DataError, MaxAccuracy, PrecisionFloor, calibrate
-from datashunt.calibration import (
-    choose_threshold,
-    expected_calibration_error,
-    fit_temperature,
-    negative_log_likelihood,
-    parse_target,
+from datashunt import (
+    Budget,
+    ConfigError,
+    DataError,
+    LLMError,
+    LLMRequest,
+    MaxAccuracy,
+    PrecisionFloor,
+    RetryPolicy,
+    calibrate,
 )
 from datashunt.data import Dataset, Example
 from datashunt.gates import softmax
+from datashunt.training import (
+    choose_threshold,
+    expected_calibration_error,
+    fit_temperature,
+    measure_llm,
+    measure_llm_sample,
+    negative_log_likelihood,
+    parse_target,
+)
 from tests.conftest import KeywordGate
 
 
@@ -124,3 +136,35 @@ def test_calibrate_rejects_unknown_labels() -> None:
     dev = Dataset((Example("good", "neutral"),), ("neutral",))
     with pytest.raises(DataError, match="neutral"):
         calibrate(KeywordGate(), dev, Budget(0.3))
+
+
+def _plain_dev(n: int) -> Dataset:
+    labels = ("negative", "positive")
+    return Dataset(tuple(Example(f"plain {i}", labels[i % 2]) for i in range(n)), labels)
+
+
+def test_measure_llm_refuses_a_measurement_that_is_mostly_failures() -> None:
+    def dead(req: object) -> str:
+        raise LLMError("connection refused")
+
+    once = RetryPolicy(attempts=1)
+    with pytest.raises(LLMError, match=r"10 of 10 LLM calls failed \(stopped .*connection refused"):
+        measure_llm(KeywordGate(), _plain_dev(30), dead, sample=30, retry=once)
+
+
+def test_measure_llm_counts_some_failures_as_wrong_and_says_so() -> None:
+    dev = _plain_dev(30)
+
+    def flaky(req: LLMRequest) -> str:
+        if int(req.text.split()[1]) % 3 == 0:
+            raise LLMError("HTTP 503")
+        return "negative"
+
+    m = measure_llm_sample(KeywordGate(), dev, flaky, sample=30, retry=RetryPolicy(attempts=1))
+    assert (m.asked, m.failed, m.stopped_early) == (30, 10, False)
+    assert m.reasons[0][1] == 10 and "HTTP 503" in m.reasons[0][0]
+    for i, e in enumerate(dev.examples):
+        assert m.correct[i] == float(i % 3 != 0 and e.label == "negative")
+    m.raise_if_failing()  # a third failing is counted as wrong, not refused
+    with pytest.raises(LLMError, match="10 of 30 LLM calls failed"):
+        m.raise_if_failing(max_failure_rate=0.2)

@@ -89,7 +89,7 @@ def test_store_stats_and_export(tmp_path: Path, capsys: pytest.CaptureFixture[st
 
 
 def test_llm_server_options_reach_the_server_parser(monkeypatch: pytest.MonkeyPatch) -> None:
-    from datashunt import llm_server
+    from datashunt.llm import server as llm_server
 
     seen: list[list[str]] = []
     monkeypatch.setattr(llm_server, "main", lambda argv: seen.append(list(argv)) or 0)

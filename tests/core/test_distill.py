@@ -26,8 +26,9 @@ from datashunt import (
     load_gate,
 )
 from datashunt.cli import main as cli_main
-from datashunt.distill_cli import main
+from datashunt.cli.distill import main
 from datashunt.gates import softmax
+from datashunt.training import target_from_policy
 from tests.conftest import build_tiny_bert
 
 torch = pytest.importorskip("torch")
@@ -190,7 +191,9 @@ def test_output_is_a_gate_with_a_recalibrated_policy(
     policy = ShuntPolicy.load(out)
     assert policy.threshold == report.threshold_after
     assert policy.temperature == pytest.approx(gate.temperature)
-    assert policy.target == Budget(0.5).describe() == report.target
+    # the old policy held the target as prose; the new one holds it as data, exactly
+    assert policy.target == Budget(0.5).to_json() == report.target
+    assert target_from_policy(policy) == Budget(0.5)
     assert policy.metrics["llm_rate"] == pytest.approx(report.slice("dev").llm_rate_after)
     assert len(Shunt.from_dir(out).decide(world.unsure[:3])) == 3
     train = json.loads((out / "datashunt_train.json").read_text())

@@ -19,9 +19,9 @@ from datashunt import (
     ShuntPolicy,
     StoreError,
 )
-from datashunt.distill_data import open_existing_store, read_logged, select_stages
-from datashunt.distill_report import target_from_policy
 from datashunt.gates import FloatArray
+from datashunt.training import target_from_policy
+from datashunt.training.distill_data import open_existing_store, read_logged, select_stages
 
 LABELS = ("negative", "positive")
 

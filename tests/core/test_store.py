@@ -108,3 +108,21 @@ def test_add_many_is_one_transaction(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="2 records"):
         store.add_many([_rec(100), dup, dup][1:])
     assert store.count() == 50  # all or none
+
+
+def test_store_api_is_pinned() -> None:
+    import datashunt.store
+
+    assert set(datashunt.store.__all__) == {
+        "SCHEMA_VERSION",
+        "CallRecord",
+        "CallRecorder",
+        "CallStore",
+        "StoreInputs",
+        "create_tables",
+        "describe_error",
+        "open_store",
+        "schema_lock",
+    }
+    assert all(hasattr(datashunt.store, name) for name in datashunt.store.__all__)
+    assert datashunt.store.CallStore is CallStore and datashunt.store.CallRecord is CallRecord

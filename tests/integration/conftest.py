@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from datashunt.llm_server import LLMServer
+from datashunt.llm.server import LLMServer
 from tests.support.pgcluster import PostgresCluster, PostgresUnavailable
 
 

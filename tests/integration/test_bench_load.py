@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from bench.load import main, synthetic_reviews
-from datashunt.llm_server import LLMServer
+from datashunt.llm.server import LLMServer
 
 
 def test_bad_arguments_are_refused() -> None:

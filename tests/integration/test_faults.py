@@ -16,9 +16,9 @@ import pytest
 from langchain_openai import ChatOpenAI
 
 from datashunt import CallStore, LLMError, Shunt, ShuntPolicy, ShuntResult
-from datashunt.llm_server import LLMServer
-from datashunt.openai_compat import OpenAICompatLLM
-from datashunt.retry import RetryPolicy
+from datashunt.llm import RetryPolicy
+from datashunt.llm.client import OpenAICompatLLM
+from datashunt.llm.server import LLMServer
 from langchain_datashunt import DataShuntRunnable
 from tests.conftest import KeywordGate
 from tests.support.faultproxy import FaultProxy
@@ -89,7 +89,7 @@ def test_core_connection_refused(tmp_path: Path) -> None:
     store = CallStore(tmp_path / "c.sqlite")
     llm = OpenAICompatLLM(f"http://127.0.0.1:{port}/v1", "m", timeout=2)
     res = Shunt(KeywordGate(), llm=llm, store=store, retry=RETRY).run(UNSURE)
-    assert res.source == "fallback" and res.attempts == 3 and "cannot reach" in (res.error or "")
+    assert res.source == "fallback" and res.attempts == 3 and "could not reach" in (res.error or "")
     assert next(store.iter()).error == res.error
 
 

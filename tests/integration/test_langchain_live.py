@@ -11,7 +11,7 @@ from langchain_core.runnables import RunnableLambda
 from langchain_openai import ChatOpenAI
 
 from datashunt import CallStore, ShuntPolicy
-from datashunt.llm_server import LLMServer
+from datashunt.llm.server import LLMServer
 from langchain_datashunt import DataShuntCallbackHandler, DataShuntRouter, DataShuntRunnable
 from tests.conftest import KeywordGate
 

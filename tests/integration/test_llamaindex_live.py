@@ -11,7 +11,7 @@ from llama_index.core.query_engine import CustomQueryEngine, RouterQueryEngine
 from llama_index.core.tools import QueryEngineTool
 
 from datashunt import CallRecord, CallStore, Shunt, ShuntPolicy
-from datashunt.llm_server import LLMServer
+from datashunt.llm.server import LLMServer
 from llamaindex_datashunt import (
     DataShuntEventHandler,
     DataShuntLLM,

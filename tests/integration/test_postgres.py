@@ -10,11 +10,14 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from datashunt import CallRecord, CallStore, Shunt, ShuntPolicy, ShuntResult, StoreError
-from datashunt.retry import RetryPolicy
+from datashunt.llm import RetryPolicy
+from datashunt.store import SCHEMA_VERSION
 from tests.conftest import FakeLLM, KeywordGate
 from tests.support.pgcluster import PostgresCluster
+from tests.support.stores import columns, create_old_store, open_concurrently, schema_version
 
 pytestmark = pytest.mark.postgres
 LABELS = ("negative", "positive")
@@ -89,4 +92,33 @@ def test_database_down_at_start(pg_cluster: PostgresCluster, tmp_path: Path) -> 
         pg_cluster.start()
     store.add(CallRecord(route="llm"))  # back: the schema is created and the spill replayed
     assert store.pending == 0 and store.count() == 3
+    store.close()
+
+
+def test_processes_opening_new_and_old_stores_at_once(pg_cluster: PostgresCluster) -> None:
+    # the advisory lock: no "relation already exists" / duplicate pg_type key on a first open
+    fresh = [pg_cluster.create_database() for _ in range(5)]
+    old = [pg_cluster.create_database() for _ in range(5)]
+    for url in old:
+        create_old_store(url)
+    assert open_concurrently(fresh + old, 3) == []
+    for url in fresh + old:
+        assert schema_version(url) == str(SCHEMA_VERSION) and "messages" in columns(url)
+        store = CallStore(url)
+        assert store.count() == (3 if url in fresh else 4)
+        store.close()
+
+
+def test_an_old_store_is_migrated(pg_url: str) -> None:
+    old_id = create_old_store(pg_url)
+    read_only = CallStore(pg_url, read_only=True)
+    assert [r.id for r in read_only.iter()] == [old_id] and "messages" not in columns(pg_url)
+    with pytest.raises(sa.exc.DBAPIError, match="read-only"), read_only.engine.begin() as c:
+        c.exec_driver_sql("CREATE TABLE x (a integer)")
+    read_only.close()
+    store = CallStore(pg_url)
+    sent = [{"role": "user", "content": "nul\x00 and émoji 🙂"}]
+    new_id = store.add(CallRecord(route="llm", messages=sent))
+    got = {r.id: r.messages for r in store.iter()}
+    assert got == {old_id: None, new_id: [{"role": "user", "content": "nul\ufffd and émoji 🙂"}]}
     store.close()

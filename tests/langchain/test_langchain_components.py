@@ -121,7 +121,9 @@ def test_callback_handler_records_each_call_once(tmp_path: Path) -> None:
     rec = next(store.iter())
     assert rec.response == "negative" and rec.parsed_label == "negative" and rec.parse_ok
     assert rec.llm_confidence == pytest.approx(0.7) and rec.model == "counting-fake"
-    assert rec.input_text == "classify: meh" and "human: classify: meh" in (rec.prompt or "")
+    # what the model received: one user message; ``prompt`` is its text (types.messages_text)
+    assert rec.input_text == "classify: meh" and rec.prompt == "classify: meh"
+    assert rec.messages == [{"role": "user", "content": "classify: meh"}]
     # a shunt that records itself marks its calls: the handler skips them
     shunt = DataShuntRunnable(
         gate=KeywordGate(),

@@ -78,7 +78,7 @@ def test_bad_inputs_are_clear_errors() -> None:
         shunt.invoke({"body": "x"})
     with pytest.raises(InputError, match="empty"):
         shunt.invoke("   ")
-    with pytest.raises(InputError, match="cannot classify a int"):
+    with pytest.raises(InputError, match="is an int, which cannot be classified"):
         shunt.invoke(42)
 
 

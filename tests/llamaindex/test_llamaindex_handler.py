@@ -184,3 +184,29 @@ def test_a_store_path_is_opened(tmp_path: Path) -> None:
     assert h.store.count() == 0
     with pytest.raises(ConfigError, match="needs a store"):
         DataShuntEventHandler(None)  # type: ignore[arg-type]
+
+
+async def test_recorded_messages_are_what_the_llm_received(
+    handler: DataShuntEventHandler,
+) -> None:
+    llm = ScriptedLLM(answer="ok")
+    convo = [
+        ChatMessage(role=MessageRole.SYSTEM, content="Sort reviews of {shop}, «Ünïcode»."),
+        *_user("first, with a comma"),
+        ChatMessage(role=MessageRole.ASSISTANT, content="positive"),
+        *_user("second"),
+    ]
+    llm.chat(convo)
+    list(llm.stream_chat(convo[-2:]))
+    await llm.achat(_user("only me"))
+    llm.complete("a bare completion")
+    recs = _records(handler)
+    chats = [r for r in recs if (r.extra or {}).get("kind") == "chat"]
+    received = [[{"role": m.role.value, "content": m.content} for m in ms] for ms in llm.messages]
+    assert [r.messages for r in chats] == received
+    assert chats[0].prompt == "\n".join(f"{m['role']}: {m['content']}" for m in received[0])
+    assert chats[0].input_text == "second"
+    assert chats[2].prompt == "only me"  # one user message: its text
+    (completion,) = [r for r in recs if (r.extra or {}).get("kind") == "completion"]
+    assert completion.messages == [{"role": "user", "content": "a bare completion"}]
+    assert completion.prompt == "a bare completion" == llm.prompts[-1]

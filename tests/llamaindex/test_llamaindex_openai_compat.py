@@ -11,12 +11,14 @@ import httpx
 import pytest
 from llama_index.core.base.llms.types import ChatMessage, MessageRole
 
-from datashunt import CallStore, LLMError
-from llamaindex_datashunt import DataShuntEventHandler, OpenAICompatibleLLM
+from datashunt import CallStore, LLMError, Shunt, ShuntPolicy, ShuntResult
+from datashunt.llm import RetryPolicy
+from llamaindex_datashunt import DataShuntEventHandler, DataShuntLLM, OpenAICompatibleLLM
 from llamaindex_datashunt._replies import to_reply
 from tests.support.llamaindex_fakes import (  # noqa: F401 - fixtures
     llamaindex_sandbox,
     openai_logprobs,
+    sentiment_gate,
     temp_store,
 )
 
@@ -175,3 +177,63 @@ def test_complete_is_one_observed_call(store: CallStore) -> None:
         h.flush()
     (rec,) = list(store.iter())
     assert rec.response == "positive" and rec.model == "smol" and rec.prompt_tokens == 9
+
+
+# ---- issue 12, bug 2: its errors carry status / retry-after, so RetryPolicy retries them ------
+
+
+class Flaky(Server):
+    """Fails with the given responses first, then answers."""
+
+    def __init__(self, *failures: httpx.Response | Exception) -> None:
+        super().__init__()
+        self.failures = list(failures)
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        if self.failures:
+            self.bodies.append(json.loads(request.content))
+            failure = self.failures.pop(0)
+            if isinstance(failure, Exception):
+                raise failure
+            return failure
+        return super().__call__(request)
+
+
+FAST = RetryPolicy(attempts=3, base_delay=0.001, max_delay=0.01)
+
+
+async def test_a_503_then_an_answer_is_retried_by_retry_policy() -> None:
+    server = Flaky(httpx.Response(503, text="model loading"))
+    out = FAST.call(_llm(server).complete, "x")
+    assert out.error is None and out.attempts == 2 and len(server.bodies) == 2
+    assert out.value is not None and out.value.text == "positive"
+    server = Flaky(httpx.Response(503, text="model loading"))
+    out = await FAST.acall(_llm(server).achat, _user("x"))
+    assert out.error is None and out.attempts == 2 and len(server.bodies) == 2
+
+
+def test_429_retry_after_and_a_refused_connection_are_retried() -> None:
+    refused = httpx.ConnectError("connection refused")
+    limited = httpx.Response(429, text="slow down", headers={"retry-after": "0.02"})
+    server = Flaky(limited, refused)
+    waits: list[float] = []
+    out = FAST.call(_llm(server).complete, "x", sleep=waits.append)
+    assert out.error is None and out.attempts == 3 and len(server.bodies) == 3
+    assert waits[0] == 0.02  # the server's Retry-After, not the backoff
+    spent = FAST.call(_llm(Flaky(*[httpx.Response(503)] * 3)).complete, "x")
+    assert isinstance(spent.error, LLMError) and spent.attempts == 3
+    assert spent.error.status == 503
+    bad = FAST.call(_llm(Flaky(httpx.Response(400, text="bad request"))).complete, "x")
+    assert bad.attempts == 1 and isinstance(bad.error, LLMError) and bad.error.status == 400
+
+
+def test_through_a_shunt_the_503_is_retried_and_counted(store: CallStore) -> None:
+    gate = sentiment_gate()
+    shunt = Shunt(gate, ShuntPolicy(labels=gate.labels, threshold=0.99), store=store, retry=FAST)
+    server = Flaky(httpx.Response(503, text="model loading"))
+    llm = DataShuntLLM(_llm(server, logprobs=True), shunt)
+    result = llm.complete("so-so, hard to say").raw
+    assert isinstance(result, ShuntResult) and result.source == "llm"
+    assert result.attempts == 2 and result.error is None and len(server.bodies) == 2
+    (rec,) = list(store.iter(route="llm"))
+    assert rec.extra == {"attempts": 2} and rec.error is None

@@ -1,6 +1,7 @@
 """A fault-injecting HTTP proxy on 127.0.0.1, in front of an OpenAI-compatible server.
 
-Each request takes the next fault from a schedule (then ``"pass"`` once the schedule is empty):
+Each request takes the next fault from a schedule (then ``default``, ``"pass"`` unless given,
+once the schedule is empty):
 
 - ``"pass"``: forwarded to the upstream server, its answer relayed (streams chunk by chunk);
 - ``"429"`` / ``"429:S"``: rate limited, without / with ``Retry-After: S``;
@@ -10,7 +11,9 @@ Each request takes the next fault from a schedule (then ``"pass"`` once the sche
 - ``"garbage"``: 200 with a body that is not JSON;
 - ``"empty"``: 200 with a well-formed completion (or stream) whose answer is empty;
 - ``"hang"``: 200 and stream headers, then nothing until the proxy stops;
-- ``"hang-mid"``: 200, one streamed token, then nothing.
+- ``"hang-mid"``: 200, one streamed token, then nothing;
+- ``"answer:TEXT"``: 200 with a well-formed completion (or stream) answering TEXT, with no
+  upstream server at all.
 
 Example:
     >>> with FaultProxy(server.base_url, ["429:0.2", "500"]) as proxy:  # doctest: +SKIP
@@ -36,8 +39,16 @@ __all__ = ["FaultProxy"]
 class FaultProxy:
     """A ThreadingHTTPServer that injects faults by schedule and forwards the rest."""
 
-    def __init__(self, upstream: str | None, schedule: Iterable[str] = ()) -> None:
+    def __init__(
+        self,
+        upstream: str | None,
+        schedule: Iterable[str] = (),
+        port: int = 0,
+        *,
+        default: str = "pass",
+    ) -> None:
         self.upstream = urlsplit(upstream) if upstream else None
+        self.default = default  # the fault once the schedule is empty: "answer:X" answers X always
         self._schedule: deque[str] = deque(schedule)
         self._lock = threading.Lock()
         self.log: list[str] = []  # the fault each request met, in arrival order
@@ -54,7 +65,7 @@ class FaultProxy:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self._server.daemon_threads = True
         self._thread: threading.Thread | None = None
 
@@ -102,7 +113,7 @@ class FaultProxy:
 
     def _next(self) -> str:
         with self._lock:
-            fault = self._schedule.popleft() if self._schedule else "pass"
+            fault = self._schedule.popleft() if self._schedule else self.default
             self.log.append(fault)
             return fault
 
@@ -130,7 +141,9 @@ class FaultProxy:
             elif kind == "garbage":
                 self._send(h, 200, b"<html>upstream gateway says hello</html>")
             elif kind == "empty":
-                self._empty(h, stream)
+                self._answer(h, stream, "")
+            elif kind == "answer":
+                self._answer(h, stream, arg)
             elif kind in ("hang", "hang-mid"):
                 self._stream_headers(h)
                 if kind == "hang-mid":
@@ -164,7 +177,7 @@ class FaultProxy:
         h.wfile.flush()
         h.close_connection = True
 
-    def _empty(self, h: BaseHTTPRequestHandler, stream: bool) -> None:
+    def _answer(self, h: BaseHTTPRequestHandler, stream: bool, text: str) -> None:
         if not stream:
             body = {
                 "id": "chatcmpl-empty",
@@ -174,7 +187,7 @@ class FaultProxy:
                 "choices": [
                     {
                         "index": 0,
-                        "message": {"role": "assistant", "content": ""},
+                        "message": {"role": "assistant", "content": text},
                         "finish_reason": "stop",
                     }
                 ],
@@ -183,7 +196,7 @@ class FaultProxy:
             self._send(h, 200, json.dumps(body).encode())
             return
         self._stream_headers(h)
-        h.wfile.write(_sse(_chunk("")) + b"data: [DONE]\n\n")
+        h.wfile.write(_sse(_chunk(text)) + b"data: [DONE]\n\n")
         h.wfile.flush()
 
     def _forward(self, h: BaseHTTPRequestHandler, body: bytes) -> None:

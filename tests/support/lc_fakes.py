@@ -20,9 +20,11 @@ class CountingChat(BaseChatModel):
 
     answer: Callable[[str], str | Exception] = lambda _prompt: "positive"
     delay: float = 0.0
+    model_name: str = "counting-fake"
     logprobs: list[dict[str, Any]] | None = None
 
     _prompts: list[str] = PrivateAttr(default_factory=list)
+    _received: list[list[BaseMessage]] = PrivateAttr(default_factory=list)
     _lock: Any = PrivateAttr(default_factory=threading.Lock)
     _in_flight: int = PrivateAttr(default=0)
     _peak: int = PrivateAttr(default=0)
@@ -36,6 +38,11 @@ class CountingChat(BaseChatModel):
         return self._prompts
 
     @property
+    def received(self) -> list[list[BaseMessage]]:
+        """The exact message lists the model was called with, in call order."""
+        return self._received
+
+    @property
     def calls(self) -> int:
         return len(self._prompts)
 
@@ -47,6 +54,7 @@ class CountingChat(BaseChatModel):
         prompt = "\n".join(str(m.text) for m in messages)
         with self._lock:
             self._prompts.append(prompt)
+            self._received.append(list(messages))
         ans = self.answer(prompt)
         if isinstance(ans, Exception):
             raise ans

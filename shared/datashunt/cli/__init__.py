@@ -1,0 +1,43 @@
+"""The ``datashunt`` command line: train-gate, calibrate, predict, store, distill, bench,
+llm-server.
+
+One module per command group registers its subcommands; :func:`main` runs one and turns a
+user's error into one ``datashunt: error:`` line and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from .common import report_errors
+
+__all__ = ["build_parser", "main"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for documentation and tests)."""
+    # Imported here, not above: `python -m datashunt.cli.distill` must find its module unloaded.
+    from . import bench, distill, predict, server, store, train
+
+    parser = argparse.ArgumentParser(
+        prog="datashunt",
+        description="A small local classifier in front of any chat model: train and calibrate "
+        "the gate, predict, inspect the call store, distil, benchmark, serve a local LLM.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    for group in (train, predict, store, distill, bench, server):
+        group.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit code (2 for a user's error, with its message)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["llm-server"]:  # its options belong to the server's own parser
+        from .server import serve
+
+        return report_errors(lambda: serve(args[1:]))
+    parsed = build_parser().parse_args(args)
+    return report_errors(lambda: parsed.func(parsed))

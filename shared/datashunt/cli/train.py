@@ -1,0 +1,151 @@
+"""``datashunt train-gate`` and ``datashunt calibrate``."""
+
+from __future__ import annotations
+
+import argparse
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+from ..data import Dataset
+from ..gates import Gate
+from .common import add_data_args, existing_gate, read_data, warn
+
+__all__ = ["register"]
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from ..training import TrainConfig, train_gate
+
+    train = read_data(args, args.split)
+    dev = read_data(args, args.dev_split, train.labels) if args.dev_split else None
+    cfg = TrainConfig(
+        kind=args.kind,
+        epochs=args.epochs,
+        lr=args.lr,
+        batch_size=args.batch_size,
+        max_length=args.max_length,
+        seed=args.seed,
+    )
+    print(f"training a {cfg.kind} gate on {len(train)} examples, labels {list(train.labels)}")
+    rep = train_gate(train, args.out, dev=dev, backbone=args.backbone, config=cfg)
+    print(f"wrote {rep.out_dir} in {rep.seconds:.1f}s")
+    if rep.dev_accuracy is not None:
+        print(
+            f"dev accuracy {rep.dev_accuracy:.4f} on {rep.n_dev} examples "
+            f"(majority class {rep.majority_accuracy:.4f})"
+        )
+    return 0
+
+
+def _cmd_calibrate(args: argparse.Namespace) -> int:
+    from ..gates import load_gate
+    from ..training import MaxAccuracy, Target, calibrate, check_calibration_rows, parse_target
+
+    gate = load_gate(existing_gate(args.gate))
+    dev = read_data(args, args.split, gate.labels)
+    check_calibration_rows(len(dev), args.min_rows)  # before any LLM call is paid for
+    target: Target
+    if args.target == "accuracy" and args.llm_url and args.llm_accuracy is None:
+        target = MaxAccuracy(llm_correct=_measure(args, gate, dev))
+    else:
+        target = parse_target(args.target, llm_accuracy=args.llm_accuracy)
+    report = calibrate(
+        gate,
+        dev,
+        target,
+        min_rows=args.min_rows,
+        confidence=args.confidence,
+        coverage=args.coverage,
+        prune_epsilon=args.epsilon,
+        min_reliable_recall=args.min_reliable_recall,
+    )
+    print(report.format())
+    for message in report.warnings:
+        warn(message)
+    if not args.dry_run:
+        path = report.policy.save(Path(args.gate))
+        print(f"\nwrote {path}")
+    return 0
+
+
+def _measure(args: argparse.Namespace, gate: Gate, dev: Dataset) -> Any:
+    """Per-example LLM correctness on a dev sample, through the endpoint or the local server."""
+    from ..llm import LLMServer, OpenAICompatLLM
+    from ..training import measure_llm_sample
+
+    local = args.llm_url == "local"
+    with LLMServer() if local else nullcontext(None) as server:
+        url = server.base_url if server is not None else args.llm_url
+        model = args.llm_model or (server.model_name if server is not None else "gpt-4o-mini")
+        llm = OpenAICompatLLM(url, model)
+        print(f"measuring {model} at {url} on {args.llm_sample} dev inputs ...")
+        measured = measure_llm_sample(gate, dev, llm, sample=args.llm_sample)
+    measured.raise_if_failing()  # mostly failures measure the outage: stop, say why
+    print(
+        f"LLM accuracy on the sample: {measured.accuracy:.4f} ({measured.asked} asked, "
+        f"{measured.failed} failed)"
+    )
+    if measured.failed:
+        why = measured.reasons[0][0]
+        warn(f"{measured.failed} of {measured.asked} LLM calls failed ({why}): counted as wrong")
+    return measured.correct
+
+
+def register(sub: Any) -> None:
+    """Add ``train-gate`` and ``calibrate`` to the subcommands."""
+    p = sub.add_parser("train-gate", help="train a gate and write its model directory")
+    add_data_args(p, "train")
+    p.add_argument("--dev-split", default="dev", help="split to evaluate on ('' for none)")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--kind", choices=("finetune", "embedding"), default="finetune")
+    p.add_argument("--backbone", help="local model directory (default: packaged all-MiniLM-L6-v2)")
+    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--lr", type=float, default=5e-5)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--max-length", type=int, default=256)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_cmd_train)
+
+    from ..training import MIN_CALIBRATION_ROWS
+
+    p = sub.add_parser("calibrate", help="fit the temperature and choose the threshold δ")
+    p.add_argument("--gate", required=True, help="gate directory (the policy is saved there)")
+    add_data_args(p, "dev")
+    p.add_argument(
+        "--target",
+        default="precision:0.97",
+        help="budget:R (LLM-call rate <= R), precision:P (small route >= P right), or "
+        "accuracy[:A] (max expected accuracy, LLM accuracy A)",
+    )
+    p.add_argument("--llm-accuracy", type=float, help="the LLM's accuracy, for --target accuracy")
+    p.add_argument(
+        "--llm-url",
+        help="measure the LLM's accuracy for --target accuracy: an OpenAI-compatible base URL, "
+        "or 'local' to start the embedded server",
+    )
+    p.add_argument("--llm-model", help="model name at --llm-url")
+    p.add_argument("--llm-sample", type=int, default=100, help="dev inputs to ask the LLM")
+    p.add_argument(
+        "--confidence",
+        type=float,
+        help="certify δ: with this probability (e.g. 0.95) over the calibration sample the "
+        "target holds on new data from the same distribution (Learn then Test)",
+    )
+    p.add_argument(
+        "--coverage",
+        type=float,
+        help="hard pruning by split-conformal label sets holding the true label with this "
+        "probability (e.g. 0.9); a set of one label is answered by the gate",
+    )
+    p.add_argument("--epsilon", type=float, default=0.05, help="hard-pruning ε")
+    p.add_argument("--min-reliable-recall", type=float, default=0.9)
+    p.add_argument(
+        "--min-rows",
+        type=int,
+        default=MIN_CALIBRATION_ROWS,
+        help=f"refuse fewer calibration rows (default {MIN_CALIBRATION_ROWS}; fewer than 100 "
+        "are warned about)",
+    )
+    p.add_argument("--dry-run", action="store_true", help="print the table, write nothing")
+    p.set_defaults(func=_cmd_calibrate)

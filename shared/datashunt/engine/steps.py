@@ -1,0 +1,299 @@
+"""The shunt's configuration and its pure steps: decide, prepare, parse, conclude.
+
+Every path (sync, async, batch, streaming, both adapters) runs these same steps; only
+:mod:`datashunt.engine.shunt` adds I/O (the gate pass off the event loop, LLM calls, retries).
+Audits and the drift alarm live in :mod:`~datashunt.engine.watch`, receipts in ``receipts``."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from ..errors import ConfigError, GateError, InputError, LLMError, StoreError
+from ..gates import Gate
+from ..inputs import DEFAULT_MAX_CHARS, validate_text
+from ..llm.retry import RetryPolicy, status_of
+from ..parsing import AnswerParser, label_distribution_from_logprobs
+from ..policy import ShuntPolicy
+from ..prompts import (
+    DEFAULT_TEMPLATE,
+    PROMPT_MODES,
+    PromptMode,
+    hard_candidates,
+    offered_candidates,
+    prompt_variables,
+    render_prompt,
+)
+from ..store import CallRecord, CallStore, open_store
+from ..transfer import PromptTransfer, TransferResult
+from ..types import Decision, LLMReply, LLMRequest, Message, ParsedAnswer, ShuntResult
+from .receipts import Price, Receipt, make_receipt, price_table
+from .records import call_record, describe_error
+from .watch import DriftMonitor, Watch
+
+__all__ = ["OnError", "ShuntSteps"]
+
+log = logging.getLogger("datashunt")
+
+OnError = Literal["fallback", "raise"]
+
+
+class ShuntSteps:
+    """Validated configuration plus the pure steps of a shunt (see :class:`Shunt`)."""
+
+    def __init__(
+        self,
+        gate: Gate,
+        policy: ShuntPolicy | None = None,
+        *,
+        prompt_mode: PromptMode = "soft",
+        template: str = DEFAULT_TEMPLATE,
+        transfer: PromptTransfer | None = None,
+        store: CallStore | str | Path | None = None,
+        record_small: bool = True,
+        on_llm_error: OnError = "fallback",
+        retry: RetryPolicy | None = None,
+        max_concurrency: int = 8,
+        max_chars: int = DEFAULT_MAX_CHARS,
+        synonyms: Mapping[str, Sequence[str]] | None = None,
+        noun: str = "text",
+        model_name: str | None = None,
+        audit_rate: float = 0.0,
+        audit_seed: int | None = None,
+        drift: DriftMonitor | bool | None = None,
+        prices: Mapping[str, Price | tuple[float, float]] | None = None,
+    ) -> None:
+        self.gate = gate
+        self.policy = policy or ShuntPolicy(labels=tuple(gate.labels))
+        if tuple(self.policy.labels) != tuple(gate.labels):
+            raise ConfigError(
+                f"policy labels {list(self.policy.labels)} differ from the gate's "
+                f"{list(gate.labels)}: calibrate the policy for this gate"
+            )
+        if on_llm_error not in ("fallback", "raise"):
+            raise ConfigError(f"on_llm_error must be 'fallback' or 'raise', got {on_llm_error!r}")
+        if max_concurrency < 1:
+            raise ConfigError(f"max_concurrency must be >= 1, got {max_concurrency}")
+        if prompt_mode not in PROMPT_MODES:
+            raise ConfigError(f"prompt_mode must be one of {PROMPT_MODES}, got {prompt_mode!r}")
+        self.prompt_mode: PromptMode = prompt_mode
+        self.template = template
+        self.transfer = transfer
+        self.store = open_store(store)
+        self.record_small = record_small
+        self.on_llm_error: OnError = on_llm_error
+        self.retry = retry if retry is not None else RetryPolicy()
+        self.max_concurrency = max_concurrency
+        self.max_chars = max_chars
+        self.noun = noun
+        self.model_name = model_name
+        self.parser = AnswerParser(self.policy.labels, synonyms)
+        self.policy_version = self.policy.version
+        self.prices = price_table(prices)
+        self.watch = Watch(self.policy, audit_rate=audit_rate, audit_seed=audit_seed, drift=drift)
+
+    # ---- decide and prepare ---------------------------------------------------------------
+
+    def validate(self, texts: Sequence[object]) -> list[str | InputError]:
+        """Each input checked once (type, emptiness, length): the text, or its error."""
+        if isinstance(texts, str):
+            raise InputError("expected a list of texts, got a single string: pass [text]")
+        out: list[str | InputError] = []
+        for i, t in enumerate(texts):
+            try:
+                out.append(validate_text(t, index=i, max_chars=self.max_chars))
+            except InputError as exc:
+                out.append(exc)
+        return out
+
+    def decide(self, texts: Sequence[str]) -> list[Decision]:
+        """One gate pass over ``texts``: a :class:`Decision` per input.
+
+        Raises:
+            InputError: for a bare string, or any empty, non-string or over-long input.
+            GateError: if the gate's output has the wrong shape.
+        """
+        if isinstance(texts, str):
+            raise InputError("decide() takes a list of texts, got a single string: pass [text]")
+        batch = [validate_text(t, index=i, max_chars=self.max_chars) for i, t in enumerate(texts)]
+        if not batch:
+            return []
+        probs = np.asarray(self.gate.predict_proba(batch), dtype=np.float64)
+        k = len(self.policy.labels)
+        if probs.shape != (len(batch), k):
+            raise GateError(f"gate returned shape {probs.shape}, expected {(len(batch), k)}")
+        decisions = [self.decision_from_probs(row) for row in probs]
+        self.watch.observe(decisions)
+        return decisions
+
+    def decision_from_probs(self, row: np.ndarray) -> Decision:
+        """The decision for one probability vector (non-finite output goes to the LLM)."""
+        labels = self.policy.labels
+        if not np.all(np.isfinite(row)) or row.sum() <= 0:
+            log.warning("gate returned non-finite probabilities %s; routing to the LLM", row)
+            uniform = {lab: 1.0 / len(labels) for lab in labels}
+            return Decision(
+                "llm", labels[0], 0.0, uniform, labels, "gate output not finite: asking the LLM"
+            )
+        probs = {lab: float(p) for lab, p in zip(labels, row, strict=True)}
+        top = int(np.argmax(row))
+        conf = float(row[top])
+        delta = self.policy.threshold
+        if self.policy.routes_small(conf):
+            reason = f"confidence {conf:.3f} >= threshold {delta:.3f}"
+            return Decision("small", labels[top], conf, probs, (labels[top],), reason)
+        cands = hard_candidates(probs, self.policy)
+        if len(cands) == 1 and self.policy.conformal and self.prompt_mode in ("hard", "both"):
+            reason = f"the conformal label set holds {cands[0]} alone: the gate answers"
+            return Decision("small", cands[0], conf, probs, cands, reason)
+        reason = f"confidence {conf:.3f} < threshold {delta:.3f}"
+        return Decision("llm", labels[top], conf, probs, cands, reason)
+
+    def prepare(self, texts: Sequence[str], decisions: Sequence[Decision]) -> list[LLMRequest]:
+        """LLM requests for the LLM-routed inputs (Prompt Transferring applied in one pass)."""
+        todo = [(t, d) for t, d in zip(texts, decisions, strict=True) if d.route == "llm"]
+        transferred: list[TransferResult | None] = [None] * len(todo)
+        if self.transfer is not None and todo:
+            transferred = list(self.transfer.apply([t for t, _ in todo]))
+        return [
+            self._request(text, tr.text if tr is not None else text, d, self.prompt_mode)
+            for (text, d), tr in zip(todo, transferred, strict=True)
+        ]
+
+    def audit_request(self, text: str, decision: Decision) -> LLMRequest:
+        """The audit of a gate answer: every label on offer, no hint (``audit_rate``)."""
+        return self._request(text, text, decision, "none", audit=True)
+
+    def _request(
+        self, text: str, shown: str, decision: Decision, mode: PromptMode, audit: bool = False
+    ) -> LLMRequest:
+        variables = prompt_variables(decision, self.policy, mode, shown, noun=self.noun)
+        prompt = render_prompt(self.template, variables)
+        cands = offered_candidates(decision, self.policy, mode)
+        return LLMRequest(text, decision, variables, prompt, candidates=cands, audit=audit)
+
+    def receipt_of(self, decision: Decision, reply: LLMReply | None = None, **kw: Any) -> Receipt:
+        """The :class:`Receipt` of a result (see :mod:`datashunt.engine.receipts`)."""
+        args = (self.policy, self.policy_version, decision, self.prices)
+        return make_receipt(*args, reply=reply, drift=self.watch.drifted, **kw)
+
+    # ---- read the answer and conclude -----------------------------------------------------
+
+    def parse(self, reply: LLMReply, request: LLMRequest) -> ParsedAnswer:
+        """Map the reply to a label among the request's candidates, with ``C_l``."""
+        allowed = list(request.candidates) or list(self.policy.labels)
+        parser = self.parser.with_aliases(request.aliases) if request.aliases else self.parser
+        parsed = parser.parse(reply.text, allowed)
+        if reply.logprobs and parsed.ok:
+            dist = label_distribution_from_logprobs(reply.logprobs, parser, allowed)
+            if dist is not None and parsed.label is not None:
+                return ParsedAnswer(parsed.label, True, parsed.reason, dist.get(parsed.label), dist)
+        return parsed
+
+    def small_result(
+        self, text: str, decision: Decision, *, run_id: str | None = None
+    ) -> ShuntResult:
+        """The result for a gate-answered input (recorded if ``record_small``)."""
+        return self.small_results([text], [decision], [run_id])[0]
+
+    def small_results(
+        self,
+        texts: Sequence[str],
+        decisions: Sequence[Decision],
+        run_ids: Sequence[str | None] | None = None,
+    ) -> list[ShuntResult]:
+        """Results for gate-answered inputs, recorded in one store transaction."""
+        results = [
+            ShuntResult(d.label, "small", "small", d, receipt=self.receipt_of(d)) for d in decisions
+        ]
+        if self.store is None or not self.record_small or not results:
+            return results
+        ids = list(run_ids) if run_ids is not None else [None] * len(results)
+        recs = [
+            call_record(t, d, run_id=rid) for t, d, rid in zip(texts, decisions, ids, strict=True)
+        ]
+        try:
+            self.store.add_many(recs)
+        except StoreError as exc:
+            log.warning("%s", exc)  # the answers must still reach the caller
+            return [replace(r, extra={**r.extra, "store_error": str(exc)}) for r in results]
+        return [replace(r, record_id=rec.id) for r, rec in zip(results, recs, strict=True)]
+
+    def finish(
+        self,
+        request: LLMRequest,
+        reply: LLMReply | str | None,
+        *,
+        error: BaseException | str | None = None,
+        latency_s: float | None = None,
+        run_id: str | None = None,
+        record: bool = True,
+        attempts: int = 1,
+        messages: Sequence[Message] | None = None,
+        model_name: str | None = None,
+    ) -> ShuntResult:
+        """Turn an LLM reply (or failure) into a result and record it.
+
+        Args:
+            messages: what the model received (default: ``request.prompt`` as one user message).
+            model_name: the configured model, recorded when the reply names none.
+
+        Raises:
+            LLMError: when the call failed and ``on_llm_error="raise"`` (after recording).
+        """
+        d = request.decision
+        if isinstance(reply, str):
+            reply = LLMReply(text=reply)
+        if reply is not None and not isinstance(reply, LLMReply):
+            error = f"LLM callable returned {type(reply).__name__}, expected LLMReply or str"
+            reply = None
+        err = error if error is None or isinstance(error, str) else describe_error(error)
+        parsed = self.parse(reply, request) if reply is not None and err is None else None
+        if parsed is not None and parsed.ok and parsed.label is not None:
+            result = ShuntResult(parsed.label, "llm", "llm", d, reply, parsed, None, latency_s)
+        else:
+            result = ShuntResult(d.label, "llm", "fallback", d, reply, parsed, err, latency_s)
+        receipt = self.receipt_of(
+            d, reply, model=model_name or self.model_name, audited=request.audit
+        )
+        result = replace(result, attempts=attempts, receipt=receipt)
+        if record and self.store is not None:
+            sent = tuple(messages) if messages is not None else (Message("user", request.prompt),)
+            rec = call_record(
+                request.text,
+                d,
+                run_id=run_id,
+                request=request,
+                messages=sent,
+                reply=reply,
+                parsed=parsed,
+                error=err,
+                latency_s=latency_s,
+                model=model_name or self.model_name,
+                attempts=attempts,
+            )
+            result = self._stored(result, rec)
+        if err is not None and self.on_llm_error == "raise":
+            tries = f" after {attempts} attempts" if attempts > 1 else ""
+            cause = error if isinstance(error, BaseException) else None
+            raise LLMError(
+                f"the LLM call failed{tries}: {err}",
+                status=status_of(cause) if cause is not None else None,
+                attempts=attempts,
+            ) from cause
+        return result
+
+    def _stored(self, result: ShuntResult, rec: CallRecord) -> ShuntResult:
+        assert self.store is not None  # noqa: S101 - callers check
+        try:
+            rid = self.store.add(rec)
+        except StoreError as exc:
+            # The answer must still reach the caller: the failure is logged and marked.
+            log.warning("%s", exc)
+            return replace(result, extra={**result.extra, "store_error": str(exc)})
+        return replace(result, record_id=rid)
