@@ -11,7 +11,7 @@ from datashunt.inputs import validate_text
 
 from ._convert import input_text
 
-__all__ = ["Item", "Plan", "event_data", "plan_batch"]
+__all__ = ["Item", "Plan", "check_inputs", "event_data", "plan_batch"]
 
 
 @dataclass
@@ -51,6 +51,22 @@ class Plan:
         return [s if isinstance(s, Exception) else None for s in self.slots]
 
 
+def _read(
+    shunt: Shunt, inputs: Sequence[Any], i: int, input_key: str
+) -> tuple[str, dict[str, Any]]:
+    """Input ``i``'s text and extra variables, checked (named by index in a batch of several)."""
+    index = i if len(inputs) > 1 else None
+    text, extras = input_text(inputs[i], input_key, index)
+    validate_text(text, index=index, max_chars=shunt.max_chars)
+    return text, extras
+
+
+def check_inputs(shunt: Shunt, inputs: Sequence[Any], input_key: str) -> None:
+    """Raise the first input error of a batch, before anything is decided or paid for."""
+    for i in range(len(inputs)):
+        _read(shunt, inputs, i, input_key)
+
+
 def plan_batch(shunt: Shunt, inputs: Sequence[Any], input_key: str, *, strict: bool) -> Plan:
     """Validate every input, then ONE gate pass over the valid ones.
 
@@ -64,11 +80,9 @@ def plan_batch(shunt: Shunt, inputs: Sequence[Any], input_key: str, *, strict: b
     """
     slots: list[Item | Exception | None] = [None] * len(inputs)
     valid: list[tuple[int, str, dict[str, Any]]] = []
-    for i, value in enumerate(inputs):
-        index = i if len(inputs) > 1 else None
+    for i in range(len(inputs)):
         try:
-            text, extras = input_text(value, input_key, index)
-            validate_text(text, index=index, max_chars=shunt.max_chars)
+            text, extras = _read(shunt, inputs, i, input_key)
             valid.append((i, text, extras))
         except DataShuntError as exc:
             if strict:

@@ -18,6 +18,7 @@ from datashunt import ConfigError, LLMReply, LLMRequest, Rendered, ShuntPolicy
 from ._convert import as_messages, message_to_reply
 from .model_call import ChatModelCall
 from .output import ShuntOutput
+from .planning import check_inputs
 from .runnable import DataShuntRunnable
 
 __all__ = ["ROUTER_TEMPLATE", "DataShuntRouter"]
@@ -204,8 +205,14 @@ class DataShuntRouter(RunnableSerializable[Any, Any]):
         return (await self.abatch([input], config, **kwargs))[0]
 
     def _batch(
-        self, inputs: list[Any], run_manager: list[Any], config: list[RunnableConfig]
+        self,
+        inputs: list[Any],
+        run_manager: list[Any],
+        config: list[RunnableConfig],
+        strict: bool = False,
     ) -> list[Any]:
+        if strict:  # one bad input fails the batch before any model or destination runs
+            check_inputs(self._classifier.shunt, inputs, self.input_key)
         # one gate pass for the whole batch, each input's decision a child run
         decisions = self._classifier.batch(inputs, config, return_exceptions=True)
 
@@ -223,8 +230,14 @@ class DataShuntRouter(RunnableSerializable[Any, Any]):
             return list(executor.map(go, range(len(inputs))))
 
     async def _abatch(
-        self, inputs: list[Any], run_manager: list[Any], config: list[RunnableConfig]
+        self,
+        inputs: list[Any],
+        run_manager: list[Any],
+        config: list[RunnableConfig],
+        strict: bool = False,
     ) -> list[Any]:
+        if strict:
+            check_inputs(self._classifier.shunt, inputs, self.input_key)
         decisions = await self._classifier.abatch(inputs, config, return_exceptions=True)
 
         async def go(i: int) -> Any:
@@ -250,7 +263,12 @@ class DataShuntRouter(RunnableSerializable[Any, Any]):
         **kwargs: Any,
     ) -> list[Any]:
         return self._batch_with_config(
-            self._batch, inputs, config, return_exceptions=return_exceptions, **kwargs
+            self._batch,
+            inputs,
+            config,
+            return_exceptions=return_exceptions,
+            strict=not return_exceptions,
+            **kwargs,
         )
 
     async def abatch(
@@ -262,7 +280,12 @@ class DataShuntRouter(RunnableSerializable[Any, Any]):
         **kwargs: Any,
     ) -> list[Any]:
         return await self._abatch_with_config(
-            self._abatch, inputs, config, return_exceptions=return_exceptions, **kwargs
+            self._abatch,
+            inputs,
+            config,
+            return_exceptions=return_exceptions,
+            strict=not return_exceptions,
+            **kwargs,
         )
 
     def _stream(

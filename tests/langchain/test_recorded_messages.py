@@ -164,3 +164,24 @@ async def test_failed_calls_record_the_configured_model(tmp_path: Path) -> None:
     recs = list(store.iter(route="llm"))
     assert len(recs) == 3 and {r.model for r in recs} == {"gpt-x"}
     assert all(r.error == "TimeoutError: read timeout" for r in recs)
+
+
+async def test_router_batch_validates_every_input_before_any_call(tmp_path: Path) -> None:
+    store = CallStore(tmp_path / "c.sqlite")
+    llm = CountingChat(answer=lambda p: "negative")
+    seen: list[Any] = []
+    router = DataShuntRouter(
+        gate=KeywordGate(),
+        policy=ShuntPolicy(labels=LABELS),
+        llm=llm,
+        destinations={
+            lab: RunnableLambda(lambda x, lab=lab: seen.append(x) or lab) for lab in LABELS
+        },
+        store=store,
+        structured_output=False,
+    )
+    with pytest.raises(InputError, match="input 1 is empty"):
+        router.batch([{"text": UNSURE[0]}, {"text": " "}])
+    with pytest.raises(InputError, match="input 1 is empty"):
+        await router.abatch([{"text": UNSURE[0]}, {"text": ""}])
+    assert llm.calls == 0 and store.count() == 0 and seen == []
