@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import hashlib
 import json
 import sys
@@ -31,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from bench.guarantees_report import markdown
 from datashunt.data import Dataset, find_data_dir, read_dataset
 from datashunt.engine.drift import DriftMonitor
 from datashunt.gates import EmbeddingGate, softmax
@@ -42,7 +44,9 @@ from datashunt.training.metrics import fit_temperature
 CACHE = Path(".cache/guarantees")
 OUT = Path("bench/results/guarantees.json")
 TRAIN_N, POOL_N, MAX_TOKENS = 1000, 2000, 128
-FLOORS = {"amazon-mds": 0.95, "sst2": 0.95, "agnews": 0.97, "mr": 0.95, "isear": 0.9}
+# Floors this gate can reach on each data set (a floor it cannot reach sends everything to the
+# LLM, certified or not: 0.95 on the sentiment sets did, in most splits).
+FLOORS = {"amazon-mds": 0.9, "sst2": 0.9, "agnews": 0.95, "mr": 0.9, "isear": 0.8}
 LLM_COLUMN = {"mr": "llm_label", "isear": "gpt35_label"}
 _encoder: EmbeddingGate | None = None
 
@@ -154,7 +158,16 @@ def certified_splits(
     out: dict[str, Any] = {}
     for spec, make in targets.items():
         broken, cert_share, plain_share, plain_broken, uncertifiable = 0, [], [], 0, 0
+        pop_broken = 0
         for s in range(splits):
+            # the guarantee's own terms: the pool is the population, the calibration sample n/2
+            # iid draws from it, the promise checked on the whole pool (no test-set noise)
+            draw = np.random.default_rng(5000 + s).integers(0, n, n // 2)
+            probs = _calibrated(logits, y, draw)
+            conf, ok = probs.max(1), (probs.argmax(1) == y).astype(float)
+            target = make(llm_ok[draw] if llm_ok is not None else None)
+            c = certify_threshold(conf[draw], ok[draw], target, 0.95)
+            pop_broken += _breaks(target, c.guarantee.level, conf, ok, c.threshold)
             perm = np.random.default_rng(1000 + s).permutation(n)
             cal, test = perm[: n // 2], perm[n // 2 :]
             probs = _calibrated(logits, y, cal)
@@ -164,19 +177,15 @@ def certified_splits(
             plain, _ = choose_threshold(conf[cal], ok[cal], target)
             uncertifiable += c.threshold >= 1.0
             for d, is_cert in ((c.threshold, True), (plain, False)):
-                small = conf[test] >= d
-                share = float((~small).mean())
-                if isinstance(target, Budget):
-                    bad = share > target.max_llm_rate
-                else:
-                    level = c.guarantee.level
-                    bad = bool(small.any()) and float(ok[test][small].mean()) < level
+                share = float((conf[test] < d).mean())
+                bad = _breaks(target, c.guarantee.level, conf[test], ok[test], d)
                 (cert_share if is_cert else plain_share).append(share)
                 if is_cert:
                     broken += bad
                 else:
                     plain_broken += bad
         out[spec] = {
+            "violation_rate_population": pop_broken / splits,
             "violation_rate_certified": broken / splits,
             "violation_rate_uncertified": plain_broken / splits,
             "llm_share_certified": float(np.mean(cert_share)),
@@ -186,10 +195,18 @@ def certified_splits(
     return out
 
 
+def _breaks(target: Any, level: float, conf: np.ndarray, ok: np.ndarray, d: float) -> bool:
+    """Whether δ breaks the promise on these inputs."""
+    small = conf >= d
+    if isinstance(target, Budget):
+        return float((~small).mean()) > target.max_llm_rate
+    return bool(small.any()) and float(ok[small].mean()) < level
+
+
 def conformal_splits(
     labels: Sequence[str], logits: np.ndarray, y: np.ndarray, splits: int, alpha: float = 0.1
 ) -> dict[str, Any]:
-    tok = encoder().count_tokens
+    tok = functools.lru_cache(maxsize=None)(encoder().count_tokens)
     full = tok(", ".join(labels))
     cover, size, single, single_ok, saved = [], [], [], [], []
     n = len(y)
@@ -299,6 +316,10 @@ def drift() -> dict[str, Any]:
     return out
 
 
+def _json(obj: Any) -> str:
+    return json.dumps(obj, indent=2, default=lambda o: o.item() if hasattr(o, "item") else str(o))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
     p.add_argument("--splits", type=int, default=200)
@@ -327,12 +348,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         result["certified"][name] = certified_splits(name, logits, y, llm_ok, args.splits)
         if name in ("agnews", "isear"):
             result["conformal"][name] = conformal_splits(pool.labels, logits, y, args.splits)
-        print(json.dumps({name: result["certified"][name]}, indent=1), flush=True)
+        print(_json({name: result["certified"][name]}), flush=True)
     print("drift ...", flush=True)
     result["drift"] = drift()
     result["seconds"] = round(time.perf_counter() - t0, 1)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    print(json.dumps(result, indent=2))
+    Path(args.out).write_text(_json(result) + "\n", encoding="utf-8")
+    print(_json(result))
+    print(markdown(result))
     return 0
 
 

@@ -9,14 +9,19 @@ from __future__ import annotations
 from typing import Any
 
 from .callbacks import AsyncDataShuntCallbackHandler, DataShuntCallbackHandler
+from .chat_model import DataShuntChatModel
 from .output import ShuntOutput
 from .router import DataShuntRouter
 from .runnable import DECISION_EVENT, DataShuntRunnable
+from .watching import DRIFT_EVENT, RECEIPT_EVENT
 
 __all__ = [
     "DECISION_EVENT",
+    "DRIFT_EVENT",
+    "RECEIPT_EVENT",
     "AsyncDataShuntCallbackHandler",
     "DataShuntCallbackHandler",
+    "DataShuntChatModel",
     "DataShuntMiddleware",
     "DataShuntRouter",
     "DataShuntRunnable",

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from langchain_core.messages import BaseMessage, HumanMessage
 from langchain_core.prompt_values import PromptValue
 
 from datashunt import InputError, LLMReply, Message
+from datashunt.images import ImagePart, image_input, image_part, is_image_input
 
 __all__ = [
     "as_messages",
+    "image_parts",
     "input_text",
+    "with_image",
     "message_text",
     "message_to_reply",
     "metadata_for",
@@ -37,8 +41,63 @@ def as_messages(value: Any) -> tuple[Message, ...]:
     if isinstance(value, BaseMessage):
         value = [value]
     if isinstance(value, Sequence) and all(isinstance(m, BaseMessage) for m in value):
-        return tuple(Message(_ROLES.get(m.type, m.type), message_text(m)) for m in value)
+        return tuple(
+            Message(_ROLES.get(m.type, m.type), message_text(m), image_parts(m)) for m in value
+        )
     return (Message("user", str(value)),)
+
+
+def _block_url(block: Mapping[str, Any]) -> str | None:
+    """The data URL of a content block holding an inline image, in any of LangChain's forms:
+    the standard ``{"type": "image", "base64"|"data", "mime_type"}`` (v1 and v0.3) or an
+    OpenAI ``{"type": "image_url", "image_url": {"url": "data:..."}}``."""
+    kind = block.get("type")
+    if kind == "image":
+        data = block.get("base64") or (block.get("data") if block.get("source_type") else None)
+        if isinstance(data, str) and data:
+            return f"data:{block.get('mime_type') or 'image/png'};base64,{data}"
+        url = block.get("url")
+        return url if is_image_input(url) else None
+    if kind == "image_url":
+        ref = block.get("image_url")
+        url = ref.get("url") if isinstance(ref, Mapping) else ref
+        return url if is_image_input(url) else None
+    return None
+
+
+def image_parts(message: BaseMessage) -> tuple[ImagePart, ...]:
+    """The inline images of a message's content blocks (a URL to fetch is not an image here)."""
+    if isinstance(message.content, str):
+        return ()
+    urls = [_block_url(b) for b in message.content if isinstance(b, Mapping)]
+    return tuple(image_part(u) for u in urls if u is not None)
+
+
+def with_image(value: Any, text: str) -> Any:
+    """The prompt ``value`` with the input image attached to its last human message as a
+    standard image content block (unchanged when the input is text)."""
+    if not is_image_input(text):
+        return value
+    part = image_part(text)
+    block = {"type": "image", "base64": part.base64, "mime_type": part.mime}
+    if isinstance(value, PromptValue):
+        value = value.to_messages()
+    elif isinstance(value, str):
+        value = [HumanMessage(value)]
+    elif isinstance(value, BaseMessage):
+        value = [value]
+    messages = list(value)
+    humans = [i for i, m in enumerate(messages) if isinstance(m, HumanMessage)]
+    if not humans:
+        return [*messages, HumanMessage(content=[block])]
+    last = messages[humans[-1]]
+    content = (
+        [{"type": "text", "text": last.content}]
+        if isinstance(last.content, str)
+        else list(last.content)
+    )
+    messages[humans[-1]] = HumanMessage(content=[*content, block])
+    return messages
 
 
 def model_name_of(llm: Any) -> str | None:
@@ -50,11 +109,15 @@ def model_name_of(llm: Any) -> str | None:
     return None
 
 
-def input_text(value: Any, input_key: str, index: int | None = None) -> tuple[str, dict[str, Any]]:
+def input_text(
+    value: Any, input_key: str, index: int | None = None, *, images: bool = False
+) -> tuple[Any, dict[str, Any]]:
     """The text to classify and any extra template variables, from a runnable's input.
 
     Accepts a string, a dict holding ``input_key`` (other keys become template variables), a
-    prompt value or message list (the last human message is classified), or one message.
+    prompt value or message list (the last human message is classified), or one message. With
+    ``images`` (an image gate), bytes, PIL images and paths become data URLs, and a message's
+    image block is what is classified.
 
     Raises:
         InputError: for anything else, naming the input (by ``index`` in a batch) and what was
@@ -63,6 +126,8 @@ def input_text(value: Any, input_key: str, index: int | None = None) -> tuple[st
     where = "input" if index is None else f"input {index}"
     if isinstance(value, str):
         return value, {}
+    if images and (isinstance(value, bytes | bytearray | memoryview) or _is_pil(value)):
+        return image_input(value, index=index), {}
     if isinstance(value, Mapping):
         if input_key not in value:
             raise InputError(
@@ -70,7 +135,10 @@ def input_text(value: Any, input_key: str, index: int | None = None) -> tuple[st
                 f"text under {input_key!r} or set input_key="
             )
         extras = {k: v for k, v in value.items() if k != input_key}
-        return value[input_key], extras
+        item = value[input_key]
+        if images and (isinstance(item, bytes | bytearray | memoryview) or _is_pil(item)):
+            item = image_input(item, index=index)
+        return item, extras
     messages: Sequence[Any] | None = None
     if isinstance(value, PromptValue):
         messages = value.to_messages()
@@ -80,13 +148,22 @@ def input_text(value: Any, input_key: str, index: int | None = None) -> tuple[st
         messages = value
     if messages:
         humans = [m for m in messages if isinstance(m, HumanMessage)]
-        return message_text((humans or list(messages))[-1]), {}
+        last = (humans or list(messages))[-1]
+        parts = image_parts(last) if images else ()  # an image gate classifies the image
+        return (parts[0].data_url if parts else message_text(last)), {}
     kind = type(value).__name__
     article = "an" if kind[:1].lower() in "aeiou" else "a"
     raise InputError(
         f"{where} is {article} {kind}, which cannot be classified: pass a str, a dict with "
         f"{input_key!r}, a prompt value or a list of messages"
     )
+
+
+def _is_pil(value: object) -> bool:
+    """An image object to send as such: a PIL image, or a ``Path`` to an image file."""
+    if isinstance(value, Path):
+        return True
+    return hasattr(value, "save") and hasattr(value, "mode") and hasattr(value, "size")
 
 
 def _logprobs(message: BaseMessage) -> list[Mapping[str, Any]] | None:
@@ -111,12 +188,19 @@ def message_to_reply(message: BaseMessage) -> LLMReply:
     )
 
 
-def metadata_for(decision: Any, *, recorded: bool) -> dict[str, Any]:
-    """Run metadata that shows the gate's decision in callbacks and traces."""
-    return {
+def metadata_for(
+    decision: Any, *, recorded: bool, receipt: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """Run metadata that shows the gate's decision (and its receipt: the policy's version, δ,
+    the guarantee, the probability that the gate is wrong) in callbacks and traces."""
+    meta = {
         "datashunt_route": decision.route,
         "datashunt_label": decision.label,
         "datashunt_confidence": round(float(decision.confidence), 6),
         "datashunt_candidates": list(decision.candidates),
         "datashunt_recorded": recorded,
     }
+    if receipt is not None:
+        for key in ("policy_version", "threshold", "guarantee", "p_wrong", "drift"):
+            meta[f"datashunt_{key}"] = receipt.get(key)
+    return meta

@@ -16,7 +16,7 @@ from langchain_core.runnables import Runnable, RunnableConfig
 
 from datashunt import LLMReply, LLMRequest, ModelCall, Rendered
 
-from ._convert import as_messages, message_text, message_to_reply, model_name_of
+from ._convert import as_messages, message_text, message_to_reply, model_name_of, with_image
 
 __all__ = ["ChatModelCall"]
 
@@ -46,11 +46,12 @@ class ChatModelCall(ModelCall[Any]):
         return {**self.extras, **request.variables}
 
     def render(self, request: LLMRequest) -> Rendered[Any]:
-        value = self.prompt.invoke(self._variables(request), self.config)
+        value = with_image(self.prompt.invoke(self._variables(request), self.config), request.text)
         return Rendered(value, as_messages(value))
 
     async def arender(self, request: LLMRequest) -> Rendered[Any]:
         value = await self.prompt.ainvoke(self._variables(request), self.config)
+        value = with_image(value, request.text)  # an image input: a block of the user message
         return Rendered(value, as_messages(value))
 
     def send(self, payload: Any) -> LLMReply:

@@ -32,6 +32,9 @@ class ShuntOutput(BaseModel):
         message: the model's raw message (``None`` on the small route).
         record_id: the store record, if a store is attached.
         attempts: model calls made for this input, retries included (``0`` on the small route).
+        receipt: the decision's receipt: the policy's version, δ, the guarantee, the
+            probability that the gate is wrong, the call's tokens and cost.
+        audit: the LLM's answer when this gate answer was audited (``audit_rate``).
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
@@ -48,6 +51,8 @@ class ShuntOutput(BaseModel):
     message: BaseMessage | None = None
     record_id: str | None = None
     attempts: int | None = None
+    receipt: dict[str, Any] | None = None
+    audit: dict[str, Any] | None = None
 
     @classmethod
     def from_decision(cls, decision: Decision, **kwargs: Any) -> ShuntOutput:
@@ -71,6 +76,8 @@ class ShuntOutput(BaseModel):
         out.error = result.error
         out.record_id = result.record_id
         out.attempts = result.attempts
+        out.receipt = result.receipt.to_json() if result.receipt is not None else None
+        out.audit = dict(result.extra["audit"]) if "audit" in result.extra else None
         return out
 
     def __add__(self, other: ShuntOutput) -> ShuntOutput:

@@ -56,7 +56,7 @@ def _read(
 ) -> tuple[str, dict[str, Any]]:
     """Input ``i``'s text and extra variables, checked (named by index in a batch of several)."""
     index = i if len(inputs) > 1 else None
-    text, extras = input_text(inputs[i], input_key, index)
+    text, extras = input_text(inputs[i], input_key, index, images=shunt.takes_images)
     validate_text(text, index=index, max_chars=shunt.max_chars)
     return text, extras
 

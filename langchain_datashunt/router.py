@@ -15,7 +15,7 @@ from pydantic import ConfigDict, Field, PrivateAttr
 
 from datashunt import ConfigError, LLMReply, LLMRequest, Rendered, ShuntPolicy
 
-from ._convert import as_messages, message_to_reply
+from ._convert import as_messages, message_to_reply, with_image
 from .model_call import ChatModelCall
 from .output import ShuntOutput
 from .planning import check_inputs
@@ -42,11 +42,12 @@ class _ChooserCall(ChatModelCall):
         self.structured = structured
 
     def render(self, request: LLMRequest) -> Rendered[Any]:
-        value = self.prompt.invoke(dict(request.variables), self.config)
+        value = with_image(self.prompt.invoke(dict(request.variables), self.config), request.text)
         return Rendered((value, list(request.candidates)), as_messages(value))
 
     async def arender(self, request: LLMRequest) -> Rendered[Any]:
         value = await self.prompt.ainvoke(dict(request.variables), self.config)
+        value = with_image(value, request.text)  # an image input rides in the user message
         return Rendered((value, list(request.candidates)), as_messages(value))
 
     def _structured_model(self, candidates: list[str]) -> Runnable[Any, Any] | None:

@@ -35,6 +35,15 @@ from ._convert import metadata_for
 from .model_call import ChatModelCall
 from .output import ShuntOutput
 from .planning import Item, event_data, plan_batch
+from .watching import (
+    DRIFT_EVENT,
+    RECEIPT_EVENT,
+    AlarmInbox,
+    aask_audit,
+    ask_audit,
+    audited,
+    merge_audit,
+)
 
 __all__ = ["DECISION_EVENT", "DataShuntRunnable"]
 
@@ -70,6 +79,9 @@ class DataShuntRunnable(RunnableSerializable[Any, ShuntOutput]):
             that retries are counted here, once.
         stream_idle_timeout: seconds a stream may go without a chunk before the call counts as
             failed (and, if no text has reached the caller yet, is retried); ``None``: no limit.
+        audit_rate / audit_seed / drift / prices: as :class:`datashunt.Shunt`'s. Each
+            result's receipt is dispatched as the custom event ``"datashunt_receipt"``, a drift
+            alarm as ``"datashunt_drift"``.
 
     Example:
         .. code-block:: python
@@ -101,10 +113,15 @@ class DataShuntRunnable(RunnableSerializable[Any, ShuntOutput]):
     synonyms: Mapping[str, Sequence[str]] | None = None
     retry: RetryPolicy | None = None
     stream_idle_timeout: float | None = None
+    audit_rate: float = 0.0
+    audit_seed: int | None = None
+    drift: Any = None
+    prices: Mapping[str, Any] | None = None
     name: str | None = Field(default="DataShunt")
 
     _shunt: Shunt = PrivateAttr()
     _prompt: Runnable[dict[str, Any], Any] = PrivateAttr()
+    _alarms: AlarmInbox = PrivateAttr()
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -120,7 +137,12 @@ class DataShuntRunnable(RunnableSerializable[Any, ShuntOutput]):
             retry=self.retry,
             synonyms=self.synonyms,
             noun=self.noun,
+            audit_rate=self.audit_rate,
+            audit_seed=self.audit_seed,
+            drift=self.drift,
+            prices=self.prices,
         )
+        self._alarms = AlarmInbox(self._shunt)
         self._prompt = self.prompt or ChatPromptTemplate.from_messages(
             [("human", DEFAULT_TEMPLATE)]
         )
@@ -139,7 +161,8 @@ class DataShuntRunnable(RunnableSerializable[Any, ShuntOutput]):
 
     def _call_config(self, item: Item, config: RunnableConfig) -> RunnableConfig:
         """The model's run config: the decision as ``datashunt_*`` metadata."""
-        meta = metadata_for(item.decision, recorded=self._shunt.store is not None)
+        receipt = self._shunt.receipt_of(item.decision).to_json()
+        meta = metadata_for(item.decision, recorded=self._shunt.store is not None, receipt=receipt)
         return merge_configs(config, {"metadata": meta})
 
     def _call(self, item: Item, config: RunnableConfig) -> ChatModelCall:
@@ -183,15 +206,35 @@ class DataShuntRunnable(RunnableSerializable[Any, ShuntOutput]):
         small_ids = [str(run_manager[it.index].run_id) for it in smalls]
         for item, small_out in zip(smalls, self._small(smalls, small_ids), strict=True):
             out[item.index] = small_out
-        if todo:
+        checks = audited(self._shunt, smalls)
+        if todo or checks:
             with get_executor_for_config(config[0]) as executor:
+                audits = executor.map(
+                    lambda it: ask_audit(self._shunt, it, self._call(it, config[it.index])), checks
+                )
                 done = executor.map(
                     lambda it: self._ask(it, config[it.index], str(run_manager[it.index].run_id)),
                     todo,
                 )
                 for item, res in zip(todo, done, strict=True):
                     out[item.index] = res
+                for item, check in zip(checks, audits, strict=True):
+                    out[item.index] = merge_audit(out[item.index], check)  # type: ignore[arg-type]
+        for name, data, cfg in self._events(out, config):
+            dispatch_custom_event(name, data, config=cfg)
         return [o for o in out if o is not None]
+
+    def _events(
+        self, out: Sequence[ShuntOutput | Exception | None], config: list[RunnableConfig]
+    ) -> list[tuple[str, Any, RunnableConfig]]:
+        """The receipt of each output and any drift alarm, as custom events to dispatch."""
+        events: list[tuple[str, Any, RunnableConfig]] = [
+            (RECEIPT_EVENT, o.receipt, config[i])
+            for i, o in enumerate(out)
+            if isinstance(o, ShuntOutput) and o.receipt is not None
+        ]
+        events += [(DRIFT_EVENT, alarm, config[0]) for alarm in self._alarms.take()]
+        return events
 
     def invoke(
         self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
@@ -249,12 +292,18 @@ class DataShuntRunnable(RunnableSerializable[Any, ShuntOutput]):
         small_outs = await asyncio.to_thread(self._small, smalls, small_ids)
         for item, res in zip(smalls, small_outs, strict=True):
             out[item.index] = res
+        checks = audited(self._shunt, smalls)
         done = await gather_with_concurrency(
             config[0].get("max_concurrency"),
             *(self._aask(it, config[it.index], str(run_manager[it.index].run_id)) for it in todo),
+            *(aask_audit(self._shunt, it, self._call(it, config[it.index])) for it in checks),
         )
-        for item, res in zip(todo, done, strict=True):
+        for item, res in zip(todo, done, strict=False):
             out[item.index] = res
+        for item, check in zip(checks, done[len(todo) :], strict=True):
+            out[item.index] = merge_audit(out[item.index], check)  # type: ignore[arg-type]
+        for name, data, cfg in self._events(out, config):
+            await adispatch_custom_event(name, data, config=cfg)
         return [o for o in out if o is not None]
 
     async def ainvoke(

@@ -14,12 +14,13 @@ from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
 
-from llama_index.core.base.llms.types import ChatMessage, MessageRole
+from llama_index.core.base.llms.types import ChatMessage, ImageBlock, MessageRole, TextBlock
 from llama_index.core.llms import LLM
 from llama_index_instrumentation.dispatcher import active_instrument_tags, instrument_tags
 
 from datashunt import (
     Decision,
+    LLMError,
     LLMReply,
     LLMRequest,
     Message,
@@ -28,8 +29,11 @@ from datashunt import (
     Shunt,
     ShuntResult,
 )
+from datashunt.engine.batch import with_audit
+from datashunt.images import ImagePart, image_input, image_part, is_image_input
 
 from ._replies import to_reply
+from .events import watch_events
 
 __all__ = ["RECORDED_TAG", "LlamaIndexCall", "ShuntRunner", "recorded_scope"]
 
@@ -69,14 +73,18 @@ class LlamaIndexCall(ModelCall[Payload]):
         self.model_name = getattr(llm.metadata, "model_name", None) or None
 
     def render(self, request: LLMRequest) -> Rendered[Payload]:
+        image = is_image_input(request.text)
         if self.messages is not None:
             sent = list(self.messages)
-        elif self.prompt is None and self.llm.metadata.is_chat_model:
-            sent = [ChatMessage(role=MessageRole.USER, content=request.prompt)]
+        elif image or (self.prompt is None and self.llm.metadata.is_chat_model):
+            # an image goes to the chat endpoint as an ImageBlock, whatever the model's kind
+            sent = [ChatMessage(role=MessageRole.USER, content=self.prompt or request.prompt)]
         else:
             text = self.prompt if self.prompt is not None else request.prompt
             return Rendered(text, (Message("user", text),))
-        return Rendered(sent, tuple(Message(m.role.value, m.content or "") for m in sent))
+        if image:
+            sent = with_image_block(sent, image_part(request.text))
+        return Rendered(sent, tuple(to_message(m) for m in sent))
 
     def send(self, payload: Payload) -> LLMReply:
         with recorded_scope():
@@ -89,6 +97,33 @@ class LlamaIndexCall(ModelCall[Payload]):
             if isinstance(payload, str):
                 return _with_raw(await self.llm.acomplete(payload, **self.kwargs))
             return _with_raw(await self.llm.achat(payload, **self.kwargs))
+
+
+def with_image_block(messages: Sequence[ChatMessage], part: ImagePart) -> list[ChatMessage]:
+    """``messages`` with the image added, as an ``ImageBlock``, to the last user message (kept
+    as they are when one of them already carries it: the caller's own image message)."""
+    out = list(messages)
+    if any(im.sha256 == part.sha256 for m in out for im in to_message(m).images):
+        return out
+    users = [i for i, m in enumerate(out) if m.role == MessageRole.USER]
+    block = ImageBlock(image=part.data, image_mimetype=part.mime)
+    if not users:
+        return [*out, ChatMessage(role=MessageRole.USER, blocks=[block])]
+    last = out[users[-1]]
+    out[users[-1]] = ChatMessage(role=last.role, blocks=[*last.blocks, block])
+    return out
+
+
+def to_message(message: ChatMessage) -> Message:
+    """The core's :class:`Message` of a LlamaIndex one: its text and its inline images."""
+    images: list[ImagePart] = []
+    for block in message.blocks:
+        if isinstance(block, ImageBlock) and block.image is not None:
+            # LlamaIndex keeps the image base64-encoded; resolve_image gives the raw bytes
+            data = block.resolve_image().read()
+            images.append(image_part(image_input(data)))
+    text = "".join(b.text for b in message.blocks if isinstance(b, TextBlock))
+    return Message(message.role.value, text, tuple(images))
 
 
 def _with_raw(response: Any) -> LLMReply:
@@ -109,6 +144,7 @@ class ShuntRunner:
                 "Shunt(gate, policy, store=...) or Shunt.from_dir(path)"
             )
         self.shunt = shunt
+        watch_events(shunt)  # receipts and drift alarms as instrumentation events
 
     def plan(self, text: str) -> tuple[Decision, LLMRequest | None]:
         """One gate pass; the LLM request too when the input is uncertain."""
@@ -121,10 +157,33 @@ class ShuntRunner:
         """:meth:`plan` in a thread: gate inference never runs on the event loop."""
         return await asyncio.to_thread(self.plan, text)
 
-    def small(self, text: str, decision: Decision, run_id: str | None = None) -> ShuntResult:
-        """The gate's answer (recorded when the shunt records small answers)."""
-        return self.shunt.small_result(text, decision, run_id=run_id)
+    def small(
+        self,
+        text: str,
+        decision: Decision,
+        run_id: str | None = None,
+        audit_llm: LLM | None = None,
+    ) -> ShuntResult:
+        """The gate's answer (recorded when the shunt records small answers); when the shunt's
+        ``audit_rate`` draws it, also put to ``audit_llm`` as an audit (see ``datashunt.Shunt``)."""
+        result = self.shunt.small_result(text, decision, run_id=run_id)
+        if audit_llm is None or not self.shunt.watch.audited([decision]):
+            return result
+        try:
+            audit: ShuntResult | Exception = self.shunt.ask(
+                self.shunt.audit_request(text, decision), LlamaIndexCall(audit_llm)
+            )
+        except LLMError as exc:
+            audit = exc
+        merged = with_audit(result, audit)
+        return merged if isinstance(merged, ShuntResult) else result
 
-    async def asmall(self, text: str, decision: Decision, run_id: str | None = None) -> ShuntResult:
-        """:meth:`small` with the store write in a thread."""
-        return await asyncio.to_thread(self.small, text, decision, run_id)
+    async def asmall(
+        self,
+        text: str,
+        decision: Decision,
+        run_id: str | None = None,
+        audit_llm: LLM | None = None,
+    ) -> ShuntResult:
+        """:meth:`small` in a thread (the store write, and the audit when one is drawn)."""
+        return await asyncio.to_thread(self.small, text, decision, run_id, audit_llm)

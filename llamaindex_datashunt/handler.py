@@ -44,7 +44,7 @@ from datashunt import CallStore, ConfigError, Message
 from datashunt.store import CallRecorder
 
 from ._replies import to_reply
-from ._runner import RECORDED_TAG
+from ._runner import RECORDED_TAG, to_message
 
 __all__ = ["DataShuntEventHandler"]
 
@@ -225,7 +225,7 @@ def _start(rec: CallRecorder, key: str, event: LLMChatStartEvent | LLMCompletion
         kind, messages = "completion", [Message("user", event.prompt)]
     else:
         kind = "chat"
-        messages = [Message(m.role.value, m.content or "") for m in event.messages]
+        messages = [to_message(m) for m in event.messages]  # images as hash and size
     rec.start(
         key,
         messages,

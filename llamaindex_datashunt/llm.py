@@ -28,7 +28,7 @@ from pydantic import Field, PrivateAttr, SerializeAsAny
 from datashunt import Decision, InputError, LLMRequest, Shunt, ShuntResult
 from datashunt.prompts import render_prompt
 
-from ._runner import LlamaIndexCall, ShuntRunner
+from ._runner import LlamaIndexCall, ShuntRunner, to_message
 
 __all__ = ["DEFAULT_INSTRUCTION", "DataShuntLLM"]
 
@@ -43,13 +43,17 @@ DEFAULT_INSTRUCTION = (
 TextFrom = Callable[[Sequence[ChatMessage]], str]
 
 
-def last_user_text(messages: Sequence[ChatMessage]) -> str:
-    """The text of the last user message: what the gate classifies by default.
+def last_user_text(messages: Sequence[ChatMessage], *, images: bool = False) -> str:
+    """The text of the last user message (with ``images``, its first image as a data URL, for
+    an image gate): what the gate classifies by default.
 
     Raises:
         InputError: there is no user message with text.
     """
     for m in reversed(messages):
+        parts = to_message(m).images if images and m.role == MessageRole.USER else ()
+        if parts:  # an image gate classifies the image in the message
+            return parts[0].data_url
         if m.role == MessageRole.USER and m.content:
             return m.content
     raise InputError(
@@ -173,7 +177,7 @@ class DataShuntLLM(LLM):
         text = self._text_of(messages)
         decision, request = self._runner.plan(text)
         if request is None:
-            return self._runner.small(text, decision)
+            return self._runner.small(text, decision, audit_llm=self.llm)
         call = LlamaIndexCall(self.llm, messages=self._inject_chat(request, messages), **kwargs)
         return self.shunt.ask(request, call)
 
@@ -181,14 +185,14 @@ class DataShuntLLM(LLM):
         text = self._text_of(messages)
         decision, request = await self._runner.aplan(text)
         if request is None:
-            return await self._runner.asmall(text, decision)
+            return await self._runner.asmall(text, decision, audit_llm=self.llm)
         call = LlamaIndexCall(self.llm, messages=self._inject_chat(request, messages), **kwargs)
         return await self.shunt.aask(request, call)
 
     def _complete(self, prompt: str, formatted: bool, kwargs: dict[str, Any]) -> ShuntResult:
         decision, request = self._runner.plan(prompt)
         if request is None:
-            return self._runner.small(prompt, decision)
+            return self._runner.small(prompt, decision, audit_llm=self.llm)
         call = LlamaIndexCall(
             self.llm, prompt=self._inject_prompt(request, prompt), formatted=formatted, **kwargs
         )
@@ -197,7 +201,7 @@ class DataShuntLLM(LLM):
     async def _acomplete(self, prompt: str, formatted: bool, kwargs: dict[str, Any]) -> ShuntResult:
         decision, request = await self._runner.aplan(prompt)
         if request is None:
-            return await self._runner.asmall(prompt, decision)
+            return await self._runner.asmall(prompt, decision, audit_llm=self.llm)
         call = LlamaIndexCall(
             self.llm, prompt=self._inject_prompt(request, prompt), formatted=formatted, **kwargs
         )
@@ -206,7 +210,9 @@ class DataShuntLLM(LLM):
     # ---- pure steps ---------------------------------------------------------------------------
 
     def _text_of(self, messages: Sequence[ChatMessage]) -> str:
-        return (self.text_from or last_user_text)(messages)
+        if self.text_from is not None:
+            return self.text_from(messages)
+        return last_user_text(messages, images=self.shunt.takes_images)
 
     def _instruction(self, request: LLMRequest) -> str:
         return render_prompt(self.instruction, request.variables)

@@ -36,6 +36,8 @@ from datashunt import LLMReply
 from datashunt.llm.wire import ReplyAccumulator, as_wire
 from datashunt.types import Message
 
+from ._runner import to_message
+
 if TYPE_CHECKING:  # the openai SDK loads on the first request, not with the adapter
     from datashunt.llm import OpenAICompatLLM
 
@@ -218,7 +220,8 @@ def _user(prompt: str) -> list[ChatMessage]:
 
 
 def _messages(messages: Sequence[ChatMessage]) -> list[Message]:
-    return [Message(m.role.value, m.content or "") for m in messages]
+    # an ImageBlock travels as an image part (sent as an OpenAI image_url)
+    return [to_message(m) for m in messages]
 
 
 def _li_logprobs(content: Any) -> list[list[LogProb]] | None:

@@ -128,7 +128,7 @@ class DataShuntSelector(BaseSelector):
         text = query.query_str
         decision, request = self._runner.plan(text)
         if request is None:
-            return self._selection(self._runner.small(text, decision), index)
+            return self._selection(self._runner.small(text, decision, None, self._llm), index)
         request = self._llm_request(request, choices, index)
         result = self.shunt.ask(request, LlamaIndexCall(self._llm))
         return self._selection(result, index)
@@ -138,7 +138,8 @@ class DataShuntSelector(BaseSelector):
         text = query.query_str
         decision, request = await self._runner.aplan(text)
         if request is None:
-            return self._selection(await self._runner.asmall(text, decision), index)
+            small = await self._runner.asmall(text, decision, None, self._llm)
+            return self._selection(small, index)
         request = self._llm_request(request, choices, index)
         result = await self.shunt.aask(request, LlamaIndexCall(self._llm))
         return self._selection(result, index)

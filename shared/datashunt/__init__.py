@@ -9,7 +9,7 @@ from __future__ import annotations
 from . import _moved
 from ._version import __version__
 from .data import Dataset, Example, read_dataset
-from .engine import ModelCall, Rendered, Shunt
+from .engine import DriftMonitor, DriftWarning, ModelCall, Price, Rendered, Shunt
 from .errors import (
     ConfigError,
     DataError,
@@ -42,7 +42,7 @@ from .training import (
     train_gate,
 )
 from .transfer import PromptTransfer, TransferResult
-from .types import Decision, LLMReply, LLMRequest, Message, ParsedAnswer, ShuntResult
+from .types import Decision, LLMReply, LLMRequest, Message, ParsedAnswer, Receipt, ShuntResult
 
 _moved.install()  # the module paths of 0.1 (datashunt.retry, ...) still import, with a warning
 
@@ -57,6 +57,8 @@ __all__ = [
     "ConfigError",
     "DataError",
     "DataShuntError",
+    "DriftMonitor",
+    "DriftWarning",
     "Dataset",
     "Decision",
     "DistillConfig",
@@ -82,6 +84,8 @@ __all__ = [
     "RetryPolicy",
     "Shunt",
     "ShuntPolicy",
+    "Price",
+    "Receipt",
     "ShuntResult",
     "StoreError",
     "TrainConfig",

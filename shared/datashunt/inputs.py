@@ -24,7 +24,9 @@ def validate_text(text: object, *, index: int | None = None, max_chars: int | No
         raise InputError(f"{where} must be a str, got {type(text).__name__}: convert it to text")
     if not text.strip():
         raise InputError(f"{where} is empty or whitespace only: there is nothing to classify")
-    if max_chars is not None and len(text) > max_chars:
+    # an image travels as its data URL (datashunt.images): a photo of a few MB is not a runaway
+    # text, so the text limit does not apply to it
+    if max_chars is not None and len(text) > max_chars and not text.startswith("data:image/"):
         raise InputError(
             f"{where} has {len(text):,} characters, over the limit of {max_chars:,}: "
             "shorten it, or raise max_chars"

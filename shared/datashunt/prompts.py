@@ -12,14 +12,16 @@ from collections.abc import Mapping
 from typing import Literal
 
 from .errors import ConfigError
+from .images import IMAGE_PLACEHOLDER, is_image_input
 from .policy import ShuntPolicy
-from .types import Decision
+from .types import Decision, LLMRequest
 
 __all__ = [
     "DEFAULT_TEMPLATE",
     "PROMPT_MODES",
     "PromptMode",
     "TEMPLATE_VARIABLES",
+    "build_request",
     "conformal_candidates",
     "hard_candidates",
     "offered_candidates",
@@ -133,7 +135,8 @@ def prompt_variables(
     # label, even with a small probability, would invite the answer it rules out.
     shown = {lab: p for lab, p in decision.probabilities.items() if lab in cands}
     return {
-        "text": text,
+        # an image goes to the model as a part of the message, not as text in the prompt
+        "text": IMAGE_PLACEHOLDER if is_image_input(text) else text,
         "labels": ", ".join(policy.labels),
         "candidates": ", ".join(cands),
         "hint": soft_hint(shown, policy.hint_top_k, noun) + "\n" if soft else "",
@@ -155,3 +158,25 @@ def render_prompt(template: str, variables: Mapping[str, str]) -> str:
             f"prompt template uses {{{exc.args[0]}}}, which is not a shunt variable; "
             f"available: {sorted(variables)}"
         ) from exc
+
+
+def build_request(
+    template: str,
+    policy: ShuntPolicy,
+    decision: Decision,
+    mode: PromptMode,
+    text: str,
+    shown: str,
+    noun: str = "text",
+    audit: bool = False,
+) -> LLMRequest:
+    """The :class:`LLMRequest` for one input: its variables, prompt and offered candidates.
+
+    Args:
+        text: the input; ``shown``: what the prompt shows of it (its transferred form).
+        audit: an audit of a gate answer (mode ``"none"``: no hint, every label).
+    """
+    variables = prompt_variables(decision, policy, mode, shown, noun=noun)
+    prompt = render_prompt(template, variables)
+    cands = offered_candidates(decision, policy, mode)
+    return LLMRequest(text, decision, variables, prompt, candidates=cands, audit=audit)

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from .images import ImagePart
 
 __all__ = [
     "Decision",
@@ -54,23 +57,44 @@ class Message:
     Attributes:
         role: ``"system"``, ``"user"``, ``"assistant"``, ``"tool"``, ...
         content: its text (multimodal blocks are rendered to their text parts).
+        images: the images it carries (:class:`~datashunt.images.ImagePart`); a record holds
+            their hash and size, the wire form their bytes.
     """
 
     role: str
     content: str
+    images: tuple[ImagePart, ...] = ()
 
-    def to_json(self) -> dict[str, str]:
-        """``{"role", "content"}``, the OpenAI wire form."""
-        return {"role": self.role, "content": self.content}
+    def to_json(self) -> dict[str, Any]:
+        """``{"role", "content"}`` (plus ``images``: each one's type, hash and size), the
+        recorded form: an image's bytes are never in it."""
+        out: dict[str, Any] = {"role": self.role, "content": self.content}
+        if self.images:
+            out["images"] = [im.to_json() for im in self.images]
+        return out
+
+    def to_wire(self) -> dict[str, Any]:
+        """The OpenAI chat wire form: a text message, or a list of a text part and one
+        ``image_url`` part per image."""
+        if not self.images:
+            return {"role": self.role, "content": self.content}
+        parts: list[dict[str, Any]] = [{"type": "text", "text": self.content}]
+        parts += [{"type": "image_url", "image_url": {"url": im.data_url}} for im in self.images]
+        return {"role": self.role, "content": parts}
+
+    @property
+    def text(self) -> str:
+        """The content followed by each image's description (hash and size)."""
+        return " ".join([self.content, *(im.describe() for im in self.images)])
 
 
 def messages_text(messages: Sequence[Message]) -> str:
     """The text form of what a model received, for the store's ``prompt`` column and the
     answer cache's key: the user message itself when it is the only message, else one
-    ``role: content`` block per message."""
+    ``role: content`` block per message. An image is named by its hash and size."""
     if len(messages) == 1 and messages[0].role == "user":
-        return messages[0].content
-    return "\n".join(f"{m.role}: {m.content}" for m in messages)
+        return messages[0].text
+    return "\n".join(f"{m.role}: {m.text}" for m in messages)
 
 
 @dataclass(frozen=True)

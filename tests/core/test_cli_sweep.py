@@ -44,6 +44,12 @@ def _cases(tmp: Path) -> dict[str, list[list[str]]]:
         "monitor": [["--store", absent_store]],
         "bench": [["--data", f"{MISSING}/d.csv", "--llm-column", "llm_label", "--no-plot"]],
         "llm-server": [["--model", f"{MISSING}/m.gguf"]],
+        "batch": [
+            ["--data", f"{MISSING}/d.csv", "--out", str(tmp / "o.parquet")]
+            + ["--gate", f"{MISSING}/gate", "--llm-column", "a"],
+            ["--data", f"{MISSING}/d.csv", "--out", str(tmp / "o.parquet")]
+            + ["--gate", str(tmp), "--llm-column", "a", "--budget", "0.3"],
+        ],
     }
 
 

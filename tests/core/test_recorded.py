@@ -56,8 +56,13 @@ def test_empty_cell_is_an_unreadable_answer_and_the_shunt_falls_back() -> None:
 
 def test_input_without_a_recorded_row_is_an_error_not_a_guess() -> None:
     llm = ColumnReplayLLM({"a": "positive"}, model="rec")
-    shunt = Shunt(KeywordGate(), ShuntPolicy(labels=("negative", "positive"), threshold=1.0),
-                  prompt_mode="none", llm=llm, on_llm_error="raise")
+    shunt = Shunt(
+        KeywordGate(),
+        ShuntPolicy(labels=("negative", "positive"), threshold=1.0),
+        prompt_mode="none",
+        llm=llm,
+        on_llm_error="raise",
+    )
     with pytest.raises(LLMError, match="no recorded answer"):
         shunt.run_batch(["never recorded"])
     assert llm.misses == 1
@@ -190,10 +195,10 @@ def test_bench_recorded_cascade_with_two_columns() -> None:
         {"b": ColumnReplayLLM(b, model="b"), "a": ColumnReplayLLM(a, model="a")},
         dev,
         test,
-        config=RecordedConfig(budgets=(0.5,), costs={"a": 0.5, "b": 1.0}),
+        config=RecordedConfig(budgets=(0.5,), costs={"a": 0.5, "b": 1.0}, cascade_max_costs=(0.5,)),
         progress=False,
     )
-    c = res["cascade"]
+    c = res["cascade"]["c50"]
     assert c["tiers"] == ["a", "b"]  # cheaper tier first
     assert c["cost_vs_dearest_alone"] <= 0.5
     assert c["accuracy"] >= res["methods"]["small"]["accuracy"]
@@ -208,8 +213,9 @@ def _csv(path: Path) -> Path:
     for split, n in (("train", 30), ("dev", 40), ("test", 30)):
         for e, ans in zip(_data(n, hash(split) % 97).examples, range(n), strict=True):
             answer = "" if ans % 9 == 4 else e.label
-            rows.append({"split": split, "text": f"{split} {e.text}", "label": e.label,
-                         "my_llm": answer})
+            rows.append(
+                {"split": split, "text": f"{split} {e.text}", "label": e.label, "my_llm": answer}
+            )
     with path.open("w", newline="", encoding="utf-8") as fh:
         w = csv.DictWriter(fh, fieldnames=["split", "text", "label", "my_llm"])
         w.writeheader()
@@ -220,11 +226,27 @@ def _csv(path: Path) -> Path:
 def test_cli_bench_any_csv_with_a_gate(tmp_path: Path, tiny_bert: Path) -> None:
     data = _csv(tmp_path / "mine.csv")
     out = tmp_path / "rec.json"
-    code = main([
-        "bench", "--data", str(data), "--text-col", "text", "--label-col", "label",
-        "--split-col", "split", "--llm-column", "my_llm", "--gate", str(tiny_bert),
-        "--out", str(out), "--no-plot", "--no-progress",
-    ])
+    code = main(
+        [
+            "bench",
+            "--data",
+            str(data),
+            "--text-col",
+            "text",
+            "--label-col",
+            "label",
+            "--split-col",
+            "split",
+            "--llm-column",
+            "my_llm",
+            "--gate",
+            str(tiny_bert),
+            "--out",
+            str(out),
+            "--no-plot",
+            "--no-progress",
+        ]
+    )
     assert code == 0
     rep = json.loads(out.read_text(encoding="utf-8"))
     res = rep["datasets"]["mine.csv"]
@@ -238,10 +260,65 @@ def test_cli_bench_any_csv_with_a_gate(tmp_path: Path, tiny_bert: Path) -> None:
     assert "not replayable" in out.with_suffix(".md").read_text(encoding="utf-8")
 
 
-def test_cli_bench_file_without_split_col_says_what_to_pass(tmp_path: Path, tiny_bert: Path,
-                                                            capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_bench_file_without_split_col_says_what_to_pass(
+    tmp_path: Path, tiny_bert: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     data = _csv(tmp_path / "mine.csv")
-    code = main(["bench", "--data", str(data), "--llm-column", "my_llm", "--gate", str(tiny_bert),
-                 "--out", str(tmp_path / "x.json"), "--no-plot"])
+    code = main(
+        [
+            "bench",
+            "--data",
+            str(data),
+            "--llm-column",
+            "my_llm",
+            "--gate",
+            str(tiny_bert),
+            "--out",
+            str(tmp_path / "x.json"),
+            "--no-plot",
+        ]
+    )
     assert code == 2
     assert "--split-col" in capsys.readouterr().err
+
+
+def test_deferral_head_learns_where_the_llm_helps() -> None:
+    from datashunt.training.ranking import DeferralHead
+
+    rng = np.random.default_rng(0)
+    n = 400
+    feature = rng.normal(size=(n, 1))
+    probs = np.full((n, 2), 0.5)
+    # the LLM is right and the gate wrong exactly where the feature is high
+    helps = feature[:, 0] > 0.5
+    small_ok, llm_ok = ~helps, np.ones(n, dtype=bool)
+    head = DeferralHead().fit(feature, probs, small_ok, llm_ok)
+    score = head.score(feature, probs)  # higher = keep with the gate
+    assert auroc(score, ~helps) > 0.95
+
+
+def test_calibrate_target_accuracy_from_a_recorded_column(
+    tmp_path: Path, tiny_bert: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = _csv(tmp_path / "mine.csv")
+    code = main(
+        [
+            "calibrate",
+            "--gate",
+            str(tiny_bert),
+            "--data",
+            str(data),
+            "--split-col",
+            "split",
+            "--target",
+            "accuracy",
+            "--llm-column",
+            "my_llm",
+            "--dry-run",
+        ]
+    )
+    assert code == 0
+    out = capsys.readouterr().out
+    # 40 dev rows, an empty cell every 9th (i % 9 == 4: 4, 13, 22, 31): 36 right of 40
+    assert "recorded LLM (my_llm) accuracy on 40 dev inputs: 0.9000" in out
+    assert "4 without a recorded label" in out

@@ -192,8 +192,11 @@ async def test_middleware_async() -> None:
 def test_langchain_api_is_pinned() -> None:
     assert set(langchain_datashunt.__all__) == {
         "DECISION_EVENT",
+        "DRIFT_EVENT",
+        "RECEIPT_EVENT",
         "AsyncDataShuntCallbackHandler",
         "DataShuntCallbackHandler",
+        "DataShuntChatModel",
         "DataShuntMiddleware",
         "DataShuntRouter",
         "DataShuntRunnable",

@@ -46,9 +46,12 @@ class FaultProxy:
         port: int = 0,
         *,
         default: str = "pass",
+        delay: float = 0.0,
     ) -> None:
         self.upstream = urlsplit(upstream) if upstream else None
         self.default = default  # the fault once the schedule is empty: "answer:X" answers X always
+        self.delay = delay  # seconds each request waits before its fault (a slow provider)
+        self.bodies: list[bytes] = []  # each request's body, in arrival order
         self._schedule: deque[str] = deque(schedule)
         self._lock = threading.Lock()
         self.log: list[str] = []  # the fault each request met, in arrival order
@@ -120,7 +123,11 @@ class FaultProxy:
     def _handle(self, h: BaseHTTPRequestHandler) -> None:
         length = int(h.headers.get("Content-Length") or 0)
         body = h.rfile.read(length) if length else b""
+        with self._lock:
+            self.bodies.append(body)
         fault = self._next()
+        if self.delay:
+            time.sleep(self.delay)
         kind, _, arg = fault.partition(":")
         try:
             stream = bool(json.loads(body or b"{}").get("stream"))

@@ -77,23 +77,26 @@ class RecordedConfig:
     Attributes:
         budgets: LLM-call budgets; δ is chosen on dev for each (plus the dev-accuracy max).
         costs: relative cost of one call per column (default :data:`DEFAULT_COSTS`, else 1).
-        cascade_max_cost: the cascade's thresholds are chosen on dev for the best accuracy at
-            no more than this share of the dearest LLM's cost when asked about everything.
+        cascade_max_costs: the cascade's thresholds are chosen on dev for the best accuracy at
+            no more than each of these shares of the dearest LLM's cost when asked about
+            everything (one cascade row per cap).
         curve_points: call rates on the curve.
         seed: the deferral head's seed.
     """
 
     budgets: tuple[float, ...] = (0.2, 0.3, 0.4, 0.5)
     costs: Mapping[str, float] = field(default_factory=dict)
-    cascade_max_cost: float = 0.5
+    cascade_max_costs: tuple[float, ...] = (0.5, 0.75, 0.9)
     curve_points: int = 41
     seed: int = 0
 
     def __post_init__(self) -> None:
         if not self.budgets or not all(0.0 < b <= 1.0 for b in self.budgets):
             raise ConfigError(f"budgets must be in (0, 1], got {list(self.budgets)}")
-        if not 0.0 < self.cascade_max_cost <= 1.0:
-            raise ConfigError(f"cascade_max_cost must be in (0, 1], got {self.cascade_max_cost}")
+        if not all(0.0 < c <= 1.0 for c in self.cascade_max_costs):
+            raise ConfigError(
+                f"cascade_max_costs must be in (0, 1], got {list(self.cascade_max_costs)}"
+            )
 
     def cost(self, column: str) -> float:
         """The relative cost of one call to the model recorded in ``column``."""
@@ -139,7 +142,9 @@ def _shunt(gate: Gate, policy: ShuntPolicy, task: TaskSpec, llm: ColumnReplayLLM
     )
 
 
-def _ask(shunt: Shunt, texts: Sequence[str], probs: FloatArray, routed: BoolArray) -> dict[int, tuple[str, str]]:
+def _ask(
+    shunt: Shunt, texts: Sequence[str], probs: FloatArray, routed: BoolArray
+) -> dict[int, tuple[str, str]]:
     """Ask the shunt's LLM, through the engine, about the ``routed`` inputs."""
     labels = tuple(shunt.policy.labels)
     decisions = []
@@ -148,7 +153,7 @@ def _ask(shunt: Shunt, texts: Sequence[str], probs: FloatArray, routed: BoolArra
         decisions.append(replace(d, route="llm" if r else "small", candidates=labels))
     requests = shunt.prepare(texts, decisions)
     index = [i for i, r in enumerate(routed) if r]
-    out = {}
+    out: dict[int, tuple[str, str]] = {}
     for i, req in zip(index, requests, strict=True):
         res = shunt.ask(req, record=False)
         out[i] = (res.label, res.source)
@@ -217,6 +222,7 @@ def _cascade(
     shunts: Mapping[str, Shunt],
     texts: Sequence[str],
     config: RecordedConfig,
+    cap: float,
 ) -> dict[str, Any]:
     a, b = cols
     cost_a, cost_b = config.cost(a), config.cost(b)
@@ -229,7 +235,7 @@ def _cascade(
                 out[i] = split.probs[i, labels.index(label)]
         return out
 
-    agree_dev, agree_test = agreement(dev), agreement(test)
+    agree_dev = agreement(dev)
     a_dev = dev.llm_correct(a, labels, strict=False)
     b_dev = dev.llm_correct(b, labels, strict=False)
     best: tuple[float, float, float, float] | None = None  # (accuracy, -cost, δ_gate, δ_a)
@@ -240,7 +246,7 @@ def _cascade(
                 dev_score, agree_dev, dev.small_correct, a_dev, b_dev, d_gate, float(d_a)
             )
             cost = (cost_a * asked_a.mean() + cost_b * asked_b.mean()) / cost_b
-            if cost > config.cascade_max_cost:
+            if cost > cap + 1e-12:
                 continue
             key = (float(correct.mean()), -float(cost), d_gate, float(d_a))
             if best is None or key[:2] > best[:2]:
@@ -322,12 +328,18 @@ def bench_recorded(
     shunts = {col: _shunt(gate, policy, task, llm) for col, llm in llms.items()}
     feats = features if callable(features) else None
     dev_s = _split(
-        dev, labels, np.asarray(gate.predict_proba(dev.texts), dtype=np.float64),
-        feats(dev.texts) if feats else None, shunts,
+        dev,
+        labels,
+        np.asarray(gate.predict_proba(dev.texts), dtype=np.float64),
+        feats(dev.texts) if feats else None,
+        shunts,
     )
     test_s = _split(
-        test, labels, np.asarray(gate.predict_proba(test.texts), dtype=np.float64),
-        feats(test.texts) if feats else None, shunts,
+        test,
+        labels,
+        np.asarray(gate.predict_proba(test.texts), dtype=np.float64),
+        feats(test.texts) if feats else None,
+        shunts,
     )
     primary = next(iter(llms))
     # the routers and the curve use the shunt's view: an unreadable answer falls back to the gate
@@ -341,11 +353,16 @@ def bench_recorded(
     if train is not None:
         try:
             train_s = _split(
-                train, labels, np.asarray(gate.predict_proba(train.texts), dtype=np.float64),
-                feats(train.texts) if feats else None, {primary: shunts[primary]},
+                train,
+                labels,
+                np.asarray(gate.predict_proba(train.texts), dtype=np.float64),
+                feats(train.texts) if feats else None,
+                {primary: shunts[primary]},
             )
             head = DeferralHead(seed=config.seed).fit(
-                train_s.features, train_s.probs, train_s.small_correct,
+                train_s.features,
+                train_s.probs,
+                train_s.small_correct,
                 train_s.llm_correct(primary, labels, strict=False),
             )
             dev_scores["deferral"] = head.score(dev_s.features, dev_s.probs)
@@ -360,8 +377,11 @@ def bench_recorded(
     n = len(test)
     small = test_s.small_correct
     methods: dict[str, dict[str, Any]] = {
-        "small": {"accuracy": float(small.mean()), "llm_rate": 0.0,
-                  "auroc_gate_right": auroc(test_score, small)},
+        "small": {
+            "accuracy": float(small.mean()),
+            "llm_rate": 0.0,
+            "auroc_gate_right": auroc(test_score, small),
+        },
     }
     for col in llms:
         strict = test_s.llm_correct(col, labels, strict=True)
@@ -422,22 +442,37 @@ def bench_recorded(
         out["per_class"] = _per_class(test_s, labels, llms, per_class_routes, per_class_correct)
     if len(llms) >= 2:
         cols = sorted(list(llms)[:2], key=config.cost)  # cheaper tier first
-        out["cascade"] = _cascade(
-            dev_s, test_s, dev_score, test_score, (cols[0], cols[1]), labels, shunts,
-            test.texts, config,
-        )
-        methods["cascade"] = {
-            "accuracy": out["cascade"]["accuracy"],
-            "llm_rate": out["cascade"]["llm_rate"],
-            "cost_vs_dearest_alone": out["cascade"]["cost_vs_dearest_alone"],
-        }
+        out["cascade"] = {}
+        for cap in config.cascade_max_costs:
+            tag = f"c{round(100 * cap)}"
+            c = _cascade(
+                dev_s,
+                test_s,
+                dev_score,
+                test_score,
+                (cols[0], cols[1]),
+                labels,
+                shunts,
+                test.texts,
+                config,
+                cap,
+            )
+            c["max_cost"] = cap
+            out["cascade"][tag] = c
+            methods[f"cascade-{tag}"] = {
+                "accuracy": c["accuracy"],
+                "llm_rate": c["llm_rate"],
+                "cost_vs_dearest_alone": c["cost_vs_dearest_alone"],
+            }
     out["seconds"] = round(time.perf_counter() - t0, 1)
     if progress:
         print(recorded_markdown(name, out))
     return out
 
 
-def _dev_figures(score: FloatArray, small: BoolArray, llm: BoolArray, d: float) -> tuple[float, float]:
+def _dev_figures(
+    score: FloatArray, small: BoolArray, llm: BoolArray, d: float
+) -> tuple[float, float]:
     routed = score < d
     return float(np.where(routed, llm, small).mean()), float(routed.mean())
 
@@ -484,12 +519,16 @@ def recorded_markdown(name: str, res: Mapping[str, Any]) -> str:
         "|---|---:|---:|---:|---:|",
     ]
     auc = m["small"].get("auroc_gate_right")
-    lines.append(f"| gate alone (AUROC of its confidence {auc:.3f}) | "
-                 f"{_pct(m['small']['accuracy'])} | 0.0 | | |")
+    lines.append(
+        f"| gate alone (AUROC of its confidence {auc:.3f}) | "
+        f"{_pct(m['small']['accuracy'])} | 0.0 | | |"
+    )
     for key, v in m.items():
         if key.startswith("llm"):
-            lines.append(f"| `{v['column']}` alone ({v['unreadable']} unreadable) | "
-                         f"{_pct(v['accuracy'])} | 100.0 | | {_pct(v['dev_accuracy'])} |")
+            lines.append(
+                f"| `{v['column']}` alone ({v['unreadable']} unreadable) | "
+                f"{_pct(v['accuracy'])} | 100.0 | | {_pct(v['dev_accuracy'])} |"
+            )
     for key, v in m.items():
         if key.startswith("ds-"):
             tag = key[3:]
@@ -498,32 +537,46 @@ def recorded_markdown(name: str, res: Mapping[str, Any]) -> str:
                 f"| Data Shunt, {what} | {_pct(v['accuracy'])} | {_pct(v['llm_rate'])} | "
                 f"{v['delta']:.4f} | {_pct(v['dev_accuracy'])} |"
             )
-            lines.append(f"| random router, same rate | {_pct(m['random-' + tag]['accuracy'])} "
-                         f"| {_pct(v['llm_rate'])} | | |")
-            lines.append(f"| oracle router, same rate | {_pct(m['oracle-' + tag]['accuracy'])} "
-                         f"| {_pct(v['llm_rate'])} | | |")
-    if "cascade" in res:
-        c = res["cascade"]
+            lines.append(
+                f"| random router, same rate | {_pct(m['random-' + tag]['accuracy'])} "
+                f"| {_pct(v['llm_rate'])} | | |"
+            )
+            lines.append(
+                f"| oracle router, same rate | {_pct(m['oracle-' + tag]['accuracy'])} "
+                f"| {_pct(v['llm_rate'])} | | |"
+            )
+    for c in (res.get("cascade") or {}).values():
         a, b = c["tiers"]
         lines.append(
-            f"| cascade gate → `{a}` → `{b}` ({_pct(c['rate_by_tier'][a])} % / "
-            f"{_pct(c['rate_by_tier'][b])} % calls, cost {c['cost_vs_dearest_alone']:.2f} of "
-            f"`{b}` alone) | {_pct(c['accuracy'])} | {_pct(c['llm_rate'])} | "
-            f"{c['delta_gate']:.4f} / {c['delta_agreement']:.2f} | {_pct(c['dev']['accuracy'])} |"
+            f"| cascade gate → `{a}` → `{b}`, cost ≤ {c['max_cost']:.2f} on dev "
+            f"({_pct(c['rate_by_tier'][a])} % / {_pct(c['rate_by_tier'][b])} % calls, cost "
+            f"{c['cost_vs_dearest_alone']:.2f} of `{b}` alone) | {_pct(c['accuracy'])} | "
+            f"{_pct(c['llm_rate'])} | {c['delta_gate']:.4f} / {c['delta_agreement']:.2f} | "
+            f"{_pct(c['dev']['accuracy'])} |"
         )
     for key in NOT_REPLAYABLE:
-        lines.append(f"| {key}: not replayable (prompt differs from the recorded one) | – | – | | |")
+        lines.append(
+            f"| {key}: not replayable (prompt differs from the recorded one) | – | – | | |"
+        )
     per_class = res.get("per_class")
     if per_class:
         tags = [k[3:] for k in m if k.startswith("ds-")]
         cols = res["llm_columns"]
-        lines += ["", "Accuracy % per class (LLM calls % in brackets):", "",
-                  "| class | n | gate | " + " | ".join(f"`{c}`" for c in cols) + " | "
-                  + " | ".join(f"ds-{t}" for t in tags) + " |",
-                  "|---|---:|---:|" + "---:|" * (len(cols) + len(tags))]
+        lines += [
+            "",
+            "Accuracy % per class (LLM calls % in brackets):",
+            "",
+            "| class | n | gate | "
+            + " | ".join(f"`{c}`" for c in cols)
+            + " | "
+            + " | ".join(f"ds-{t}" for t in tags)
+            + " |",
+            "|---|---:|---:|" + "---:|" * (len(cols) + len(tags)),
+        ]
         for lab, row in per_class.items():
             cells = [_pct(row["small"])] + [_pct(row[c]) for c in cols]
-            cells += [f"{_pct(row['ds-' + t])} ({_pct(row['ds-' + t + '-llm_rate'])})"
-                      for t in tags]
+            cells += [
+                f"{_pct(row['ds-' + t])} ({_pct(row['ds-' + t + '-llm_rate'])})" for t in tags
+            ]
             lines.append(f"| {lab} | {row['n']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

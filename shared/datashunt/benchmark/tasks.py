@@ -82,6 +82,12 @@ _SENTIMENT = (
 TASKS: dict[str, TaskSpec] = {
     "amazon-mds": TaskSpec(_SENTIMENT.format(noun="review", title="Review"), "review"),
     "sst2": TaskSpec(_SENTIMENT.format(noun="movie review", title="Review"), "movie review"),
+    "mr": TaskSpec(_SENTIMENT.format(noun="movie review", title="Review"), "movie review"),
+    "isear": TaskSpec(
+        "Classify the emotion this person describes as one of: {candidates}. {hint}"
+        "Answer with one word.\nText: {text}\nAnswer:",
+        "text",
+    ),
     "agnews": TaskSpec(
         "Classify the topic of this news article as one of: {candidates}. {hint}"
         "Answer with one word.\nArticle: {text}\nAnswer:",

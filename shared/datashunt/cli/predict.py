@@ -56,6 +56,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             "label": d.label,
             "confidence": round(d.confidence, 4),
             "candidates": list(d.candidates),
+            # the decision's receipt: policy version, δ, the guarantee, P(gate wrong)
+            "receipt": shunt.receipt_of(d).to_json(),
         }
         print(json.dumps(row, ensure_ascii=False))
     return 0

@@ -9,26 +9,31 @@ from typing import Any
 
 from ..data import Dataset
 from ..gates import Gate
+from ..llm import RetryPolicy
 from .common import add_data_args, existing_gate, read_data, warn
 
 __all__ = ["register"]
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from ..training import TrainConfig, train_gate
+    from ..training import TrainConfig, TrainReport, train_gate
 
-    train = read_data(args, args.split)
-    dev = read_data(args, args.dev_split, train.labels) if args.dev_split else None
-    cfg = TrainConfig(
-        kind=args.kind,
-        epochs=args.epochs,
-        lr=args.lr,
-        batch_size=args.batch_size,
-        max_length=args.max_length,
-        seed=args.seed,
-    )
-    print(f"training a {cfg.kind} gate on {len(train)} examples, labels {list(train.labels)}")
-    rep = train_gate(train, args.out, dev=dev, backbone=args.backbone, config=cfg)
+    rep: TrainReport
+    if args.kind == "image":
+        rep = _train_image(args)
+    else:
+        train = read_data(args, args.split)
+        dev = read_data(args, args.dev_split, train.labels) if args.dev_split else None
+        cfg = TrainConfig(
+            kind=args.kind,
+            epochs=args.epochs or 2,
+            lr=args.lr or 5e-5,
+            batch_size=args.batch_size or 16,
+            max_length=args.max_length,
+            seed=args.seed,
+        )
+        print(f"training a {cfg.kind} gate on {len(train)} examples, labels {list(train.labels)}")
+        rep = train_gate(train, args.out, dev=dev, backbone=args.backbone, config=cfg)
     print(f"wrote {rep.out_dir} in {rep.seconds:.1f}s")
     if rep.dev_accuracy is not None:
         print(
@@ -36,6 +41,24 @@ def _cmd_train(args: argparse.Namespace) -> int:
             f"(majority class {rep.majority_accuracy:.4f})"
         )
     return 0
+
+
+def _train_image(args: argparse.Namespace) -> Any:
+    """``--kind image``: ``--data`` is a folder with one sub-folder of images per class."""
+    from ..training.image import ImageTrainConfig, image_folder, train_image_gate
+
+    train = image_folder(args.data)
+    dev = image_folder(args.dev_data, labels=train.labels) if args.dev_data else None
+    cfg = ImageTrainConfig(
+        epochs=args.epochs or 10,
+        lr=args.lr or 1e-3,
+        batch_size=args.batch_size or 32,
+        image_size=args.image_size,
+        seed=args.seed,
+        threads=args.threads,
+    )
+    print(f"training an image gate on {len(train)} images, labels {list(train.labels)}")
+    return train_image_gate(train, args.out, dev=dev, backbone=args.backbone, config=cfg)
 
 
 def _cmd_calibrate(args: argparse.Namespace) -> int:
@@ -46,7 +69,9 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     dev = read_data(args, args.split, gate.labels)
     check_calibration_rows(len(dev), args.min_rows)  # before any LLM call is paid for
     target: Target
-    if args.target == "accuracy" and args.llm_url and args.llm_accuracy is None:
+    if args.target == "accuracy" and args.llm_column and args.llm_accuracy is None:
+        target = MaxAccuracy(llm_correct=_measure_recorded(args, gate, dev))
+    elif args.target == "accuracy" and args.llm_url and args.llm_accuracy is None:
         target = MaxAccuracy(llm_correct=_measure(args, gate, dev))
     else:
         target = parse_target(args.target, llm_accuracy=args.llm_accuracy)
@@ -67,6 +92,23 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
         path = report.policy.save(Path(args.gate))
         print(f"\nwrote {path}")
     return 0
+
+
+def _measure_recorded(args: argparse.Namespace, gate: Gate, dev: Dataset) -> Any:
+    """Per-example correctness of the answers recorded in ``--llm-column``, on all of dev,
+    asked through the engine like a live model (an empty cell is a wrong answer)."""
+    from ..llm import ColumnReplayLLM
+    from ..training import measure_llm_sample
+
+    llm = ColumnReplayLLM.from_data(
+        args.data, args.llm_column, text_col=args.text_col, encoding=args.encoding
+    )
+    measured = measure_llm_sample(gate, dev, llm, sample=len(dev), retry=RetryPolicy(attempts=1))
+    print(
+        f"recorded LLM ({args.llm_column}) accuracy on {measured.asked} dev inputs: "
+        f"{measured.accuracy:.4f} ({llm.empty} without a recorded label, counted wrong)"
+    )
+    return measured.correct
 
 
 def _measure(args: argparse.Namespace, gate: Gate, dev: Dataset) -> Any:
@@ -98,11 +140,25 @@ def register(sub: Any) -> None:
     add_data_args(p, "train")
     p.add_argument("--dev-split", default="dev", help="split to evaluate on ('' for none)")
     p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--kind", choices=("finetune", "embedding"), default="finetune")
-    p.add_argument("--backbone", help="local model directory (default: packaged all-MiniLM-L6-v2)")
-    p.add_argument("--epochs", type=int, default=2)
-    p.add_argument("--lr", type=float, default=5e-5)
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument(
+        "--kind",
+        choices=("finetune", "embedding", "image"),
+        default="finetune",
+        help="image: --data is a folder with one sub-folder of images per class",
+    )
+    p.add_argument(
+        "--backbone",
+        help="local model directory (default: packaged all-MiniLM-L6-v2; for images a small "
+        "ViT trained from scratch)",
+    )
+    p.add_argument("--epochs", type=int, help="default 2 (image: 10)")
+    p.add_argument("--lr", type=float, help="default 5e-5 (image: 1e-3)")
+    p.add_argument("--batch-size", type=int, help="default 16 (image: 32)")
+    p.add_argument("--dev-data", help="--kind image: a folder of dev images to report accuracy on")
+    p.add_argument("--image-size", type=int, default=32, help="--kind image: input side, pixels")
+    p.add_argument(
+        "--threads", type=int, help="--kind image: torch threads (1 is fastest on a busy CPU)"
+    )
     p.add_argument("--max-length", type=int, default=256)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_train)
@@ -126,6 +182,11 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--llm-model", help="model name at --llm-url")
     p.add_argument("--llm-sample", type=int, default=100, help="dev inputs to ask the LLM")
+    p.add_argument(
+        "--llm-column",
+        help="for --target accuracy: the LLM's answers recorded in this column of the data "
+        "(mr: llm_label; isear: gpt35_label, llama2_70b_label), measured on all of dev",
+    )
     p.add_argument(
         "--confidence",
         type=float,

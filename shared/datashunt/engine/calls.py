@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from ..errors import ConfigError, LLMError
+from ..images import images_of
 from ..llm.retry import empty_answer_error
 from ..types import LLMReply, LLMRequest, Message
 
@@ -135,7 +136,7 @@ class FunctionCall(ModelCall[LLMRequest]):
         self.model_name = model_name or _name_of(llm) or _name_of(allm)
 
     def render(self, request: LLMRequest) -> Rendered[LLMRequest]:
-        return Rendered(request, (Message("user", request.prompt),))
+        return Rendered(request, (Message("user", request.prompt, images_of(request.text)),))
 
     def send(self, payload: LLMRequest) -> LLMReply | str:
         if self.llm is None:

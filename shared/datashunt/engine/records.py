@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from ..images import describe_input
 from ..store import CallRecord, describe_error
 from ..types import Decision, LLMReply, LLMRequest, Message, ParsedAnswer, messages_text
 
@@ -39,7 +40,7 @@ def call_record(
         run_id=run_id,
         source=source,
         model=((reply.model if reply and reply.model else None) or model) if asked else None,
-        input_text=text,
+        input_text=describe_input(text),  # an image: its hash and size, never its bytes
         gate_label=decision.label,
         gate_confidence=decision.confidence,
         gate_probs=dict(decision.probabilities),

@@ -21,6 +21,7 @@ from ..policy import ShuntPolicy
 from ..types import Decision, LLMRequest, ShuntResult
 from .batch import Outcome, caught, complete, with_audit
 from .calls import AsyncLLMCall, FunctionCall, LLMCall, ModelCall, Rendered
+from .exchange import Exchange, aexchange, exchange
 from .steps import ShuntSteps
 from .streaming import astream_ask, stream_ask
 
@@ -121,12 +122,10 @@ class Shunt(ShuntSteps):
         try:
             rendered = call.render(request)
         except Exception as exc:  # a template error is recorded, then fallback or raise
-            return self._conclude(call, request, None, None, exc, t0, 0, run_id, record)
+            return self._conclude(call, request, None, Exchange.failed(exc, t0), run_id, record)
         # any provider error is retried per self.retry, then recorded: fallback or raise
-        out = self.retry.call(lambda: call.checked(call.send(rendered.payload)))
-        return self._conclude(
-            call, request, rendered, out.value, out.error, t0, out.attempts, run_id, record
-        )
+        done = exchange(call, rendered.payload, self.retry, t0)
+        return self._conclude(call, request, rendered, done, run_id, record)
 
     async def aask(
         self,
@@ -142,15 +141,14 @@ class Shunt(ShuntSteps):
         try:
             rendered = await call.arender(request)
         except Exception as exc:
-            failed = (call, request, None, None, exc, t0, 0, run_id, record)
-            return await asyncio.to_thread(self._conclude, *failed)
-
-        async def once() -> Any:
-            return call.checked(await call.asend(rendered.payload))
-
-        out = await self.retry.acall(once)
-        args = (call, request, rendered, out.value, out.error, t0, out.attempts, run_id, record)
-        return await asyncio.to_thread(self._conclude, *args)
+            failed = Exchange.failed(exc, t0)
+            return await asyncio.to_thread(
+                self._conclude, call, request, None, failed, run_id, record
+            )
+        done = await aexchange(call, rendered.payload, self.retry, t0)
+        return await asyncio.to_thread(
+            self._conclude, call, request, rendered, done, run_id, record
+        )
 
     def ask_stream(
         self,
@@ -183,21 +181,18 @@ class Shunt(ShuntSteps):
         call: ModelCall[Any],
         request: LLMRequest,
         rendered: Rendered[Any] | None,
-        reply: Any,
-        error: BaseException | None,
-        t0: float,
-        attempts: int,
+        done: Exchange,
         run_id: str | None,
         record: bool,
     ) -> ShuntResult:
         return self.finish(
             request,
-            reply,
-            error=error,
-            latency_s=time.perf_counter() - t0,
+            done.reply,
+            error=done.error,
+            latency_s=done.latency_s,
             run_id=run_id,
             record=record,
-            attempts=attempts,
+            attempts=done.attempts,
             messages=rendered.messages if rendered is not None else None,
             model_name=call.model_name,
         )

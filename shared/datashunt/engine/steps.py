@@ -16,19 +16,12 @@ import numpy as np
 
 from ..errors import ConfigError, GateError, InputError, LLMError, StoreError
 from ..gates import Gate
+from ..images import as_input, images_of
 from ..inputs import DEFAULT_MAX_CHARS, validate_text
 from ..llm.retry import RetryPolicy, status_of
 from ..parsing import AnswerParser, label_distribution_from_logprobs
 from ..policy import ShuntPolicy
-from ..prompts import (
-    DEFAULT_TEMPLATE,
-    PROMPT_MODES,
-    PromptMode,
-    hard_candidates,
-    offered_candidates,
-    prompt_variables,
-    render_prompt,
-)
+from ..prompts import DEFAULT_TEMPLATE, PROMPT_MODES, PromptMode, build_request, hard_candidates
 from ..store import CallRecord, CallStore, open_store
 from ..transfer import PromptTransfer, TransferResult
 from ..types import Decision, LLMReply, LLMRequest, Message, ParsedAnswer, ShuntResult
@@ -105,11 +98,22 @@ class ShuntSteps:
             raise InputError("expected a list of texts, got a single string: pass [text]")
         out: list[str | InputError] = []
         for i, t in enumerate(texts):
-            try:
-                out.append(validate_text(t, index=i, max_chars=self.max_chars))
+            try:  # an image (bytes, PIL, Path) travels as its data URL
+                out.append(validate_text(self.as_input(t, i), index=i, max_chars=self.max_chars))
             except InputError as exc:
                 out.append(exc)
         return out
+
+    @property
+    def takes_images(self) -> bool:
+        """The gate classifies images (``modality = "image"``, e.g. ``HFImageGate``)."""
+        return getattr(self.gate, "modality", "text") == "image"
+
+    def as_input(self, value: object, index: int | None = None) -> object:
+        """For an image gate, an image given as bytes, a PIL image or a ``Path`` as its data
+        URL (the form images travel in); anything else, and every input of a text gate, as is
+        (for the text checks to judge: bytes are no text)."""
+        return as_input(value, index=index) if self.takes_images else value
 
     def decide(self, texts: Sequence[str]) -> list[Decision]:
         """One gate pass over ``texts``: a :class:`Decision` per input.
@@ -120,7 +124,10 @@ class ShuntSteps:
         """
         if isinstance(texts, str):
             raise InputError("decide() takes a list of texts, got a single string: pass [text]")
-        batch = [validate_text(t, index=i, max_chars=self.max_chars) for i, t in enumerate(texts)]
+        batch = [
+            validate_text(self.as_input(t, i), index=i, max_chars=self.max_chars)
+            for i, t in enumerate(texts)
+        ]
         if not batch:
             return []
         probs = np.asarray(self.gate.predict_proba(batch), dtype=np.float64)
@@ -160,22 +167,17 @@ class ShuntSteps:
         transferred: list[TransferResult | None] = [None] * len(todo)
         if self.transfer is not None and todo:
             transferred = list(self.transfer.apply([t for t, _ in todo]))
+        mode, noun = self.prompt_mode, self.noun
         return [
-            self._request(text, tr.text if tr is not None else text, d, self.prompt_mode)
+            build_request(self.template, self.policy, d, mode, text, tr.text if tr else text, noun)
             for (text, d), tr in zip(todo, transferred, strict=True)
         ]
 
     def audit_request(self, text: str, decision: Decision) -> LLMRequest:
         """The audit of a gate answer: every label on offer, no hint (``audit_rate``)."""
-        return self._request(text, text, decision, "none", audit=True)
-
-    def _request(
-        self, text: str, shown: str, decision: Decision, mode: PromptMode, audit: bool = False
-    ) -> LLMRequest:
-        variables = prompt_variables(decision, self.policy, mode, shown, noun=self.noun)
-        prompt = render_prompt(self.template, variables)
-        cands = offered_candidates(decision, self.policy, mode)
-        return LLMRequest(text, decision, variables, prompt, candidates=cands, audit=audit)
+        return build_request(
+            self.template, self.policy, decision, "none", text, text, self.noun, True
+        )
 
     def receipt_of(self, decision: Decision, reply: LLMReply | None = None, **kw: Any) -> Receipt:
         """The :class:`Receipt` of a result (see :mod:`datashunt.engine.receipts`)."""
@@ -211,6 +213,7 @@ class ShuntSteps:
         results = [
             ShuntResult(d.label, "small", "small", d, receipt=self.receipt_of(d)) for d in decisions
         ]
+        self.watch.emit(results)
         if self.store is None or not self.record_small or not results:
             return results
         ids = list(run_ids) if run_ids is not None else [None] * len(results)
@@ -258,12 +261,12 @@ class ShuntSteps:
             result = ShuntResult(parsed.label, "llm", "llm", d, reply, parsed, None, latency_s)
         else:
             result = ShuntResult(d.label, "llm", "fallback", d, reply, parsed, err, latency_s)
-        receipt = self.receipt_of(
-            d, reply, model=model_name or self.model_name, audited=request.audit
-        )
-        result = replace(result, attempts=attempts, receipt=receipt)
+        rc = self.receipt_of(d, reply, model=model_name or self.model_name, audited=request.audit)
+        result = replace(result, attempts=attempts, receipt=rc)
+        self.watch.emit([result])
         if record and self.store is not None:
-            sent = tuple(messages) if messages is not None else (Message("user", request.prompt),)
+            asked = Message("user", request.prompt, images_of(request.text))
+            sent = tuple(messages) if messages is not None else (asked,)
             rec = call_record(
                 request.text,
                 d,

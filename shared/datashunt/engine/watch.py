@@ -18,7 +18,7 @@ import numpy as np
 
 from ..errors import ConfigError
 from ..policy import ShuntPolicy
-from ..types import Decision
+from ..types import Decision, ShuntResult
 from .drift import DriftAlarm, DriftMonitor
 
 __all__ = ["REFERENCE_KEY", "DriftMonitor", "Watch", "reference_confidences"]
@@ -71,6 +71,17 @@ class Watch:
             drift = DriftMonitor(ref, threshold=policy.threshold)
         self.drift: DriftMonitor | None = drift or None
         self.listeners: list[Callable[[DriftAlarm], None]] = []
+        #: called with every result as it is made (receipts: the adapters' events)
+        self.on_result: list[Callable[[ShuntResult], None]] = []
+
+    def emit(self, results: Sequence[ShuntResult]) -> None:
+        """Hand each result to the ``on_result`` listeners (a failing one is logged)."""
+        for result in results:
+            for listener in self.on_result:
+                try:
+                    listener(result)
+                except Exception:  # an event hook must not break the answers
+                    log.exception("result listener %r failed", listener)
 
     @property
     def drifted(self) -> bool:

@@ -9,8 +9,18 @@ from typing import Any
 from .base import BaseGate, FloatArray, Gate, softmax
 from .embedding import GATE_FILE, EmbeddingGate
 from .hf import HFGate
+from .image import HFImageGate
 
-__all__ = ["BaseGate", "EmbeddingGate", "FloatArray", "Gate", "HFGate", "load_gate", "softmax"]
+__all__ = [
+    "BaseGate",
+    "EmbeddingGate",
+    "FloatArray",
+    "Gate",
+    "HFGate",
+    "HFImageGate",
+    "load_gate",
+    "softmax",
+]
 
 
 def load_gate(gate_dir: str | Path, **kwargs: Any) -> BaseGate:
@@ -22,4 +32,16 @@ def load_gate(gate_dir: str | Path, **kwargs: Any) -> BaseGate:
     meta = path / GATE_FILE
     if meta.is_file() and json.loads(meta.read_text(encoding="utf-8")).get("type") == "embedding":
         return EmbeddingGate.load(path, **kwargs)
+    if _is_image_model(path):
+        return HFImageGate(path, **kwargs)
     return HFGate(path, **kwargs)
+
+
+def _is_image_model(path: Path) -> bool:
+    """An image classifier: its config names an ``*ForImageClassification`` architecture."""
+    try:
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    archs = config.get("architectures") if isinstance(config, dict) else None
+    return any(str(a).endswith("ForImageClassification") for a in archs or ())

@@ -48,6 +48,9 @@ class HFGate(BaseGate):
             BENCHMARKS.md for the accuracy cost). ``None`` keeps fp32.
         allow_pickle: allow ``.bin`` weights (they can run code when loaded).
         trust_remote_code: allow model code from the directory.
+        backend: ``"torch"``, or ``"onnx"`` to run the forward passes in ONNX Runtime (the
+            model is exported once and cached beside it, see :mod:`datashunt.gates.onnx`;
+            needs ``datashunt[onnx]``; not combined with ``quantize``).
 
     Example:
         >>> gate = HFGate("runs/gate")  # doctest: +SKIP
@@ -66,11 +69,16 @@ class HFGate(BaseGate):
         quantize: str | None = None,
         allow_pickle: bool = False,
         trust_remote_code: bool = False,
+        backend: str = "torch",
     ) -> None:
         from ._deps import resolve_backbone
 
         if quantize not in (None, "int8"):
             raise ConfigError(f"quantize must be None or 'int8', got {quantize!r}")
+        if backend not in ("torch", "onnx") or (backend == "onnx" and quantize):
+            raise ConfigError(
+                f"backend must be 'torch' or 'onnx' (onnx without quantize), got {backend!r}"
+            )
         if batch_size < 1 or max_batch_tokens < 1:
             raise ConfigError("batch_size and max_batch_tokens must be >= 1")
         path = resolve_backbone(model_dir)
@@ -92,6 +100,12 @@ class HFGate(BaseGate):
         self.quantize = quantize
         if quantize == "int8":
             self.model = quantize_int8(self.model, copy=False)
+        self.backend = backend
+        self._onnx: Any = None
+        if backend == "onnx":
+            from .onnx import OnnxLogits, export_onnx
+
+            self._onnx = OnnxLogits(export_onnx(self.model, self.tokenizer, path))
         id2label = {int(i): str(n) for i, n in self.model.config.id2label.items()}
         labels = [id2label[i] for i in range(len(id2label))]
         super().__init__(labels, _policy_temperature(path) if temperature is None else temperature)
@@ -141,7 +155,10 @@ class HFGate(BaseGate):
         with self._torch.inference_mode():
             for idx in self.buckets(texts):
                 enc = self.encode([texts[i] for i in idx])
-                out[idx] = self.model(**enc).logits.float().cpu().numpy()
+                if self._onnx is not None:
+                    out[idx] = self._onnx(enc)
+                else:
+                    out[idx] = self.model(**enc).logits.float().cpu().numpy()
         return out
 
 

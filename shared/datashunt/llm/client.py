@@ -120,7 +120,7 @@ class OpenAICompatLLM:
             messages = [Message("user", messages)]
         body: dict[str, Any] = {
             "model": self.model,
-            "messages": [m.to_json() for m in messages],
+            "messages": [m.to_wire() for m in messages],
             "max_tokens": self.max_tokens,
             "temperature": self.temperature,
             "stream": stream,

@@ -2,7 +2,8 @@
 
 :class:`ColumnReplayLLM` answers with a column of a labelled data file (``mr``'s ``llm_label``,
 ``isear``'s ``gpt35_label``, or your own logged answers): the LLM's answer for an input is its
-recorded label, and an empty cell is an unreadable answer. :class:`ReplayLLM` reads a file with an ``answer`` column and either a ``prompt`` column (matched
+recorded label, and an empty cell is an unreadable answer. :class:`ReplayLLM` reads a file
+with an ``answer`` column and either a ``prompt`` column (matched
 exactly) or a ``text`` column (the input, matched whatever the prompt around it), such as
 :meth:`~datashunt.llm.cache.LLMCache.export_jsonl` writes.
 """

@@ -22,7 +22,8 @@ def utc_now() -> datetime:
 class CallRecord:
     """One row of the store. Only ``route`` is required; the rest is filled when known.
 
-    ``messages`` are the exact messages the model received, each ``{"role", "content"}``;
+    ``messages`` are the exact messages the model received, each ``{"role", "content"}`` (and
+    ``images``: each image's type, hash and size, never its bytes);
     ``prompt`` is their text form (the user's text when the model received one user message
     alone, else one ``role: content`` line per message).
 
@@ -45,7 +46,7 @@ class CallRecord:
     gate_probs: dict[str, float] | None = None
     candidates: list[str] | None = None
     prompt: str | None = None
-    messages: list[dict[str, str]] | None = None
+    messages: list[dict[str, Any]] | None = None
     response: str | None = None
     parsed_label: str | None = None
     parse_ok: bool | None = None

@@ -133,7 +133,12 @@ class CallStore:
                 row["input_hash"] = None
         if row["messages"] is not None:
             row["messages"] = [
-                {k: storable(str(v), self._no_nul) for k, v in m.items()} for m in row["messages"]
+                # text is cleaned for the database; an image's {mime, sha256, bytes} list stays JSON
+                {
+                    k: v if isinstance(v, list) else storable(str(v), self._no_nul)
+                    for k, v in m.items()
+                }
+                for m in row["messages"]
             ]
         return {k: storable(v, self._no_nul) if isinstance(v, str) else v for k, v in row.items()}
 

@@ -14,9 +14,12 @@ Calibrating Predictive Algorithms to Achieve Risk Control", 2021) over the fixed
 in a fixed order and stop at the first that fails) and exact binomial (Clopper-Pearson) p-values.
 For the precision floor, the null "accuracy above δ < P" is tested on the n_δ calibration
 inputs above δ (their error count is Binomial(n_δ, error rate) given n_δ); the sequence goes
-from the highest δ down, starting at the first δ above which enough inputs lie to be able to
-reject at all (a count of inputs, not of errors). For the budget, the LLM share is monotone in
-δ, so the sequence goes up from δ = 0.
+from the highest δ down. Where it starts matters: the highest thresholds hold few inputs, and
+one error there would stop the sequence. So :data:`STARTS` sequences run, Bonferroni-corrected
+(each at α / 4: the "multiple starts" of LTT), starting where 1, 2, 4 and 8 times the fewest
+inputs that could reject at all lie above δ (a count of inputs, not of errors); the lowest δ
+any of them certifies is chosen. For the budget, the LLM share is monotone in δ, so one
+sequence goes up from δ = 0.
 
 What it does not promise: anything when new inputs are not exchangeable with the calibration
 sample (a drift; see :mod:`datashunt.engine.drift`), nor for one input: it is a statement about
@@ -34,9 +37,19 @@ import numpy as np
 
 from ..errors import ConfigError
 from ..gates import FloatArray
+from .binomial import (
+    STARTS,
+    alpha_of,
+    clopper_pearson_lower,
+    clopper_pearson_upper,
+    examples_needed,
+    precision_pvalue,
+    share_pvalue,
+)
 from .targets import Budget, MaxAccuracy, PrecisionFloor, Target
 
 __all__ = [
+    "STARTS",
     "THRESHOLD_GRID",
     "Certified",
     "Guarantee",
@@ -59,43 +72,6 @@ THRESHOLD_GRID: tuple[float, ...] = tuple(
 )
 
 Kind = Literal["precision", "budget"]
-
-
-def _stats() -> Any:
-    from scipy import stats  # here, not above: `import datashunt` stays light
-
-    return stats
-
-
-def _alpha(confidence: float) -> float:
-    if not 0.0 < confidence < 1.0:
-        raise ConfigError(f"confidence must be in (0, 1), e.g. 0.95, got {confidence}")
-    return 1.0 - confidence
-
-
-def precision_pvalue(errors: int, n: int, floor: float) -> float:
-    """p-value of the null "accuracy < ``floor``" after ``errors`` wrong answers in ``n``:
-    ``P(Binomial(n, 1 - floor) <= errors)`` (1 when ``n`` is 0)."""
-    if n <= 0:
-        return 1.0
-    return float(_stats().binom.cdf(errors, n, 1.0 - floor))
-
-
-def share_pvalue(k: int, n: int, rate: float) -> float:
-    """p-value of the null "share > ``rate``" after ``k`` of ``n``: ``P(Bin(n, rate) <= k)``."""
-    return float(_stats().binom.cdf(k, n, rate)) if n > 0 else 1.0
-
-
-def clopper_pearson_lower(k: int, n: int, confidence: float) -> float:
-    """One-sided Clopper-Pearson lower bound of a proportion (``k`` successes of ``n``)."""
-    a = _alpha(confidence)
-    return 0.0 if k <= 0 or n <= 0 else float(_stats().beta.ppf(a, k, n - k + 1))
-
-
-def clopper_pearson_upper(k: int, n: int, confidence: float) -> float:
-    """One-sided Clopper-Pearson upper bound of a proportion (``k`` successes of ``n``)."""
-    a = _alpha(confidence)
-    return 1.0 if k >= n or n <= 0 else float(_stats().beta.ppf(1.0 - a, k + 1, n - k))
 
 
 @dataclass(frozen=True)
@@ -200,32 +176,24 @@ def certify_threshold(
             accuracy).
         confidence: 1 - α, e.g. 0.95.
     """
-    alpha = _alpha(confidence)
+    alpha = alpha_of(confidence)
     conf = np.asarray(confidence_scores, dtype=float)
     ok = np.asarray(correct, dtype=float)
     n = conf.size
     if isinstance(target, Budget):
         return _certify_budget(conf, target.max_llm_rate, alpha, confidence, grid)
     floor = _floor_of(target, ok)
-    # fewest inputs above δ with which zero errors could reject "accuracy < floor" at alpha
-    n_min = math.ceil(math.log(alpha) / math.log(floor)) if floor < 1.0 else n + 1
+    level = alpha / len(STARTS)
+    # fewest inputs above δ with which zero errors could reject "accuracy < floor" at level
+    n_min = math.ceil(math.log(level) / math.log(floor)) if floor < 1.0 else n + 1
     chosen, note = 1.0, ""
-    started = False
-    for d in sorted(grid, reverse=True):
-        above = conf >= d
-        m = int(above.sum())
-        if not started:
-            if m < n_min:
-                continue
-            started = True
-        errors = int(m - ok[above].sum())
-        if precision_pvalue(errors, m, floor) > alpha:
-            break
-        chosen = d
+    for start in STARTS:
+        d = _sequence(conf, ok, floor, level, n_min * start, grid)
+        chosen = min(chosen, d)
     above = conf >= chosen
     m = int(above.sum())
     k = int(ok[above].sum())
-    if chosen == 1.0 and not (m and precision_pvalue(m - k, m, floor) <= alpha):
+    if chosen == 1.0 and not (m and precision_pvalue(m - k, m, floor) <= level):
         note = (
             f"small-route accuracy >= {floor:.1%} cannot be certified at {confidence:.0%} on "
             f"{n} examples: δ = 1 sends every input to the LLM"
@@ -237,8 +205,30 @@ def certify_threshold(
         n,
         clopper_pearson_lower(k, m, confidence),
         k / m if m else None,
+        f"learn-then-test, fixed sequence from {len(STARTS)} starts (Bonferroni), Clopper-Pearson",
     )
     return Certified(chosen, g, float((~above).mean()) if n else 1.0, note)
+
+
+def _sequence(
+    conf: FloatArray,
+    ok: FloatArray,
+    floor: float,
+    level: float,
+    first: int,
+    grid: tuple[float, ...],
+) -> float:
+    """One fixed sequence from the highest δ with ``first`` inputs above it, going down."""
+    chosen = 1.0
+    for d in sorted(grid, reverse=True):
+        above = conf >= d
+        m = int(above.sum())
+        if m < first:
+            continue
+        if precision_pvalue(int(m - ok[above].sum()), m, floor) > level:
+            break
+        chosen = d
+    return chosen
 
 
 def _certify_budget(
@@ -254,35 +244,3 @@ def _certify_budget(
     k = int((conf < chosen).sum())
     g = Guarantee("budget", rate, confidence, n, clopper_pearson_upper(k, n, confidence), k / n)
     return Certified(chosen, g, k / n if n else 0.0)
-
-
-def examples_needed(
-    share_small: float, accuracy: float, floor: float, confidence: float, limit: int = 10**7
-) -> int | None:
-    """Calibration examples needed to certify ``floor`` at ``confidence`` for a δ that sends
-    ``share_small`` of inputs to the small route, answered with ``accuracy`` (the rates seen).
-
-    Returns:
-        the smallest such n (by bisection, the counts rounded), or ``None`` when the accuracy
-        is not above the floor (no sample size can certify it).
-    """
-    if accuracy <= floor or share_small <= 0.0:
-        return None
-    alpha = _alpha(confidence)
-
-    def passes(n: int) -> bool:
-        m = max(1, round(share_small * n))
-        return precision_pvalue(round((1.0 - accuracy) * m), m, floor) <= alpha
-
-    lo, hi = 1, 2
-    while not passes(hi):
-        lo, hi = hi, hi * 2
-        if hi > limit:
-            return None
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if passes(mid):
-            hi = mid
-        else:
-            lo = mid + 1
-    return hi

@@ -140,6 +140,8 @@ class DeferralHead:
     c: float = 1.0
     seed: int = 0
     model: Any = None
+    _mean: Any = None
+    _std: Any = None
 
     @staticmethod
     def _x(features: FloatArray | None, probs: FloatArray) -> FloatArray:
@@ -156,26 +158,41 @@ class DeferralHead:
         probs: FloatArray,
         small_correct: BoolArray,
         llm_correct: BoolArray,
+        *,
+        steps: int = 500,
+        lr: float = 0.5,
     ) -> DeferralHead:
-        """Learn the gain classes from training inputs with recorded answers."""
-        from sklearn.linear_model import LogisticRegression
-
+        """Learn the gain classes from training inputs with recorded answers (multinomial
+        logistic regression, L2 ``1 / c``, full-batch gradient descent on standardised inputs)."""
         gain = llm_correct.astype(int) - small_correct.astype(int)
         if len(set(gain.tolist())) < 2:
             raise ConfigError("the deferral head needs inputs where the LLM and the gate differ")
-        self.model = LogisticRegression(C=self.c, max_iter=2000, random_state=self.seed)
-        self.model.fit(self._x(features, probs), gain)
+        x = self._x(features, probs)
+        self._mean, self._std = x.mean(axis=0), x.std(axis=0) + 1e-6
+        x = np.concatenate([(x - self._mean) / self._std, np.ones((len(x), 1))], axis=1)
+        onehot = np.stack([gain == -1, gain == 0, gain == 1], axis=1).astype(np.float64)
+        rng = np.random.default_rng(self.seed)
+        w = rng.normal(0.0, 0.01, size=(x.shape[1], 3))
+        for _ in range(steps):
+            p = _softmax(x @ w)
+            grad = x.T @ (p - onehot) / len(x) + w / (self.c * len(x))
+            w -= lr * grad
+        self.model = w
         return self
 
     def score(self, features: FloatArray | None, probs: FloatArray) -> FloatArray:
         """Higher = keep with the gate."""
         if self.model is None:
             raise ConfigError("fit the deferral head first")
-        proba = self.model.predict_proba(self._x(features, probs))
-        classes = list(self.model.classes_)
-        p_up = proba[:, classes.index(1)] if 1 in classes else 0.0
-        p_down = proba[:, classes.index(-1)] if -1 in classes else 0.0
-        return np.asarray(p_down - p_up, dtype=np.float64)
+        x = (self._x(features, probs) - self._mean) / self._std
+        x = np.concatenate([x, np.ones((len(x), 1))], axis=1)
+        p = _softmax(x @ self.model)
+        return np.asarray(p[:, 0] - p[:, 2], dtype=np.float64)
+
+
+def _softmax(z: FloatArray) -> FloatArray:
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return np.asarray(e / e.sum(axis=1, keepdims=True), dtype=np.float64)
 
 
 def choose_score(

@@ -1,0 +1,54 @@
+"""The BENCHMARKS.md tables of ``bench/results/guarantees.json`` (``python -m bench.guarantees``
+prints them after a run)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def markdown(res: dict[str, Any]) -> str:
+    """The BENCHMARKS.md tables of a result."""
+    pct = lambda x: "-" if x is None else f"{100 * x:.1f}"  # noqa: E731
+    lines = [
+        "| data set | target | broken (population) | broken (test half) | broken, uncertified "
+        "| LLM share certified | LLM share uncertified | splits all to LLM |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, targets in res["certified"].items():
+        for spec, r in targets.items():
+            lines.append(
+                f"| {name} | {spec} | {pct(r['violation_rate_population'])} % "
+                f"| {pct(r['violation_rate_certified'])} % "
+                f"| {pct(r['violation_rate_uncertified'])} % "
+                f"| {pct(r['llm_share_certified'])} % | {pct(r['llm_share_uncertified'])} % "
+                f"| {r['splits_all_to_llm']} |"
+            )
+    lines += [
+        "",
+        "| data set | 1-α | coverage (mean) | 5th-95th pct | mean set size / labels | singletons "
+        "(gate answers) | their accuracy | candidate tokens saved per LLM prompt |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in res["conformal"].items():
+        lo, hi = r["coverage_p5_p95"]
+        lines.append(
+            f"| {name} | {1 - r['alpha']:.2f} | {pct(r['coverage_mean'])} % "
+            f"| {pct(lo)}-{pct(hi)} % "
+            f"| {r['mean_set_size']:.2f} / {r['labels']} | {pct(r['singleton_share'])} % "
+            f"| {pct(r['singleton_accuracy'])} % "
+            f"| {r['candidate_tokens_saved_per_llm_prompt']:.1f} "
+            f"of {r['candidate_tokens_full']} |"
+        )
+    lines += [
+        "",
+        "| stream | streams | false alarms | detected | within 500 | median delay | max delay |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, r in res["drift"].items():
+        lines.append(
+            f"| {name} | {r['streams']} | {pct(r['false_alarm_rate'])} % "
+            f"| {r.get('detected', '-')} "
+            f"| {r.get('detected_within_500', '-')} | {r.get('delay_median', '-')} "
+            f"| {r.get('delay_max', '-')} |"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,328 @@
+"""Issue 15's evidence: `datashunt batch` at scale (``make bench-scale``).
+
+1. Gate only (pass 1), ``--rows`` rows (amazon-mds and sst2 test reviews repeated, each with
+   its own row id): rows per second and peak memory (the process and every process under it,
+   Ray's included) for the local engine on torch fp32, torch int8 and ONNX Runtime, and for Ray
+   with 1 and 2 workers; the accuracy of the three backends against the gold labels of the
+   distinct reviews (ONNX must stay within 0.3 points of fp32).
+2. End to end, ``--e2e-rows`` rows, budget 0.3, against a loopback OpenAI-compatible server
+   answering every call in 200 ms: wall time, the LLM share against the budget, calls made.
+3. Kill and resume: the same job as a ``datashunt batch`` subprocess, SIGKILLed after a third
+   of its calls and started again: calls before and after, prompts asked twice, and whether the
+   output equals the uninterrupted run's.
+
+Figures go to ``bench/results/scale.json``. The machine is shared (2 cores, other jobs): the
+ratios measured side by side in one run mean more than the absolute rates.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+RESULTS = Path(__file__).parent / "results" / "scale.json"
+WORK = Path(".cache/scale")
+
+
+def _gate_dir(given: str | None) -> Path:
+    from bench.gate_speed import _resolve_gate
+
+    return _resolve_gate(given, 2000)
+
+
+def _make_data(rows: int, path: Path) -> tuple[Path, list[int]]:
+    """The test splits repeated to ``rows`` rows with a row id; the gold label of each row."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from datashunt import read_dataset
+
+    base = [
+        *read_dataset("amazon-mds", split="test").examples,
+        *read_dataset("sst2", split="test").examples,
+    ]
+    labels = ("negative", "positive")
+    take = [base[i % len(base)] for i in range(rows)]
+    gold = [labels.index(e.label) for e in take]
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        table = pa.table(
+            {
+                "id": [f"row-{i:07d}" for i in range(rows)],
+                "text": [e.text for e in take],
+                "gold": [e.label for e in take],
+            }
+        )
+        pq.write_table(table, path)
+    return path, gold
+
+
+class PeakRSS:
+    """The peak summed RSS of this process and all its descendants, sampled every 0.2 s."""
+
+    def __init__(self) -> None:
+        import psutil
+
+        self._proc = psutil.Process()
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _sample(self) -> int:
+        total = 0
+        for p in [self._proc, *self._proc.children(recursive=True)]:
+            try:
+                total += p.memory_info().rss
+            except Exception:  # noqa: S112 - a process that just ended
+                continue
+        return total
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._sample())
+            self._stop.wait(0.2)
+
+    @contextmanager
+    def watch(self) -> Iterator[PeakRSS]:
+        self._thread.start()
+        try:
+            yield self
+        finally:
+            self._stop.set()
+            self._thread.join()
+            self.peak = max(self.peak, self._sample())
+
+
+def _timed(fn: Callable[[], Any]) -> tuple[Any, float, float]:
+    with PeakRSS().watch() as mem:
+        t0 = time.perf_counter()
+        out = fn()
+        wall = time.perf_counter() - t0
+    return out, wall, round(mem.peak / 2**20, 1)
+
+
+def gate_only(gate: Path, data: Path, gold: list[int], workers: list[int]) -> dict[str, Any]:
+    """Pass 1 alone: local (torch, int8, onnx) and Ray (1, 2, ... workers, torch and onnx)."""
+    from datashunt.batch import read_input
+    from datashunt.batch.score import prob_columns, score_local, score_ray
+
+    table = read_input(data, "text", "id")
+    n = table.num_rows
+    distinct = min(n, len(set(table.column("text").to_pylist())))
+    out: dict[str, Any] = {"rows": n, "runs": {}}
+    accuracy: dict[str, float] = {}
+
+    def record(name: str, scored: Any, wall: float, peak: float) -> None:
+        probs = np.column_stack(
+            [scored.sort_by("_row").column(c).to_numpy() for c in prob_columns(2)]
+        )
+        acc = float(np.mean(np.argmax(probs[:distinct], 1) == np.asarray(gold[:distinct])))
+        out["runs"][name] = {
+            "wall_s": round(wall, 2),
+            "rows_per_s": round(n / wall, 1),
+            "peak_rss_mb": peak,
+            "accuracy": round(100 * acc, 2),
+        }
+        accuracy[name] = acc
+        print(name, out["runs"][name], flush=True)
+
+    for backend in ("torch", "int8", "onnx"):
+        if backend == "onnx":  # the one-off export is not part of the rate
+            from datashunt.gates import HFGate
+
+            HFGate(gate, backend="onnx")
+        scored, wall, peak = _timed(lambda b=backend: score_local(table, gate, b, 256))
+        record(f"local-{backend}", scored, wall, peak)
+
+    import ray
+
+    for w in workers:
+        for backend in ("torch", "onnx"):
+            ray.init(num_cpus=max(workers), include_dashboard=False, log_to_driver=False)
+            tmp = WORK / f"ray-{w}-{backend}"
+            shutil.rmtree(tmp, ignore_errors=True)
+            try:
+                scored, wall, peak = _timed(
+                    lambda w=w, b=backend, tmp=tmp: score_ray(table, gate, b, 256, w, tmp)
+                )
+            finally:
+                ray.shutdown()
+            record(f"ray-{w}w-{backend}", scored, wall, peak)
+    base = accuracy["local-torch"]
+    out["accuracy_rows"] = distinct
+    out["onnx_minus_fp32_points"] = round(100 * (accuracy["local-onnx"] - base), 2)
+    out["int8_minus_fp32_points"] = round(100 * (accuracy["local-int8"] - base), 2)
+    return out
+
+
+def backends_one_thread(gate: Path, data: Path, gold: list[int], n: int) -> dict[str, Any]:
+    """torch fp32, torch int8 and ONNX Runtime side by side on one thread each, interleaved
+    (two rounds, the faster kept), so that load from other jobs hits all three alike."""
+    import torch
+
+    from datashunt.batch import read_input
+    from datashunt.gates import HFGate
+    from datashunt.gates.onnx import OnnxLogits
+
+    torch.set_num_threads(1)
+    texts = read_input(data, "text", "id").column("text").to_pylist()[:n]
+    gates = {
+        "torch": HFGate(gate),
+        "int8": HFGate(gate, quantize="int8"),
+        "onnx": HFGate(gate, backend="onnx"),
+    }
+    gates["onnx"]._onnx = OnnxLogits(gates["onnx"]._onnx.path, threads=1)
+    best: dict[str, float] = {}
+    acc: dict[str, float] = {}
+    for _ in range(2):
+        for name, g in gates.items():
+            t0 = time.perf_counter()
+            probs = g.predict_proba(texts)
+            wall = time.perf_counter() - t0
+            best[name] = min(best.get(name, wall), wall)
+            acc[name] = float(np.mean(np.argmax(probs, 1) == np.asarray(gold[:n])))
+    out = {
+        name: {"rows_per_s": round(n / best[name], 2), "accuracy": round(100 * acc[name], 2)}
+        for name in gates
+    }
+    out["rows"] = n  # type: ignore[assignment]
+    print("one thread", out, flush=True)
+    return out
+
+
+def end_to_end(gate: Path, data: Path, backend: str) -> dict[str, Any]:
+    """The whole job against a loopback server answering in 200 ms, then kill and resume."""
+    import pyarrow.parquet as pq
+
+    from datashunt.batch import BatchConfig, run_batch_job
+    from tests.support.faultproxy import FaultProxy
+
+    out_file = WORK / "e2e" / "out.parquet"
+    shutil.rmtree(out_file.parent, ignore_errors=True)
+    with FaultProxy(None, default="answer:positive", delay=0.2) as proxy:
+        cfg = BatchConfig(
+            data,
+            out_file,
+            gate,
+            llm_url=proxy.base_url,
+            llm_model="loopback-200ms",
+            budget=0.3,
+            backend=backend,
+            max_concurrency=16,
+        )
+        summary, wall, peak = _timed(lambda: run_batch_job(cfg))
+        calls = proxy.requests
+    e2e = {
+        "rows": summary.rows,
+        "budget": 0.3,
+        "llm_share": summary.llm_share,
+        "llm_rows": summary.llm_rows,
+        "llm_rows_minus_budget": summary.llm_rows - round(0.3 * summary.valid),
+        "calls_made": calls,
+        "cache_hits": summary.cache_hits,
+        "wall_s": round(wall, 2),
+        "gate_s": round(summary.gate_s, 2),
+        "llm_s": round(summary.llm_s, 2),
+        "llm_calls_per_s": round(calls / summary.llm_s, 1) if summary.llm_s else None,
+        "peak_rss_mb": peak,
+        "max_concurrency": 16,
+        "server_latency_s": 0.2,
+    }
+    print("e2e", e2e, flush=True)
+
+    # kill and resume, pass 1 reused (copied) so that the kill lands in pass 2
+    killed = WORK / "resume" / "out.parquet"
+    work = killed.with_name(killed.name + ".work")
+    shutil.rmtree(killed.parent, ignore_errors=True)
+    work.mkdir(parents=True)
+    shutil.copytree(cfg.work / "gate", work / "gate")
+    shutil.copy(cfg.work / "job.json", work / "job.json")
+    with FaultProxy(None, default="answer:positive", delay=0.2) as proxy:
+        argv = [
+            sys.executable, "-m", "datashunt", "batch", "--data", str(data), "--out",
+            str(killed), "--gate", str(gate), "--llm-url", proxy.base_url, "--llm-model",
+            "loopback-200ms", "--budget", "0.3", "--backend", backend,
+            "--max-concurrency", "16",
+        ]  # fmt: skip
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        while proxy.requests < summary.llm_rows // 3 and proc.poll() is None:
+            time.sleep(0.01)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        before = proxy.requests
+        done = subprocess.run(argv, capture_output=True, text=True, check=True)
+        resumed = json.loads(done.stdout)
+        prompts = [json.loads(b)["messages"][-1]["content"] for b in proxy.bodies]
+    resume = {
+        "killed_after_calls": before,
+        "calls_after_restart": len(prompts) - before,
+        "calls_total": len(prompts),
+        "calls_uninterrupted": calls,
+        "prompts_asked_twice": len(prompts) - len(set(prompts)),
+        "resumed_chunks": resumed["resumed_chunks"],
+        "output_equal_to_uninterrupted": pq.read_table(killed).equals(pq.read_table(out_file)),
+    }
+    print("resume", resume, flush=True)
+    return {"end_to_end": e2e, "kill_and_resume": resume}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--rows", type=int, default=100_000, help="rows through the gate alone")
+    p.add_argument("--e2e-rows", type=int, default=20_000, help="rows end to end")
+    p.add_argument("--gate", help="gate dir (default: the bench gate, trained if missing)")
+    p.add_argument("--workers", default="1,2", help="Ray worker counts")
+    p.add_argument("--out", default=str(RESULTS))
+    p.add_argument(
+        "--backends-only",
+        type=int,
+        metavar="N",
+        help="only the one-thread torch/int8/ONNX comparison on N rows, added to --out",
+    )
+    args = p.parse_args(argv)
+    gate = _gate_dir(args.gate)
+    if args.backends_only:
+        data, gold = _make_data(args.backends_only, WORK / f"gate-{args.backends_only}.parquet")
+        path = Path(args.out)
+        report = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+        report["backends_one_thread"] = backends_one_thread(gate, data, gold, args.backends_only)
+        path.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+        return 0
+    workers = [int(w) for w in args.workers.split(",")]
+    data, gold = _make_data(args.rows, WORK / f"gate-{args.rows}.parquet")
+    e2e_data, _ = _make_data(args.e2e_rows, WORK / f"e2e-{args.e2e_rows}.parquet")
+    t0 = time.time()
+    report: dict[str, Any] = {
+        "command": "python -m bench.scale " + " ".join(sys.argv[1:]),
+        "gate": str(gate),
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "note": "shared machine: 2 CPU cores, other jobs running; compare ratios measured "
+        "side by side in one run, not absolute rates across runs",
+        "gate_only": gate_only(gate, data, gold, workers),
+    }
+    runs = report["gate_only"]["runs"]
+    fastest = max(("torch", "onnx"), key=lambda b: runs[f"local-{b}"]["rows_per_s"])
+    report.update(end_to_end(gate, e2e_data, fastest))
+    report["e2e_backend"] = fastest
+    report["bench_wall_s"] = round(time.time() - t0, 1)
+    Path(args.out).write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,68 @@
+"""LlamaIndex instrumentation events for a shunt that measures itself: receipts and drift.
+
+Every result's receipt (the policy's version, δ, the guarantee, the probability that the gate
+is wrong, the call's tokens and cost) is dispatched as a :class:`ShuntReceiptEvent`, and a
+drift alarm as a :class:`ShuntDriftEvent`, through LlamaIndex's instrumentation dispatcher: any
+event handler added to it sees them (``dispatcher.add_event_handler``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from llama_index.core.instrumentation.events import BaseEvent
+from llama_index_instrumentation import get_dispatcher
+
+from datashunt import Shunt, ShuntResult
+from datashunt.engine import DriftAlarm
+
+__all__ = ["ShuntDriftEvent", "ShuntReceiptEvent", "watch_events"]
+
+_dispatcher = get_dispatcher(__name__)
+
+
+class ShuntReceiptEvent(BaseEvent):
+    """One result's receipt, its route and label."""
+
+    route: str
+    label: str
+    receipt: dict[str, Any]
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "ShuntReceiptEvent"
+
+
+class ShuntDriftEvent(BaseEvent):
+    """The drift alarm fired: live gate confidences no longer match the calibration ones."""
+
+    at: int
+    statistic: float
+    pvalue: float
+    detail: str
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "ShuntDriftEvent"
+
+
+def _receipt(result: ShuntResult) -> None:
+    if result.receipt is not None:
+        data = result.receipt.to_json()
+        _dispatcher.event(ShuntReceiptEvent(route=result.route, label=result.label, receipt=data))
+
+
+def _drift(alarm: DriftAlarm) -> None:
+    _dispatcher.event(
+        ShuntDriftEvent(
+            at=alarm.at, statistic=alarm.statistic, pvalue=alarm.pvalue, detail=alarm.describe()
+        )
+    )
+
+
+def watch_events(shunt: Shunt) -> None:
+    """Dispatch ``shunt``'s receipts and drift alarms as events (once per shunt)."""
+    if _receipt not in shunt.watch.on_result:
+        shunt.watch.on_result.append(_receipt)
+    if _drift not in shunt.watch.listeners:
+        shunt.watch.listeners.append(_drift)

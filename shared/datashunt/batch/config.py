@@ -1,0 +1,102 @@
+"""The one validated configuration of a batch job."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from ..errors import ConfigError
+
+__all__ = ["BatchConfig", "Engine"]
+
+Engine = Literal["local", "ray"]
+
+
+@dataclass(frozen=True)
+class BatchConfig:
+    """What a batch job reads, how it routes, whom it asks and where it writes.
+
+    Attributes:
+        data: the input file (``.csv``, ``.jsonl``/``.json``, ``.parquet``).
+        out: the output Parquet file (one row per input row).
+        gate: the gate directory (a calibrated policy beside it, or ``delta``/``budget``).
+        llm_url / llm_model: an OpenAI-compatible endpoint and model name ...
+        llm_column: ... or a column of the input holding recorded answers (no paid calls).
+        engine: ``"local"`` (one process) or ``"ray"`` (Ray Data, ``workers`` gate actors).
+        budget: the LLM share to meet: δ is chosen from the global confidence ranking so that
+            exactly ``round(budget * n)`` valid rows go to the LLM (ties broken by input id).
+        delta: a fixed δ instead (``confidence < delta`` goes to the LLM). Neither: the
+            policy's δ.
+        store: the call store / LLM cache URL or SQLite path (default ``<work>/calls.sqlite``).
+        text_col / id_col: the input's columns (no ``id_col`` column: the row number is the id).
+        workers: Ray actors holding the gate (the ``concurrency`` of ``map_batches``).
+        batch_size: rows per gate batch.
+        backend: the gate's runtime, ``"torch"``, ``"int8"`` (torch dynamic int8) or ``"onnx"``.
+        max_concurrency: LLM calls in flight at once.
+        rate: at most this many LLM calls started per second (``None``: no limit).
+        chunk: LLM rows per checkpoint file (a killed run redoes at most one chunk, from cache).
+        work_dir: where pass 1 and the checkpoints go (default ``<out>.work``).
+        prompt_mode: the prompt (see :mod:`datashunt.prompts`).
+        ray_address: an existing Ray cluster (default: the running one, else a local one).
+
+    Example:
+        >>> BatchConfig(Path("in.csv"), Path("out.parquet"), Path("runs/gate"),
+        ...             llm_column="llm_label", budget=0.3).engine
+        'local'
+    """
+
+    data: Path
+    out: Path
+    gate: Path
+    llm_url: str | None = None
+    llm_model: str | None = None
+    llm_column: str | None = None
+    engine: Engine = "local"
+    budget: float | None = None
+    delta: float | None = None
+    store: str | None = None
+    text_col: str = "text"
+    id_col: str = "id"
+    workers: int = 1
+    batch_size: int = 256
+    backend: str = "torch"
+    max_concurrency: int = 16
+    rate: float | None = None
+    chunk: int = 256
+    work_dir: Path | None = None
+    prompt_mode: str = "soft"
+    ray_address: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.llm_column is None) == (self.llm_url is None):
+            raise ConfigError("give either --llm-url with --llm-model, or --llm-column (not both)")
+        if self.llm_url is not None and not self.llm_model:
+            raise ConfigError("--llm-url needs --llm-model: the model name is in the cache key")
+        if self.engine not in ("local", "ray"):
+            raise ConfigError(f"engine must be 'local' or 'ray', got {self.engine!r}")
+        if self.budget is not None and self.delta is not None:
+            raise ConfigError("give --budget or --delta, not both")
+        if self.budget is not None and not (math.isfinite(self.budget) and 0 <= self.budget <= 1):
+            raise ConfigError(f"budget must be in [0, 1], got {self.budget}")
+        if self.delta is not None and not (math.isfinite(self.delta) and 0 <= self.delta <= 1):
+            raise ConfigError(f"delta must be in [0, 1], got {self.delta}")
+        if self.backend not in ("torch", "int8", "onnx"):
+            raise ConfigError(f"backend must be torch, int8 or onnx, got {self.backend!r}")
+        for name in ("workers", "batch_size", "max_concurrency", "chunk"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.rate is not None and not self.rate > 0:
+            raise ConfigError(f"rate must be > 0 calls per second, got {self.rate}")
+        if self.out.suffix.lower() != ".parquet":
+            raise ConfigError(f"--out must name a .parquet file, got {str(self.out)!r}")
+
+    @property
+    def work(self) -> Path:
+        """Pass 1's output and the LLM checkpoints."""
+        return self.work_dir or self.out.with_name(self.out.name + ".work")
+
+    @property
+    def store_url(self) -> str:
+        return self.store or str(self.work / "calls.sqlite")

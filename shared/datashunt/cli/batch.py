@@ -1,0 +1,85 @@
+"""``datashunt batch``: the shunt over a whole data file, locally or on Ray, resumable."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from .common import existing_gate
+
+__all__ = ["register"]
+
+
+def _cmd_batch(args: argparse.Namespace) -> int:
+    from ..batch import BatchConfig, run_batch_job
+
+    llm_url = args.llm_url
+    if llm_url is None and args.llm_column is None:
+        llm_url = os.environ.get("OPENAI_BASE_URL")  # as the openai SDK reads it
+    cfg = BatchConfig(
+        data=Path(args.data),
+        out=Path(args.out),
+        gate=Path(existing_gate(args.gate)),
+        llm_url=llm_url,
+        llm_model=args.llm_model,
+        llm_column=args.llm_column,
+        engine=args.engine,
+        budget=args.budget,
+        delta=args.delta,
+        store=args.store,
+        text_col=args.text_col,
+        id_col=args.id_col,
+        workers=args.workers,
+        batch_size=args.batch_size,
+        backend=args.backend,
+        max_concurrency=args.max_concurrency,
+        rate=args.rate,
+        chunk=args.chunk,
+        work_dir=Path(args.work_dir) if args.work_dir else None,
+        prompt_mode=args.prompt_mode,
+        ray_address=args.ray_address,
+    )
+    summary = run_batch_job(cfg)
+    print(json.dumps({"out": str(cfg.out), **summary.to_json()}))
+    return 0
+
+
+def register(sub: Any) -> None:
+    """Add ``batch`` to the subcommands."""
+    p = sub.add_parser(
+        "batch",
+        help="label a whole CSV/JSONL/Parquet file: gate pass, LLM for the uncertain rows",
+        description="Pass 1 runs the gate over every row (one model per Ray worker with "
+        "--engine ray); δ is given or chosen so that the LLM gets --budget of the rows; pass 2 "
+        "asks the LLM, each answer cached by (model, prompt) in --store. Run it again after a "
+        "crash: it makes no paid call twice and writes the same output.",
+    )
+    p.add_argument("--data", required=True, help="input .csv, .jsonl or .parquet")
+    p.add_argument("--out", required=True, help="output .parquet (one row per input row)")
+    p.add_argument("--gate", required=True, help="gate folder (datashunt train-gate --out)")
+    llm = p.add_mutually_exclusive_group()
+    llm.add_argument(
+        "--llm-url", help="an OpenAI-compatible endpoint (default $OPENAI_BASE_URL), --llm-model"
+    )
+    llm.add_argument("--llm-column", help="a column of recorded answers instead of an LLM")
+    p.add_argument("--llm-model", help="the model name sent and used in the cache key")
+    p.add_argument("--engine", choices=("local", "ray"), default="local")
+    route = p.add_mutually_exclusive_group()
+    route.add_argument("--budget", type=float, help="LLM share of the rows, e.g. 0.3")
+    route.add_argument("--delta", type=float, help="a fixed threshold δ")
+    p.add_argument("--store", help="call store / LLM cache URL or path (default in the work dir)")
+    p.add_argument("--text-col", default="text")
+    p.add_argument("--id-col", default="id", help="unique row id (default: the row number)")
+    p.add_argument("--workers", type=int, default=1, help="Ray actors holding the gate")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--backend", choices=("torch", "int8", "onnx"), default="torch")
+    p.add_argument("--max-concurrency", type=int, default=16, help="LLM calls in flight")
+    p.add_argument("--rate", type=float, help="at most this many LLM calls per second")
+    p.add_argument("--chunk", type=int, default=256, help="LLM rows per checkpoint")
+    p.add_argument("--work-dir", help="checkpoints (default OUT.work)")
+    p.add_argument("--prompt-mode", choices=("none", "soft", "hard", "both"), default="soft")
+    p.add_argument("--ray-address", help="an existing Ray cluster (default: a local one)")
+    p.set_defaults(func=_cmd_batch)
