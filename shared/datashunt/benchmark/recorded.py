@@ -15,19 +15,15 @@ a cascade (gate -> cheaper LLM -> dearer LLM) with one threshold per tier.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
 from ..data import Dataset
-from ..engine import Shunt
 from ..errors import ConfigError
 from ..gates import Gate
-from ..llm import RetryPolicy
 from ..llm.replay import ColumnReplayLLM
-from ..policy import ShuntPolicy
 from ..training import Budget, calibrate
 from ..training.ranking import (
     SCORES,
@@ -38,6 +34,20 @@ from ..training.ranking import (
     max_accuracy_threshold,
 )
 from .baselines import curve, random_accuracy
+from .cascade import cascade, cascade_outcome
+from .recorded_data import (
+    DEFAULT_COSTS,
+    NOT_REPLAYABLE,
+    BoolArray,
+    FloatArray,
+    RecordedConfig,
+    Split,
+    ask_routed,
+    replay_shunt,
+    route_figures,
+    split_answers,
+)
+from .recorded_report import recorded_markdown
 from .tasks import TaskSpec, task_for
 
 __all__ = [
@@ -48,238 +58,6 @@ __all__ = [
     "cascade_outcome",
     "recorded_markdown",
 ]
-
-#: The methods whose prompt differs from the recorded one, and why they cannot be replayed.
-NOT_REPLAYABLE: Mapping[str, str] = {
-    "ds-soft": "soft pruning writes the gate's probabilities into the prompt: the recorded "
-    "answers were given to the plain prompt",
-    "ds-hard": "hard pruning removes candidate labels from the prompt: not what was recorded",
-    "ds-plus": "DS+ prunes and shortens the input: not what was recorded",
-}
-
-#: Relative cost of one call per recorded column (gpt-3.5-turbo = 1). Llama-2-70B-chat at
-#: $0.90 per million tokens against gpt-3.5-turbo-1106 at $1.00 in / $2.00 out per million
-#: (list prices, late 2023); a short classification answer makes the input price dominate.
-DEFAULT_COSTS: Mapping[str, float] = {
-    "llm_label": 1.0,
-    "gpt35_label": 1.0,
-    "llama2_70b_label": 0.9,
-}
-
-FloatArray = np.ndarray[Any, np.dtype[np.float64]]
-BoolArray = np.ndarray[Any, np.dtype[np.bool_]]
-
-
-@dataclass(frozen=True)
-class RecordedConfig:
-    """What :func:`bench_recorded` measures.
-
-    Attributes:
-        budgets: LLM-call budgets; δ is chosen on dev for each (plus the dev-accuracy max).
-        costs: relative cost of one call per column (default :data:`DEFAULT_COSTS`, else 1).
-        cascade_max_costs: the cascade's thresholds are chosen on dev for the best accuracy at
-            no more than each of these shares of the dearest LLM's cost when asked about
-            everything (one cascade row per cap).
-        curve_points: call rates on the curve.
-        seed: the deferral head's seed.
-    """
-
-    budgets: tuple[float, ...] = (0.2, 0.3, 0.4, 0.5)
-    costs: Mapping[str, float] = field(default_factory=dict)
-    cascade_max_costs: tuple[float, ...] = (0.5, 0.75, 0.9)
-    curve_points: int = 41
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if not self.budgets or not all(0.0 < b <= 1.0 for b in self.budgets):
-            raise ConfigError(f"budgets must be in (0, 1], got {list(self.budgets)}")
-        if not all(0.0 < c <= 1.0 for c in self.cascade_max_costs):
-            raise ConfigError(
-                f"cascade_max_costs must be in (0, 1], got {list(self.cascade_max_costs)}"
-            )
-
-    def cost(self, column: str) -> float:
-        """The relative cost of one call to the model recorded in ``column``."""
-        return float(self.costs.get(column, DEFAULT_COSTS.get(column, 1.0)))
-
-
-@dataclass(frozen=True)
-class _Split:
-    """One split's gate outputs and each recorded LLM's answers (through the engine)."""
-
-    y: np.ndarray[Any, Any]
-    probs: FloatArray
-    features: FloatArray | None
-    answers: Mapping[str, list[tuple[str, str]]]  # column -> (label, source) per input
-
-    @property
-    def small_correct(self) -> BoolArray:
-        return np.asarray(self.probs.argmax(axis=1) == self.y)
-
-    def llm_correct(self, column: str, labels: Sequence[str], *, strict: bool) -> BoolArray:
-        """Whether the LLM's answer is right; ``strict``: an unreadable one is wrong, else the
-        gate's label stands in (as in the shunt)."""
-        small = self.small_correct
-        out = []
-        for i, (label, source) in enumerate(self.answers[column]):
-            if source == "llm":
-                out.append(label == labels[self.y[i]])
-            else:
-                out.append(False if strict else bool(small[i]))
-        return np.array(out, dtype=bool)
-
-
-def _shunt(gate: Gate, policy: ShuntPolicy, task: TaskSpec, llm: ColumnReplayLLM) -> Shunt:
-    return Shunt(
-        gate,
-        policy,
-        prompt_mode="none",
-        template=task.template,
-        synonyms=task.synonyms,
-        noun=task.noun,
-        llm=llm,
-        retry=RetryPolicy(attempts=1),  # a replay is deterministic: nothing to retry
-    )
-
-
-def _ask(
-    shunt: Shunt, texts: Sequence[str], probs: FloatArray, routed: BoolArray
-) -> dict[int, tuple[str, str]]:
-    """Ask the shunt's LLM, through the engine, about the ``routed`` inputs."""
-    labels = tuple(shunt.policy.labels)
-    decisions = []
-    for row, r in zip(probs, routed, strict=True):
-        d = shunt.decision_from_probs(row)
-        decisions.append(replace(d, route="llm" if r else "small", candidates=labels))
-    requests = shunt.prepare(texts, decisions)
-    index = [i for i, r in enumerate(routed) if r]
-    out: dict[int, tuple[str, str]] = {}
-    for i, req in zip(index, requests, strict=True):
-        res = shunt.ask(req, record=False)
-        out[i] = (res.label, res.source)
-    return out
-
-
-def _split(
-    data: Dataset,
-    labels: tuple[str, ...],
-    probs: FloatArray,
-    features: FloatArray | None,
-    shunts: Mapping[str, Shunt],
-) -> _Split:
-    everything = np.ones(len(data), dtype=bool)
-    answers = {}
-    for col, s in shunts.items():
-        got = _ask(s, data.texts, probs, everything)
-        answers[col] = [got[i] for i in range(len(data))]
-    y = np.array([labels.index(e.label) for e in data.examples])
-    return _Split(y, probs, features, answers)
-
-
-def _route_figures(
-    routed: BoolArray, got: Mapping[int, tuple[str, str]], split: _Split, labels: Sequence[str]
-) -> tuple[BoolArray, int]:
-    """Per-input correctness of a shunt that asked ``got`` (fallbacks take the gate's label)."""
-    correct = split.small_correct.copy()
-    fallbacks = 0
-    for i, (label, source) in got.items():
-        correct[i] = label == labels[split.y[i]]
-        fallbacks += source != "llm"
-    return correct, fallbacks
-
-
-def cascade_outcome(
-    gate_score: FloatArray,
-    agree: FloatArray,
-    small_correct: BoolArray,
-    a_correct: BoolArray,
-    b_correct: BoolArray,
-    delta_gate: float,
-    delta_a: float,
-) -> tuple[BoolArray, BoolArray, BoolArray]:
-    """The cascade gate -> A -> B on precomputed outcomes.
-
-    An input with ``gate_score >= delta_gate`` keeps the gate's label; the others ask A, whose
-    answer is kept when ``agree`` (A's confidence: the gate's probability of A's label, 0 for
-    an unreadable answer) is at least ``delta_a``; the rest ask B.
-
-    Returns:
-        (correct, asked A, asked B) per input.
-    """
-    asked_a = gate_score < delta_gate
-    asked_b = asked_a & (agree < delta_a)
-    correct = np.where(asked_b, b_correct, np.where(asked_a, a_correct, small_correct))
-    return np.asarray(correct, dtype=bool), asked_a, asked_b
-
-
-def _cascade(
-    dev: _Split,
-    test: _Split,
-    dev_score: FloatArray,
-    test_score: FloatArray,
-    cols: tuple[str, str],
-    labels: tuple[str, ...],
-    shunts: Mapping[str, Shunt],
-    texts: Sequence[str],
-    config: RecordedConfig,
-    cap: float,
-) -> dict[str, Any]:
-    a, b = cols
-    cost_a, cost_b = config.cost(a), config.cost(b)
-
-    def agreement(split: _Split) -> FloatArray:
-        # A's confidence: how probable the gate finds A's label (0 when A gave none)
-        out = np.zeros(len(split.y))
-        for i, (label, source) in enumerate(split.answers[a]):
-            if source == "llm":
-                out[i] = split.probs[i, labels.index(label)]
-        return out
-
-    agree_dev = agreement(dev)
-    a_dev = dev.llm_correct(a, labels, strict=False)
-    b_dev = dev.llm_correct(b, labels, strict=False)
-    best: tuple[float, float, float, float] | None = None  # (accuracy, -cost, δ_gate, δ_a)
-    for r in np.linspace(0.05, 1.0, 20):
-        d_gate = budget_threshold(dev_score, float(r))
-        for d_a in [*np.linspace(0.0, 0.95, 20), 1.01]:
-            correct, asked_a, asked_b = cascade_outcome(
-                dev_score, agree_dev, dev.small_correct, a_dev, b_dev, d_gate, float(d_a)
-            )
-            cost = (cost_a * asked_a.mean() + cost_b * asked_b.mean()) / cost_b
-            if cost > cap + 1e-12:
-                continue
-            key = (float(correct.mean()), -float(cost), d_gate, float(d_a))
-            if best is None or key[:2] > best[:2]:
-                best = key
-    if best is None:
-        raise ConfigError("no cascade thresholds fit the cost cap on dev")
-    dev_acc, neg_cost, d_gate, d_a = best
-    # on test, through the engine: tier A for inputs under δ_gate, tier B where A is unsure
-    asked_a = test_score < d_gate
-    got_a = _ask(shunts[a], texts, test.probs, asked_a)
-    agree = np.zeros(len(test.y))
-    for i, (label, source) in got_a.items():
-        if source == "llm":
-            agree[i] = test.probs[i, labels.index(label)]
-    asked_b = asked_a & (agree < d_a)
-    got_b = _ask(shunts[b], texts, test.probs, asked_b)
-    correct = test.small_correct.copy()
-    for i, (label, _source) in {**got_a, **got_b}.items():
-        correct[i] = label == labels[test.y[i]]
-    cost = (cost_a * asked_a.mean() + cost_b * asked_b.mean()) / cost_b
-    return {
-        "accuracy": float(correct.mean()),
-        "llm_rate": float(asked_a.mean()),
-        "tiers": [a, b],
-        "rate_by_tier": {a: float(asked_a.mean()), b: float(asked_b.mean())},
-        "cost_vs_dearest_alone": float(cost),
-        "costs": {a: cost_a, b: cost_b},
-        "delta_gate": d_gate,
-        "delta_agreement": d_a,
-        "dev": {"accuracy": dev_acc, "cost_vs_dearest_alone": -neg_cost},
-        "llm_confidence": f"the gate's probability of {a}'s label (agreement between tiers); "
-        f"{a}'s answer is kept when it is >= delta_agreement, else {b} is asked",
-    }
 
 
 def bench_recorded(
@@ -325,16 +103,16 @@ def bench_recorded(
     t0 = time.perf_counter()
     report = calibrate(gate, dev, Budget(config.budgets[0]))  # fits the temperature on dev
     policy = report.policy
-    shunts = {col: _shunt(gate, policy, task, llm) for col, llm in llms.items()}
+    shunts = {col: replay_shunt(gate, policy, task, llm) for col, llm in llms.items()}
     feats = features if callable(features) else None
-    dev_s = _split(
+    dev_s = split_answers(
         dev,
         labels,
         np.asarray(gate.predict_proba(dev.texts), dtype=np.float64),
         feats(dev.texts) if feats else None,
         shunts,
     )
-    test_s = _split(
+    test_s = split_answers(
         test,
         labels,
         np.asarray(gate.predict_proba(test.texts), dtype=np.float64),
@@ -352,7 +130,7 @@ def bench_recorded(
     deferral: dict[str, Any] = {"tried": False}
     if train is not None:
         try:
-            train_s = _split(
+            train_s = split_answers(
                 train,
                 labels,
                 np.asarray(gate.predict_proba(train.texts), dtype=np.float64),
@@ -403,8 +181,8 @@ def bench_recorded(
     per_class_correct: dict[str, BoolArray] = {}
     for tag, (d, dev_acc, dev_rate) in deltas.items():
         routed = test_score < d
-        got = _ask(shunts[primary], test.texts, test_s.probs, routed)
-        correct, fallbacks = _route_figures(routed, got, test_s, labels)
+        got = ask_routed(shunts[primary], test.texts, test_s.probs, routed)
+        correct, fallbacks = route_figures(routed, got, test_s, labels)
         k = int(routed.sum())
         methods[f"ds-{tag}"] = {
             "accuracy": float(correct.mean()),
@@ -445,7 +223,7 @@ def bench_recorded(
         out["cascade"] = {}
         for cap in config.cascade_max_costs:
             tag = f"c{round(100 * cap)}"
-            c = _cascade(
+            c = cascade(
                 dev_s,
                 test_s,
                 dev_score,
@@ -484,7 +262,7 @@ def _oracle(k: int, small: BoolArray, llm: BoolArray) -> float:
 
 
 def _per_class(
-    split: _Split,
+    split: Split,
     labels: tuple[str, ...],
     llms: Mapping[str, ColumnReplayLLM],
     routes: Mapping[str, BoolArray],
@@ -502,81 +280,3 @@ def _per_class(
             row[f"ds-{tag}-llm_rate"] = float(routes[tag][idx].mean())
         out[lab] = row
     return out
-
-
-def _pct(x: float) -> str:
-    return f"{100 * x:.1f}"
-
-
-def recorded_markdown(name: str, res: Mapping[str, Any]) -> str:
-    """One data set's table (and per-class table) as markdown."""
-    m = res["methods"]
-    lines = [
-        f"### {name}: {res['n_test']} test inputs, LLM = recorded `{res['primary']}`, "
-        f"confidence score `{res['score']['chosen']}` (chosen on {res['n_dev']} dev)",
-        "",
-        "| method | accuracy % | LLM calls % | δ (from dev) | dev accuracy % |",
-        "|---|---:|---:|---:|---:|",
-    ]
-    auc = m["small"].get("auroc_gate_right")
-    lines.append(
-        f"| gate alone (AUROC of its confidence {auc:.3f}) | "
-        f"{_pct(m['small']['accuracy'])} | 0.0 | | |"
-    )
-    for key, v in m.items():
-        if key.startswith("llm"):
-            lines.append(
-                f"| `{v['column']}` alone ({v['unreadable']} unreadable) | "
-                f"{_pct(v['accuracy'])} | 100.0 | | {_pct(v['dev_accuracy'])} |"
-            )
-    for key, v in m.items():
-        if key.startswith("ds-"):
-            tag = key[3:]
-            what = "max dev accuracy" if tag == "max" else f"budget {tag[1:]} %"
-            lines.append(
-                f"| Data Shunt, {what} | {_pct(v['accuracy'])} | {_pct(v['llm_rate'])} | "
-                f"{v['delta']:.4f} | {_pct(v['dev_accuracy'])} |"
-            )
-            lines.append(
-                f"| random router, same rate | {_pct(m['random-' + tag]['accuracy'])} "
-                f"| {_pct(v['llm_rate'])} | | |"
-            )
-            lines.append(
-                f"| oracle router, same rate | {_pct(m['oracle-' + tag]['accuracy'])} "
-                f"| {_pct(v['llm_rate'])} | | |"
-            )
-    for c in (res.get("cascade") or {}).values():
-        a, b = c["tiers"]
-        lines.append(
-            f"| cascade gate → `{a}` → `{b}`, cost ≤ {c['max_cost']:.2f} on dev "
-            f"({_pct(c['rate_by_tier'][a])} % / {_pct(c['rate_by_tier'][b])} % calls, cost "
-            f"{c['cost_vs_dearest_alone']:.2f} of `{b}` alone) | {_pct(c['accuracy'])} | "
-            f"{_pct(c['llm_rate'])} | {c['delta_gate']:.4f} / {c['delta_agreement']:.2f} | "
-            f"{_pct(c['dev']['accuracy'])} |"
-        )
-    for key in NOT_REPLAYABLE:
-        lines.append(
-            f"| {key}: not replayable (prompt differs from the recorded one) | – | – | | |"
-        )
-    per_class = res.get("per_class")
-    if per_class:
-        tags = [k[3:] for k in m if k.startswith("ds-")]
-        cols = res["llm_columns"]
-        lines += [
-            "",
-            "Accuracy % per class (LLM calls % in brackets):",
-            "",
-            "| class | n | gate | "
-            + " | ".join(f"`{c}`" for c in cols)
-            + " | "
-            + " | ".join(f"ds-{t}" for t in tags)
-            + " |",
-            "|---|---:|---:|" + "---:|" * (len(cols) + len(tags)),
-        ]
-        for lab, row in per_class.items():
-            cells = [_pct(row["small"])] + [_pct(row[c]) for c in cols]
-            cells += [
-                f"{_pct(row['ds-' + t])} ({_pct(row['ds-' + t + '-llm_rate'])})" for t in tags
-            ]
-            lines.append(f"| {lab} | {row['n']} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
