@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,7 @@ from ..errors import ConfigError, DataError
 from ..gates import HFImageGate
 from ..gates._deps import check_remote_code, check_weights, require
 from ..images import load_pil
-from .loop import OptimConfig, TrainingLoop
+from .loop import OptimConfig, ShuffledBatches, TrainingLoop, cross_entropy
 from .train import TRAIN_REPORT_FILE, TrainReport, accuracy
 
 __all__ = [
@@ -117,31 +117,6 @@ def image_folder(root: str | Path, labels: Sequence[str] | None = None) -> Datas
     return Dataset(tuple(examples), names)
 
 
-class _Batches:
-    """Pixel batches in a fresh order each epoch (pixels computed once: small folders)."""
-
-    def __init__(self, pixels: Any, y: np.ndarray[Any, Any], cfg: ImageTrainConfig) -> None:
-        self.pixels, self.y, self.cfg = pixels, y, cfg
-        self.rng = np.random.default_rng(cfg.seed)
-
-    def __len__(self) -> int:
-        return -(-len(self.y) // self.cfg.batch_size)
-
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        torch = require("torch")
-        order = self.rng.permutation(len(self.y))
-        for start in range(0, len(self.y), self.cfg.batch_size):
-            idx = order[start : start + self.cfg.batch_size]
-            yield {
-                "pixel_values": self.pixels[torch.from_numpy(idx)],
-                "labels": torch.tensor(self.y[idx], dtype=torch.long),
-            }
-
-
-def _cross_entropy(model: Any, batch: Mapping[str, Any]) -> Any:
-    return model(**batch).loss
-
-
 def _new_model(labels: list[str], backbone: Path | None, cfg: ImageTrainConfig) -> Any:
     """The model to train and the processor saved with it."""
     transformers = require("transformers")
@@ -217,14 +192,22 @@ def train_image_gate(
     model, processor = _new_model(labels, base, cfg)
     images = [load_pil(t, index=i) for i, t in enumerate(train_set.texts)]
     pixels = processor(images=images, return_tensors="pt")["pixel_values"]
-    batches = _Batches(pixels, np.array(train_set.y), cfg)
+    y = np.array(train_set.y)
+
+    def make(idx: Any) -> dict[str, Any]:
+        return {
+            "pixel_values": pixels[torch.from_numpy(idx)],
+            "labels": torch.tensor(y[idx], dtype=torch.long),
+        }
+
+    batches = ShuffledBatches(len(y), cfg.batch_size, cfg.seed, make)
     optim = OptimConfig(lr=cfg.lr, weight_decay=cfg.weight_decay, warmup_ratio=cfg.warmup_ratio)
     loop = TrainingLoop(model, optim, total_steps=len(batches) * cfg.epochs)
     before = torch.get_num_threads()
     try:
         if cfg.threads is not None:
             torch.set_num_threads(cfg.threads)
-        loop.fit(batches, _cross_entropy, epochs=cfg.epochs, desc="train-gate", progress=progress)
+        loop.fit(batches, cross_entropy, epochs=cfg.epochs, desc="train-gate", progress=progress)
     finally:
         torch.set_num_threads(before)
     model = loop.finish()

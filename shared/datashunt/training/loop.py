@@ -11,9 +11,11 @@ lazily.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence, Sized
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Sized
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 from ..errors import ConfigError
 from ..gates._deps import require
@@ -23,8 +25,10 @@ __all__ = [
     "LossFn",
     "OptimConfig",
     "PhaseLoss",
+    "ShuffledBatches",
     "SingleProcess",
     "TrainingLoop",
+    "cross_entropy",
     "encode_texts",
 ]
 
@@ -33,6 +37,31 @@ CHARS_PER_TOKEN_CAP = 16
 
 #: ``loss_fn(model, batch) -> scalar loss tensor``.
 LossFn = Callable[[Any, Mapping[str, Any]], Any]
+
+
+class ShuffledBatches:
+    """Batches of ``n`` examples in a fresh order each epoch, drawn from one seeded generator;
+    ``make(indices)`` builds one batch (inputs and ``labels``). Text and image training share it.
+    """
+
+    def __init__(
+        self, n: int, batch_size: int, seed: int, make: Callable[[Any], dict[str, Any]]
+    ) -> None:
+        self.n, self.batch_size, self.make = n, batch_size, make
+        self.rng = np.random.default_rng(seed)
+
+    def __len__(self) -> int:
+        return -(-self.n // self.batch_size)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        order = self.rng.permutation(self.n)
+        for start in range(0, self.n, self.batch_size):
+            yield self.make(order[start : start + self.batch_size])
+
+
+def cross_entropy(model: Any, batch: Mapping[str, Any]) -> Any:
+    """The classification loss a HF model computes itself from ``batch["labels"]``."""
+    return model(**batch).loss
 
 
 def encode_texts(tokenizer: Any, texts: Sequence[str], max_length: int) -> dict[str, Any]:

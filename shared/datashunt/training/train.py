@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -16,7 +15,7 @@ from ..data import Dataset
 from ..errors import ConfigError
 from ..gates import BaseGate, EmbeddingGate, HFGate
 from ..gates._deps import require, resolve_backbone
-from .loop import OptimConfig, TrainingLoop, encode_texts
+from .loop import OptimConfig, ShuffledBatches, TrainingLoop, cross_entropy, encode_texts
 
 __all__ = ["TRAIN_REPORT_FILE", "TrainConfig", "TrainReport", "accuracy", "train_gate"]
 
@@ -86,36 +85,6 @@ def accuracy(gate: BaseGate, data: Dataset, batch_size: int | None = None) -> fl
     return float((pred == y).mean())
 
 
-class _ShuffledBatches:
-    """Labelled batches of ``texts`` in a fresh order each epoch, drawn from one generator."""
-
-    def __init__(
-        self,
-        texts: list[str],
-        y: np.ndarray[Any, Any],
-        tokenizer: Any,
-        cfg: TrainConfig,
-    ) -> None:
-        self.texts, self.y, self.tokenizer, self.cfg = texts, y, tokenizer, cfg
-        self.rng = np.random.default_rng(cfg.seed)
-
-    def __len__(self) -> int:
-        return -(-len(self.texts) // self.cfg.batch_size)
-
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        torch = require("torch")
-        order = self.rng.permutation(len(self.texts))
-        for start in range(0, len(self.texts), self.cfg.batch_size):
-            idx = order[start : start + self.cfg.batch_size]
-            batch = encode_texts(self.tokenizer, [self.texts[i] for i in idx], self.cfg.max_length)
-            batch["labels"] = torch.tensor(self.y[idx], dtype=torch.long)
-            yield batch
-
-
-def _cross_entropy(model: Any, batch: Mapping[str, Any]) -> Any:
-    return model(**batch).loss
-
-
 def _finetune(train: Dataset, out: Path, backbone: Path, cfg: TrainConfig, progress: bool) -> None:
     torch = require("torch")
     transformers = require("transformers")
@@ -131,10 +100,17 @@ def _finetune(train: Dataset, out: Path, backbone: Path, cfg: TrainConfig, progr
         id2label=dict(enumerate(labels)),
         label2id={lab: i for i, lab in enumerate(labels)},
     )
-    batches = _ShuffledBatches(train.texts, np.array(train.y), tokenizer, cfg)
+    texts, y = train.texts, np.array(train.y)
+
+    def make(idx: Any) -> dict[str, Any]:
+        batch = encode_texts(tokenizer, [texts[i] for i in idx], cfg.max_length)
+        batch["labels"] = torch.tensor(y[idx], dtype=torch.long)
+        return batch
+
+    batches = ShuffledBatches(len(texts), cfg.batch_size, cfg.seed, make)
     optim = OptimConfig(lr=cfg.lr, weight_decay=cfg.weight_decay, warmup_ratio=cfg.warmup_ratio)
     loop = TrainingLoop(model, optim, total_steps=len(batches) * cfg.epochs)
-    loop.fit(batches, _cross_entropy, epochs=cfg.epochs, desc="train-gate", progress=progress)
+    loop.fit(batches, cross_entropy, epochs=cfg.epochs, desc="train-gate", progress=progress)
     model = loop.finish()
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(out))
