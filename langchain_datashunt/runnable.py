@@ -30,6 +30,7 @@ from datashunt import (
     ShuntResult,
     load_gate,
 )
+from datashunt.registry import Follower, GateRegistry, as_registry
 
 from ._convert import metadata_for
 from .model_call import ChatModelCall
@@ -122,6 +123,7 @@ class DataShuntRunnable(RunnableSerializable[Any, ShuntOutput]):
     _shunt: Shunt = PrivateAttr()
     _prompt: Runnable[dict[str, Any], Any] = PrivateAttr()
     _alarms: AlarmInbox = PrivateAttr()
+    _follower: Follower | None = PrivateAttr(default=None)
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -151,6 +153,33 @@ class DataShuntRunnable(RunnableSerializable[Any, ShuntOutput]):
     def from_dir(cls, gate_dir: str | Path, **kwargs: Any) -> DataShuntRunnable:
         """Load the gate and its saved policy from a directory (see ``datashunt calibrate``)."""
         return cls(gate=load_gate(gate_dir), policy=ShuntPolicy.load(gate_dir), **kwargs)
+
+    @classmethod
+    def from_registry(
+        cls,
+        registry: GateRegistry | str | Path,
+        version: str | None = None,
+        *,
+        follow: bool = False,
+        interval: float = 5.0,
+        **kwargs: Any,
+    ) -> DataShuntRunnable:
+        """Serve ``version`` of a gate registry (default its champion); with ``follow=True``
+        keep serving the champion as ``datashunt loop`` promotes or rolls back (the swap
+        happens between decisions; ``runnable.follower.stop()`` ends it)."""
+        reg = as_registry(registry)
+        gate, policy = reg.load(version)
+        runnable = cls(gate=gate, policy=policy, **kwargs)
+        name = version or reg.champion()
+        runnable._shunt.swap(gate, policy, version=name)  # records the version it serves
+        if follow:
+            runnable._follower = runnable._shunt.follow(reg, interval=interval, pin=version)
+        return runnable
+
+    @property
+    def follower(self) -> Follower | None:
+        """The :class:`~datashunt.registry.Follower` of ``from_registry(follow=True)``."""
+        return self._follower
 
     @property
     def shunt(self) -> Shunt:

@@ -35,6 +35,9 @@ class Decision:
         probabilities: the full probability vector, label -> probability, in label order.
         candidates: the labels offered to the large model (all labels, or the hard-pruned set).
         reason: a short human-readable explanation of the route.
+        policy_version: the content hash of the policy that decided (``ShuntPolicy.version``);
+            the later steps of this input use that policy even if the shunt's gate is swapped
+            meanwhile (:meth:`~datashunt.Shunt.swap`).
     """
 
     route: Route
@@ -43,6 +46,7 @@ class Decision:
     probabilities: Mapping[str, float]
     candidates: tuple[str, ...]
     reason: str
+    policy_version: str | None = None
 
     def top(self, k: int) -> list[tuple[str, float]]:
         """The ``k`` most probable labels with their probabilities, most probable first."""

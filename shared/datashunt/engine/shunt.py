@@ -12,12 +12,14 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, InputError, LLMError
 from ..gates import Gate, load_gate
 from ..policy import ShuntPolicy
+from ..registry import Follower, GateRegistry, as_registry
 from ..types import Decision, LLMRequest, ShuntResult
 from .batch import Outcome, caught, complete, with_audit
 from .calls import AsyncLLMCall, FunctionCall, LLMCall, ModelCall, Rendered
@@ -81,6 +83,36 @@ class Shunt(ShuntSteps):
     def from_dir(cls, gate_dir: str | Path, **kwargs: Any) -> Shunt:
         """Load a gate directory and the policy saved beside it (see ``datashunt calibrate``)."""
         return cls(load_gate(gate_dir), ShuntPolicy.load(gate_dir), **kwargs)
+
+    @classmethod
+    def from_registry(
+        cls, registry: GateRegistry | str | Path, version: str | None = None, **kwargs: Any
+    ) -> Shunt:
+        """A shunt serving ``version`` of a gate registry (default its champion).
+
+        To keep serving the champion as it changes, call :meth:`follow` on the result.
+        """
+        reg = as_registry(registry)
+        name = version or reg.champion()
+        gate, policy = reg.load(name)
+        shunt = cls(gate, policy, **kwargs)
+        shunt._serving = replace(shunt._serving, version=name)
+        return shunt
+
+    def follow(
+        self,
+        registry: GateRegistry | str | Path,
+        *,
+        interval: float = 5.0,
+        pin: str | None = None,
+        start: bool = True,
+    ) -> Follower:
+        """Serve the registry's champion (or ``pin``) from now on; swaps happen between
+        decisions (see :meth:`swap`). Checks once now, then every ``interval`` seconds in a
+        daemon thread unless ``start=False``; ``.stop()`` the returned :class:`Follower`."""
+        follower = Follower(self, registry, interval=interval, pin=pin)
+        follower.check()
+        return follower.start() if start else follower
 
     # ---- one LLM call: the lifecycle ---------------------------------------------------------
 

@@ -7,8 +7,9 @@ Audits and the drift alarm live in :mod:`~datashunt.engine.watch`, receipts in `
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -27,13 +28,33 @@ from ..transfer import PromptTransfer, TransferResult
 from ..types import Decision, LLMReply, LLMRequest, Message, ParsedAnswer, ShuntResult
 from .receipts import Price, Receipt, make_receipt, price_table
 from .records import call_record, describe_error
-from .watch import DriftMonitor, Watch
+from .watch import REFERENCE_KEY, DriftMonitor, Watch
 
-__all__ = ["OnError", "ShuntSteps"]
+__all__ = ["OnError", "Serving", "ShuntSteps"]
 
 log = logging.getLogger("datashunt")
 
 OnError = Literal["fallback", "raise"]
+
+#: how many replaced policies a shunt remembers for inputs decided before a swap
+_RECENT_POLICIES = 8
+
+
+@dataclass(frozen=True)
+class Serving:
+    """The gate and policy a shunt decides with, replaced together (:meth:`ShuntSteps.swap`).
+
+    Attributes:
+        gate: the small model.
+        policy: its policy.
+        policy_version: ``policy.version`` (a content hash), computed once.
+        version: the gate's registry version (:mod:`datashunt.registry`), if it came from one.
+    """
+
+    gate: Gate
+    policy: ShuntPolicy
+    policy_version: str
+    version: str | None = None
 
 
 class ShuntSteps:
@@ -61,13 +82,11 @@ class ShuntSteps:
         drift: DriftMonitor | bool | None = None,
         prices: Mapping[str, Price | tuple[float, float]] | None = None,
     ) -> None:
-        self.gate = gate
-        self.policy = policy or ShuntPolicy(labels=tuple(gate.labels))
-        if tuple(self.policy.labels) != tuple(gate.labels):
-            raise ConfigError(
-                f"policy labels {list(self.policy.labels)} differ from the gate's "
-                f"{list(gate.labels)}: calibrate the policy for this gate"
-            )
+        policy = policy or ShuntPolicy(labels=tuple(gate.labels))
+        _check_labels(gate, policy)
+        self._serving = Serving(gate, policy, policy.version)
+        self._recent: dict[str, ShuntPolicy] = {}
+        self._swap_lock = threading.Lock()
         if on_llm_error not in ("fallback", "raise"):
             raise ConfigError(f"on_llm_error must be 'fallback' or 'raise', got {on_llm_error!r}")
         if max_concurrency < 1:
@@ -85,10 +104,72 @@ class ShuntSteps:
         self.max_chars = max_chars
         self.noun = noun
         self.model_name = model_name
-        self.parser = AnswerParser(self.policy.labels, synonyms)
-        self.policy_version = self.policy.version
+        self.parser = AnswerParser(policy.labels, synonyms)
         self.prices = price_table(prices)
-        self.watch = Watch(self.policy, audit_rate=audit_rate, audit_seed=audit_seed, drift=drift)
+        self._drift_from_policy = drift is True
+        self.watch = Watch(policy, audit_rate=audit_rate, audit_seed=audit_seed, drift=drift)
+
+    # ---- what it serves with: one gate and policy, swapped as one ----------------------------
+
+    @property
+    def serving(self) -> Serving:
+        """The gate and policy the next decision uses."""
+        return self._serving
+
+    @property
+    def gate(self) -> Gate:
+        """The gate the next decision uses."""
+        return self._serving.gate
+
+    @property
+    def policy(self) -> ShuntPolicy:
+        """The policy the next decision uses."""
+        return self._serving.policy
+
+    @property
+    def policy_version(self) -> str:
+        """The content hash of :attr:`policy`."""
+        return self._serving.policy_version
+
+    def swap(
+        self, gate: Gate, policy: ShuntPolicy | None = None, *, version: str | None = None
+    ) -> Serving:
+        """Serve with another gate (and its policy) from the next decision on; returns the old.
+
+        The pair is replaced in one assignment: a decision reads it once, and the later steps
+        of an input (its prompt, its receipt) use the policy that decided it, so no input sees
+        half of each. Calls in flight finish with the gate that decided them. The labels must
+        stay the same (answers are read against them).
+
+        Raises:
+            ConfigError: the gate's or policy's labels differ from the ones served now.
+        """
+        policy = policy or ShuntPolicy(labels=tuple(gate.labels))
+        _check_labels(gate, policy)
+        if tuple(policy.labels) != tuple(self.policy.labels):
+            raise ConfigError(
+                f"the new gate's labels {list(policy.labels)} differ from the served ones "
+                f"{list(self.policy.labels)}: a swap keeps the label set; build a new shunt"
+            )
+        new = Serving(gate, policy, policy.version, version)
+        with self._swap_lock:
+            old = self._serving
+            self._recent[old.policy_version] = old.policy
+            while len(self._recent) > _RECENT_POLICIES:
+                self._recent.pop(next(iter(self._recent)))
+            self._serving = new
+            ref = policy.metrics.get(REFERENCE_KEY)
+            if self._drift_from_policy and ref:  # the alarm compares with the new calibration
+                self.watch.drift = DriftMonitor(ref, threshold=policy.threshold)
+        log.info("datashunt: now serving gate %s (policy %s)", version or "?", new.policy_version)
+        return old
+
+    def policy_of(self, decision: Decision) -> ShuntPolicy:
+        """The policy that made ``decision`` (the served one when it is unknown)."""
+        serving = self._serving
+        if decision.policy_version in (None, serving.policy_version):
+            return serving.policy
+        return self._recent.get(decision.policy_version or "", serving.policy)
 
     # ---- decide and prepare ---------------------------------------------------------------
 
@@ -130,36 +211,38 @@ class ShuntSteps:
         ]
         if not batch:
             return []
-        probs = np.asarray(self.gate.predict_proba(batch), dtype=np.float64)
-        k = len(self.policy.labels)
+        serving = self._serving  # read once: a swap meanwhile applies to the next batch
+        probs = np.asarray(serving.gate.predict_proba(batch), dtype=np.float64)
+        k = len(serving.policy.labels)
         if probs.shape != (len(batch), k):
             raise GateError(f"gate returned shape {probs.shape}, expected {(len(batch), k)}")
-        decisions = [self.decision_from_probs(row) for row in probs]
+        decisions = [self.decision_from_probs(row, serving) for row in probs]
         self.watch.observe(decisions)
         return decisions
 
-    def decision_from_probs(self, row: np.ndarray) -> Decision:
+    def decision_from_probs(self, row: np.ndarray, serving: Serving | None = None) -> Decision:
         """The decision for one probability vector (non-finite output goes to the LLM)."""
-        labels = self.policy.labels
+        serving = serving or self._serving
+        policy, version = serving.policy, serving.policy_version
+        labels = policy.labels
         if not np.all(np.isfinite(row)) or row.sum() <= 0:
             log.warning("gate returned non-finite probabilities %s; routing to the LLM", row)
             uniform = {lab: 1.0 / len(labels) for lab in labels}
-            return Decision(
-                "llm", labels[0], 0.0, uniform, labels, "gate output not finite: asking the LLM"
-            )
+            why = "gate output not finite: asking the LLM"
+            return Decision("llm", labels[0], 0.0, uniform, labels, why, version)
         probs = {lab: float(p) for lab, p in zip(labels, row, strict=True)}
         top = int(np.argmax(row))
         conf = float(row[top])
-        delta = self.policy.threshold
-        if self.policy.routes_small(conf):
+        delta = policy.threshold
+        if policy.routes_small(conf):
             reason = f"confidence {conf:.3f} >= threshold {delta:.3f}"
-            return Decision("small", labels[top], conf, probs, (labels[top],), reason)
-        cands = hard_candidates(probs, self.policy)
-        if len(cands) == 1 and self.policy.conformal and self.prompt_mode in ("hard", "both"):
+            return Decision("small", labels[top], conf, probs, (labels[top],), reason, version)
+        cands = hard_candidates(probs, policy)
+        if len(cands) == 1 and policy.conformal and self.prompt_mode in ("hard", "both"):
             reason = f"the conformal label set holds {cands[0]} alone: the gate answers"
-            return Decision("small", cands[0], conf, probs, cands, reason)
+            return Decision("small", cands[0], conf, probs, cands, reason, version)
         reason = f"confidence {conf:.3f} < threshold {delta:.3f}"
-        return Decision("llm", labels[top], conf, probs, cands, reason)
+        return Decision("llm", labels[top], conf, probs, cands, reason, version)
 
     def prepare(self, texts: Sequence[str], decisions: Sequence[Decision]) -> list[LLMRequest]:
         """LLM requests for the LLM-routed inputs (Prompt Transferring applied in one pass)."""
@@ -169,19 +252,22 @@ class ShuntSteps:
             transferred = list(self.transfer.apply([t for t, _ in todo]))
         mode, noun = self.prompt_mode, self.noun
         return [
-            build_request(self.template, self.policy, d, mode, text, tr.text if tr else text, noun)
+            build_request(
+                self.template, self.policy_of(d), d, mode, text, tr.text if tr else text, noun
+            )
             for (text, d), tr in zip(todo, transferred, strict=True)
         ]
 
     def audit_request(self, text: str, decision: Decision) -> LLMRequest:
         """The audit of a gate answer: every label on offer, no hint (``audit_rate``)."""
         return build_request(
-            self.template, self.policy, decision, "none", text, text, self.noun, True
+            self.template, self.policy_of(decision), decision, "none", text, text, self.noun, True
         )
 
     def receipt_of(self, decision: Decision, reply: LLMReply | None = None, **kw: Any) -> Receipt:
         """The :class:`Receipt` of a result (see :mod:`datashunt.engine.receipts`)."""
-        args = (self.policy, self.policy_version, decision, self.prices)
+        policy = self.policy_of(decision)
+        args = (policy, decision.policy_version or policy.version, decision, self.prices)
         return make_receipt(*args, reply=reply, drift=self.watch.drifted, **kw)
 
     # ---- read the answer and conclude -----------------------------------------------------
@@ -300,3 +386,11 @@ class ShuntSteps:
             log.warning("%s", exc)
             return replace(result, extra={**result.extra, "store_error": str(exc)})
         return replace(result, record_id=rid)
+
+
+def _check_labels(gate: Gate, policy: ShuntPolicy) -> None:
+    if tuple(policy.labels) != tuple(gate.labels):
+        raise ConfigError(
+            f"policy labels {list(policy.labels)} differ from the gate's "
+            f"{list(gate.labels)}: calibrate the policy for this gate"
+        )
