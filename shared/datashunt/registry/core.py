@@ -241,12 +241,13 @@ class GateRegistry:
         """A local directory holding ``version``'s files (default the champion)."""
         return self._backend.path(self.get(self._resolve(version)).version)
 
-    def load(self, version: str | None = None) -> tuple[Gate, ShuntPolicy]:
-        """The gate and policy of ``version`` (default the champion), ready for a shunt."""
+    def load(self, version: str | None = None, **gate_options: Any) -> tuple[Gate, ShuntPolicy]:
+        """The gate and policy of ``version`` (default the champion), ready for a shunt;
+        ``gate_options`` go to :func:`~datashunt.gates.load_gate` (``max_length``, ...)."""
         from ..gates import load_gate
 
         path = self.path(version)
-        return load_gate(path), ShuntPolicy.load(path)
+        return load_gate(path, **gate_options), ShuntPolicy.load(path)
 
     # ---- the champion -----------------------------------------------------------------------
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import asdict
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +57,9 @@ class Distiller:
         train: the gate's original training data (its labels are not used), for stage 2.
         eval_data: labelled data from the logged distribution, for accuracy after the shift.
         calib: labelled data to re-calibrate on instead of ``dev``.
+        since: use only the records written after this time (``datashunt loop``: the records
+            since the serving gate was made) ...
+        until: ... and not after this one.
         accelerator: an :class:`accelerate.Accelerator`; one is made from the environment.
         progress: show progress bars.
 
@@ -73,6 +77,8 @@ class Distiller:
         train: Dataset | None = None,
         eval_data: Dataset | None = None,
         calib: Dataset | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
         accelerator: Any | None = None,
         progress: bool = True,
     ) -> None:
@@ -81,11 +87,24 @@ class Distiller:
         opened = open_existing_store(store)  # a missing store fails before any model loads
         try:
             self._load(accelerator, dev, train, eval_data, calib)
-            self.logged, self.store_counts = read_logged(opened.iter(), self.labels)
+            records = opened.iter()
+            if since is not None or until is not None:
+                lo = since or datetime.min.replace(tzinfo=timezone.utc)  # noqa: UP017
+                hi = until or datetime.max.replace(tzinfo=timezone.utc)  # noqa: UP017
+                window = [r for r in records if lo < r.created_at <= hi]
+                if not window:
+                    raise DataError(
+                        f"no records in the store between {lo.isoformat()} and "
+                        f"{hi.isoformat()}: serve traffic with the store attached first"
+                    )
+                records = iter(window)
+            self.logged, self.store_counts = read_logged(records, self.labels)
         finally:
             if opened is not store:
                 opened.close()
         self._teacher_cache: dict[tuple[int, str], FloatArray] = {}
+        #: the last run's learnable gate: raw logits per scored text (dev, calib, logged, eval)
+        self.student_logits: dict[str, FloatArray] = {}
 
     def _load(
         self,
@@ -142,6 +161,7 @@ class Distiller:
         config: DistillConfig | None = None,
         *,
         target: Target | None = None,
+        confidence: float | None = None,
     ) -> DistillReport:
         """Train a learnable copy, save it with a re-calibrated policy, and report.
 
@@ -149,6 +169,7 @@ class Distiller:
             out_dir: the new gate directory (must differ from the production gate's).
             config: hyper-parameters and ablation switch.
             target: the calibration target for the new δ; default the old policy's.
+            confidence: certify the new δ at this confidence (see ``calibrate``).
 
         Raises:
             ConfigError: no δ (no policy and no ``threshold``), no target, or ``out_dir`` is
@@ -225,7 +246,14 @@ class Distiller:
         if self.policy is not None:
             keep = ("prune_epsilon", "min_reliable_recall", "min_candidates", "hint_top_k")
             policy_fields = {k: getattr(self.policy, k) for k in keep}
-        cal = calibrate(LogitsGate(self.labels, after), self.calib, target, **policy_fields)
+        self.student_logits = after
+        cal = calibrate(
+            LogitsGate(self.labels, after),
+            self.calib,
+            target,
+            confidence=confidence,
+            **policy_fields,
+        )
         if cal.note:
             notes.append(f"calibration: {cal.note}")
         slices = build_slices(
