@@ -12,7 +12,7 @@ EXTRAS ?= hf,langchain,llamaindex,server,distill,plot,postgres,dev,ray,onnx
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
 .PHONY: install test lint typecheck unit demo llm-server distill-shift clean postgres-server \
-	bench bench-quick bench-load bench-gate bench-scale bench-guarantees bench-recorded cookbook
+	bench bench-quick bench-load bench-gate bench-scale bench-guarantees bench-recorded bench-loop loop-demo cookbook
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -95,6 +95,18 @@ bench-load: $(STAMP) postgres-server
 
 demo: $(STAMP)
 	$(PY) -m langchain_datashunt.demo
+
+# Issue 14: the loop closes itself on MR with gpt-3.5-turbo's recorded answers as the teacher:
+# an amazon-mds gate (fine-tuned first, cached in .cache/loop), three rounds of 1,000 new
+# sentences, each distilled, shadow-tested and promoted or refused; prints the per-round table.
+# bench-loop adds the ablations (stage 1 only, plain fine-tuning) and SmolLM2 as the teacher,
+# and writes bench/results/loop.{json,md}.
+loop-demo: $(STAMP)
+	$(PY) -m bench.loop --variants 2cd --rounds 3 --out .cache/loop/demo.json
+
+bench-loop: $(STAMP)
+	$(PY) -m bench.loop --variants 2cd,stage1,finetune,smollm --rounds 3 \
+		--out bench/results/loop.json
 
 # The 2CD shift experiment (amazon-mds, real local LLM); ~25 min on 2 CPU cores, then cached.
 distill-shift: $(STAMP)

@@ -62,13 +62,14 @@ def _sample(data: Dataset, n: int, seed: int) -> Dataset:
     return Dataset(tuple(data.examples[i] for i in sorted(idx)), data.labels, data.name)
 
 
-def ensure_base_gate(cache: Path, args: argparse.Namespace, mr_dev: Dataset) -> Path:
+def ensure_base_gate(
+    cache: Path, args: argparse.Namespace, train: Dataset, mr_dev: Dataset
+) -> Path:
     """The amazon-mds gate, certified on MR dev (cached)."""
     gate_dir = cache / f"base-amazon-{args.base_train}"
     if (gate_dir / "datashunt_policy.json").is_file():
         print(f"[base] cached at {gate_dir}", flush=True)
         return gate_dir
-    train = _sample(read_dataset("amazon-mds", split="train"), args.base_train, args.seed)
     print(f"[base] fine-tuning MiniLM on {len(train)} amazon-mds reviews (1 epoch) ...", flush=True)
     t0 = time.perf_counter()
     cfg = TrainConfig(epochs=1, max_length=MAX_LENGTH, seed=args.seed)
@@ -257,7 +258,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--tolerance", type=float, default=0.005, help="largest slice loss allowed")
     p.add_argument("--audit-rate", type=float, default=0.05)
     p.add_argument("--lr", type=float, default=3e-5, help="2CD learning rate")
-    p.add_argument("--amazon-eval", type=int, default=1000, help="amazon-mds test reviews")
+    p.add_argument("--amazon-eval", type=int, default=500, help="amazon-mds test reviews")
+    p.add_argument("--amazon-dev", type=int, default=400, help="amazon-mds dev reviews (a slice)")
+    p.add_argument(
+        "--stage2-train", type=int, default=500, help="base training reviews for stage 2"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--work", default=str(ROOT / ".cache" / "loop"))
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "loop.json"))
@@ -269,15 +274,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     t0 = time.perf_counter()
     mr = {s: read_dataset("mr", split=s) for s in ("train", "dev", "test")}
+    amazon_train = _sample(read_dataset("amazon-mds", split="train"), args.base_train, args.seed)
     answers = read_text_column("mr", "llm_label")  # sentence -> gpt-3.5's label ("" = none)
     data = {
         "mr_train": mr["train"],
         "mr_dev": mr["dev"],
-        "amazon_dev": _sample(read_dataset("amazon-mds", split="dev"), 600, args.seed),
-        "amazon_train": _sample(read_dataset("amazon-mds", split="train"), 2000, args.seed + 1),
+        "amazon_dev": _sample(read_dataset("amazon-mds", split="dev"), args.amazon_dev, args.seed),
+        # stage 2's share of the original domain (the base gate's own training sample)
+        "amazon_train": _sample(amazon_train, args.stage2_train, args.seed),
     }
     amazon_test = _sample(read_dataset("amazon-mds", split="test"), args.amazon_eval, args.seed)
-    base = ensure_base_gate(Path(args.work), args, mr["dev"])
+    base = ensure_base_gate(Path(args.work), args, amazon_train, mr["dev"])
     evaluate = TestEval(mr["test"], amazon_test, answers)
     results = {}
     for variant in [v.strip() for v in args.variants.split(",") if v.strip()]:
