@@ -1,8 +1,8 @@
 """The loop closes itself on MR, with gpt-3.5-turbo's recorded answers as the LLM (issue 14).
 
 A gate fine-tuned on amazon-mds product reviews serves MR movie-review sentences (a shift of
-domain and length). Its policy is certified on MR dev: small-route accuracy >= 0.9 with 90 %
-confidence. Each round:
+domain and length). Its policy is certified on MR dev: small-route accuracy >= 0.85 with 90 %
+confidence (at 0.9 it certifies nothing: every input would go to the LLM). Each round:
 
 1. ~1,000 new MR *train* sentences go through a :class:`~datashunt.Shunt` that follows the
    registry's champion (``audit_rate`` 0.05, a SQLite store attached); the LLM is the recorded
@@ -67,14 +67,14 @@ def ensure_base_gate(
 ) -> Path:
     """The amazon-mds gate, certified on MR dev (cached)."""
     gate_dir = cache / f"base-amazon-{args.base_train}"
-    if (gate_dir / "datashunt_policy.json").is_file():
-        print(f"[base] cached at {gate_dir}", flush=True)
-        return gate_dir
-    print(f"[base] fine-tuning MiniLM on {len(train)} amazon-mds reviews (1 epoch) ...", flush=True)
     t0 = time.perf_counter()
-    cfg = TrainConfig(epochs=1, max_length=MAX_LENGTH, seed=args.seed)
-    train_gate(train, gate_dir, config=cfg, progress=not args.quiet)
-    gate = HFGate(gate_dir, max_length=MAX_LENGTH)
+    if (gate_dir / "model.safetensors").is_file():
+        print(f"[base] cached at {gate_dir}", flush=True)
+    else:
+        print(f"[base] fine-tuning MiniLM on {len(train)} amazon-mds reviews ...", flush=True)
+        cfg = TrainConfig(epochs=1, max_length=MAX_LENGTH, seed=args.seed)
+        train_gate(train, gate_dir, config=cfg, progress=not args.quiet)
+    gate = HFGate(gate_dir, max_length=MAX_LENGTH, temperature=1.0)
     cal = calibrate(gate, mr_dev, PrecisionFloor(args.precision), confidence=args.confidence)
     cal.policy.save(gate_dir)
     print(f"[base] {time.perf_counter() - t0:.0f} s; δ = {cal.policy.threshold:.4f}", flush=True)
@@ -253,7 +253,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--round-size", type=int, default=1000, help="new MR sentences per round")
     p.add_argument("--base-train", type=int, default=2000, help="amazon-mds reviews for the base")
-    p.add_argument("--precision", type=float, default=0.9, help="small-route accuracy floor")
+    p.add_argument("--precision", type=float, default=0.85, help="small-route accuracy floor")
     p.add_argument("--confidence", type=float, default=0.9, help="of the certified δ")
     p.add_argument("--tolerance", type=float, default=0.005, help="largest slice loss allowed")
     p.add_argument("--audit-rate", type=float, default=0.05)

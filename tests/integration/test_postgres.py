@@ -122,3 +122,25 @@ def test_an_old_store_is_migrated(pg_url: str) -> None:
     got = {r.id: r.messages for r in store.iter()}
     assert got == {old_id: None, new_id: [{"role": "user", "content": "nul\ufffd and émoji 🙂"}]}
     store.close()
+
+
+def test_gate_registry_on_postgres(pg_url: str, tiny_bert: Path, tmp_path: Path) -> None:
+    """Two processes' worth of registries on one PostgreSQL database agree on the champion."""
+    import shutil
+
+    from datashunt import ShuntPolicy
+    from datashunt.registry import GateRegistry
+
+    gate = tmp_path / "gate"
+    shutil.copytree(tiny_bert, gate)
+    ShuntPolicy(labels=("negative", "positive"), threshold=0.8).save(gate)
+    a = GateRegistry(pg_url, cache_dir=tmp_path / "a")
+    b = GateRegistry(pg_url, cache_dir=tmp_path / "b")
+    a.promote(a.add(gate).version)
+    b.promote(b.add(gate, parent="v0001").version)
+    assert a.champion() == b.champion() == "v0002"
+    assert a.rollback().version == "v0001" and b.champion() == "v0001"
+    gate_b, policy = b.load("v0002")
+    assert tuple(gate_b.labels) == ("negative", "positive") and policy.threshold == 0.8
+    a.close()
+    b.close()

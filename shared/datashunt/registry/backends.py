@@ -42,6 +42,7 @@ class Backend(Protocol):
     def events(self) -> list[RegistryEvent]: ...
     def append_event(self, make: MakeEvent) -> RegistryEvent: ...
     def marker(self) -> str: ...
+    def close(self) -> None: ...
 
 
 def _name(n: int) -> str:
@@ -108,6 +109,9 @@ class FolderBackend:
                 fh.flush()
                 os.fsync(fh.fileno())
         return event
+
+    def close(self) -> None:
+        pass
 
     def marker(self) -> str:
         try:
@@ -225,3 +229,6 @@ class SQLBackend:
         with self.engine.connect() as conn:
             top = conn.execute(sa.select(sa.func.max(_EVENT_TABLE.c.seq))).scalar()
         return str(top or 0)
+
+    def close(self) -> None:
+        self.engine.dispose()

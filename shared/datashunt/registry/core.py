@@ -177,6 +177,16 @@ class GateRegistry:
     def __repr__(self) -> str:
         return f"GateRegistry({self.location!r})"
 
+    def close(self) -> None:
+        """Release the database connections (a folder registry holds none)."""
+        self._backend.close()
+
+    def __enter__(self) -> GateRegistry:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     # ---- versions ---------------------------------------------------------------------------
 
     def add(
