@@ -10,15 +10,17 @@ def markdown(res: dict[str, Any]) -> str:
     """The BENCHMARKS.md tables of a result."""
     pct = lambda x: "-" if x is None else f"{100 * x:.1f}"  # noqa: E731
     lines = [
-        "| data set | target | broken (population) | broken (test half) | broken, uncertified "
-        "| LLM share certified | LLM share uncertified | splits all to LLM |",
-        "|---|---|---|---|---|---|---|---|",
+        "| data set | target | broken (population) | broken (test half) | expected on a test "
+        "half if exactly valid | broken, uncertified | LLM share certified "
+        "| LLM share uncertified | splits all to LLM |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, targets in res["certified"].items():
         for spec, r in targets.items():
             lines.append(
                 f"| {name} | {spec} | {pct(r['violation_rate_population'])} % "
                 f"| {pct(r['violation_rate_certified'])} % "
+                f"| {pct(r['violation_rate_expected_test_half'])} % "
                 f"| {pct(r['violation_rate_uncertified'])} % "
                 f"| {pct(r['llm_share_certified'])} % | {pct(r['llm_share_uncertified'])} % "
                 f"| {r['splits_all_to_llm']} |"
@@ -41,14 +43,32 @@ def markdown(res: dict[str, Any]) -> str:
         )
     lines += [
         "",
-        "| stream | streams | false alarms | detected | within 500 | median delay | max delay |",
+        "| stream | monitor | false alarms | detected | within 500 | median delay | max delay |",
         "|---|---|---|---|---|---|---|",
     ]
-    for name, r in res["drift"].items():
-        lines.append(
-            f"| {name} | {r['streams']} | {pct(r['false_alarm_rate'])} % "
-            f"| {r.get('detected', '-')} "
-            f"| {r.get('detected_within_500', '-')} | {r.get('delay_median', '-')} "
-            f"| {r.get('delay_max', '-')} |"
-        )
+    drift = res["drift"]
+    for stream, monitors in drift.items():
+        if not isinstance(monitors, dict) or stream.startswith("shift "):
+            continue
+        for name, r in monitors.items():
+            lines.append(
+                f"| {stream} | {name} | {pct(r['false_alarm_rate'])} % "
+                f"| {r.get('detected', '-')} "
+                f"| {r.get('detected_within_500', '-')} | {r.get('delay_median', '-')} "
+                f"| {r.get('delay_max', '-')} |"
+            )
+    lines += [
+        "",
+        f"| switch (δ = {drift.get('delta')}) | side | gate accuracy | mean confidence "
+        "| share at or above δ | its accuracy |",
+        "|---|---|---|---|---|---|",
+    ]
+    for stream, sides in drift.items():
+        if stream.startswith("shift "):
+            for side, r in sides.items():
+                lines.append(
+                    f"| {stream[6:]} | {side} | {pct(r['gate_accuracy'])} % "
+                    f"| {r['mean_confidence']:.3f} | {pct(r['small_share_at_delta'])} % "
+                    f"| {pct(r['small_route_accuracy'])} % |"
+                )
     return "\n".join(lines)

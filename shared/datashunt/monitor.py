@@ -8,8 +8,8 @@ read-only by ``datashunt monitor``) and reports, overall and per period:
   its accuracy on records whose ``extra["gold"]`` holds a label the user logged; each with a
   95% Clopper-Pearson interval;
 * the LLM share (audits not counted), tokens and cost (from a price table);
-* the drift alarm replayed over the stored confidences in time order, when the policy keeps
-  its calibration confidences.
+* the drift alarm replayed over the stored confidences and audits in time order, when the
+  policy keeps its calibration confidences.
 """
 
 from __future__ import annotations
@@ -143,16 +143,22 @@ def summarize(
     drift = None
     reference = policy.metrics.get(REFERENCE_KEY) if policy is not None else None
     if policy is not None and reference:
-        mon = DriftMonitor(reference, threshold=policy.threshold, warn=False)
-        live = [
-            r.gate_confidence
-            for r in recs
-            if r.gate_confidence is not None and not (r.extra or {}).get("audit")
-        ]
-        alarm = mon.observe(live)
+        n = policy.metrics.get("n")
+        mon = DriftMonitor(
+            reference, threshold=policy.threshold, warn=False, reference_n=int(n) if n else None
+        )
+        alarm = None
+        for r in recs:  # in time order, as the running shunt saw them
+            if (r.extra or {}).get("audit"):
+                if r.parse_ok and r.parsed_label is not None:
+                    alarm = mon.observe_audits([r.parsed_label == r.gate_label]) or alarm
+            elif r.gate_confidence is not None:
+                alarm = mon.observe([r.gate_confidence]) or alarm
         drift = {
-            "test": "windowed two-sample KS, alpha 0.05 spent over the tests",
-            "inputs": len(live),
+            "test": "windowed KS of confidences, Fisher tests of the LLM share and of audit "
+            "agreement; alpha 0.05 spent over the tests",
+            "inputs": mon.seen,
+            "audits_tested": mon.audits_seen,
             "alarm": alarm is not None,
             "detail": alarm.describe() if alarm is not None else None,
         }

@@ -19,7 +19,22 @@ MISSING = "/nonexistent/datashunt"
 
 def _cases(tmp: Path) -> dict[str, list[list[str]]]:
     absent_store = str(tmp / "absent" / "c.sqlite")
+    # a folder registry is created when first opened: an empty one, beside ``absent``
+    empty_registry = str(tmp / "registry")
     return {
+        "gates": [
+            ["show", "--registry", empty_registry],  # no champion, no version
+            ["promote", "v9", "--registry", empty_registry],
+            ["rollback", "--registry", empty_registry],
+            ["add", f"{MISSING}/gate", "--registry", empty_registry],
+            ["list", "--registry", "foo://bar"],
+        ],
+        "loop": [  # refused before any gate is trained: no data, then no champion
+            ["--store", absent_store, "--registry", empty_registry]
+            + ["--calib-data", f"{MISSING}/d.csv"],
+            ["--store", absent_store, "--registry", empty_registry]
+            + ["--calib-data", "amazon-mds:dev"],
+        ],
         "train-gate": [
             ["--data", f"{MISSING}/d.csv", "--out", str(tmp / "g")],
             ["--data", "no-such-set", "--out", str(tmp / "g")],

@@ -31,6 +31,7 @@ from datashunt.training import ConformalSets, Guarantee, certify_threshold, fit_
 from datashunt.training.certify import (
     STARTS,
     THRESHOLD_GRID,
+    budget_examples_needed,
     clopper_pearson_lower,
     clopper_pearson_upper,
     examples_needed,
@@ -142,6 +143,32 @@ def _dev(n: int = 400) -> Dataset:
     return Dataset(tuple(ex), LABELS)
 
 
+@pytest.mark.parametrize(
+    ("share", "rate", "confidence"), [(0.2, 0.3, 0.95), (0.25, 0.3, 0.95), (0.1, 0.2, 0.99)]
+)
+def test_budget_examples_needed_is_the_smallest_sample_that_certifies(
+    share: float, rate: float, confidence: float
+) -> None:
+    need = budget_examples_needed(share, rate, confidence)
+    # independently: scan n upward with scipy's binomial, the budget test at each n
+    n = 1
+    while stats.binom.cdf(round(share * n), n, rate) > 1 - confidence:
+        n += 1
+    assert need == n
+    assert budget_examples_needed(rate, rate, confidence) is None
+
+
+def test_certified_budget_says_what_a_tighter_guarantee_needs() -> None:
+    rng = np.random.default_rng(0)
+    conf = rng.beta(5, 1, 1000)
+    c = certify_threshold(conf, np.ones(1000), Budget(0.3), 0.95)
+    share = c.llm_rate
+    tighter = 0.3 - (0.3 - share) / 2
+    need = budget_examples_needed(tighter, 0.3, 0.95)
+    assert need is not None and need > 1000  # halving the cost takes about 4x the sample
+    assert f"certify an LLM share of {tighter:.1%}" in c.note and f"{need} at 95%" in c.note
+
+
 def test_calibrate_with_confidence_stores_the_guarantee() -> None:
     plain = calibrate(KeywordGate(), _dev(), Budget(0.5))
     assert plain.policy.guarantee is None and plain.certified is None
@@ -175,6 +202,9 @@ def test_cli_calibrate_confidence(
     policy = ShuntPolicy.load(gate_dir)
     assert policy.guarantee is not None and policy.guarantee["level"] == 0.97
     assert main([*args, "--target", "budget:0.3", "--coverage", "0.9", "--dry-run"]) == 0
+    assert main([*args, "--target", "budget:0.3", "--confidence", "0.95", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "note: calibration examples for a tighter guarantee" in out and "(now 400)" in out
     assert main([*args, "--target", "budget:0.3", "--confidence", "2"]) == 2
     assert "confidence must be in (0, 1)" in capsys.readouterr().err
 
@@ -278,7 +308,7 @@ def test_shunt_drift_from_the_policy_marks_receipts() -> None:
     shunt.watch.listeners.append(seen.append)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DriftWarning)
-        results = shunt.run_batch([f"meh {i}" for i in range(250)])
+        results = shunt.run_batch([f"meh {i}" for i in range(450)])
     assert seen and isinstance(results[-1], ShuntResult)
     assert results[-1].receipt is not None and results[-1].receipt.drift
     with pytest.raises(ConfigError, match="calibration confidences"):
@@ -292,7 +322,7 @@ def test_monitor_replays_the_drift_alarm(
     policy = ShuntPolicy(labels=LABELS, threshold=0.9, metrics={REFERENCE_KEY: [0.99] * 200})
     policy.save(tmp_path / "policy.json")
     shunt = Shunt(KeywordGate(), policy, store=url, llm=FakeLLM("negative"))
-    shunt.run_batch([f"good {i}" for i in range(100)] + [f"meh {i}" for i in range(200)])
+    shunt.run_batch([f"good {i}" for i in range(100)] + [f"meh {i}" for i in range(400)])
     assert main(["monitor", "--store", str(url), "--policy", str(tmp_path / "policy.json")]) == 0
     assert "drift: ALARM" in capsys.readouterr().out
     assert main(["monitor", "--store", str(url), "--price", "bad"]) == 2

@@ -80,7 +80,12 @@ def test_promote_and_rollback(registry: GateRegistry, tiny_bert: Path, tmp_path:
         registry.rollback()
     registry.promote("v0002")
     ev = registry.promote("v0003", reason="better")
-    assert (ev.action, ev.version, ev.previous, ev.reason) == ("promote", "v0003", "v0002", "better")
+    assert (ev.action, ev.version, ev.previous, ev.reason) == (
+        "promote",
+        "v0003",
+        "v0002",
+        "better",
+    )
     assert registry.champion() == "v0003"
     back = registry.rollback(reason="regression")
     assert (back.version, back.previous) == ("v0002", "v0003")

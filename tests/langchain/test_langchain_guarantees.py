@@ -70,8 +70,8 @@ async def test_async_audits_and_drift_event() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DriftWarning)
         outs = await shunt.abatch(
-            ["good"] + [f"meh {i}" for i in range(249)], config={"callbacks": [handler]}
+            ["good"] + [f"meh {i}" for i in range(449)], config={"callbacks": [handler]}
         )
     assert outs[0].audit is not None and outs[0].audit["label"] == "positive"
     drift = [d for n, d in handler.events if n == DRIFT_EVENT]
-    assert len(drift) == 1 and drift[0]["at"] == 200
+    assert len(drift) == 1 and drift[0]["at"] == 400  # the default window: 400 inputs

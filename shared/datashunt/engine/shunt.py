@@ -258,6 +258,7 @@ class Shunt(ShuntSteps):
                     slots[i] = res
                 for i, res in zip(audits, checked, strict=True):
                     slots[i] = with_audit(slots[i], res)
+            self.watch.observe_audits([slots[i] for i in audits])  # the drift alarm's audit test
         return complete(slots)
 
     async def arun_batch(
@@ -291,6 +292,7 @@ class Shunt(ShuntSteps):
         done = await asyncio.gather(*(one(i) for i in asks), *(audit(i) for i in audits))
         for i, res in zip([*asks, *audits], done, strict=True):
             slots[i] = res if i not in audits else with_audit(slots[i], res)
+        self.watch.observe_audits([slots[i] for i in audits])  # the drift alarm's audit test
         return complete(slots)
 
     def _start(

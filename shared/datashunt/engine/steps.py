@@ -17,6 +17,7 @@ import numpy as np
 
 from ..errors import ConfigError, GateError, InputError, LLMError, StoreError
 from ..gates import Gate
+from ..gates.base import FeatureGate
 from ..images import as_input, images_of
 from ..inputs import DEFAULT_MAX_CHARS, validate_text
 from ..llm.retry import RetryPolicy, status_of
@@ -28,7 +29,7 @@ from ..transfer import PromptTransfer, TransferResult
 from ..types import Decision, LLMReply, LLMRequest, Message, ParsedAnswer, ShuntResult
 from .receipts import Price, Receipt, make_receipt, price_table
 from .records import call_record, describe_error
-from .watch import REFERENCE_KEY, DriftMonitor, Watch
+from .watch import DriftMonitor, Watch
 
 __all__ = ["OnError", "Serving", "ShuntSteps"]
 
@@ -158,9 +159,8 @@ class ShuntSteps:
             while len(self._recent) > _RECENT_POLICIES:
                 self._recent.pop(next(iter(self._recent)))
             self._serving = new
-            ref = policy.metrics.get(REFERENCE_KEY)
-            if self._drift_from_policy and ref:  # the alarm compares with the new calibration
-                self.watch.drift = DriftMonitor(ref, threshold=policy.threshold)
+            if self._drift_from_policy:  # the alarm compares with the new calibration
+                self.watch.rebase(policy)
         log.info("datashunt: now serving gate %s (policy %s)", version or "?", new.policy_version)
         return old
 
@@ -212,12 +212,22 @@ class ShuntSteps:
         if not batch:
             return []
         serving = self._serving  # read once: a swap meanwhile applies to the next batch
-        probs = np.asarray(serving.gate.predict_proba(batch), dtype=np.float64)
+        feats = None
+        if self.watch.wants_features and isinstance(serving.gate, FeatureGate):
+            # the representation test: the same forward pass, never a second one
+            raw, feats = serving.gate.predict_proba_and_features(batch)
+        else:
+            raw = serving.gate.predict_proba(batch)
+        probs = np.asarray(raw, dtype=np.float64)
         k = len(serving.policy.labels)
         if probs.shape != (len(batch), k):
             raise GateError(f"gate returned shape {probs.shape}, expected {(len(batch), k)}")
+        if feats is not None and np.shape(feats)[0] != len(batch):
+            raise GateError(f"gate returned features of shape {np.shape(feats)} for {len(batch)}")
         decisions = [self.decision_from_probs(row, serving) for row in probs]
         self.watch.observe(decisions)
+        if self.watch.wants_features:
+            self.watch.observe_features(feats)
         return decisions
 
     def decision_from_probs(self, row: np.ndarray, serving: Serving | None = None) -> Decision:

@@ -84,8 +84,13 @@ class EmbeddingGate(BaseGate):
         )
 
     def _logits(self, texts: list[str]) -> FloatArray:
-        out: FloatArray = self.embed(texts) @ self.weight.T + self.bias
-        return out
+        return self._logits_and_features(texts)[0]
+
+    def _logits_and_features(self, texts: list[str]) -> tuple[FloatArray, FloatArray]:
+        # the sentence embeddings are the head's input: the representation costs nothing
+        emb = self.embed(texts)
+        out: FloatArray = emb @ self.weight.T + self.bias
+        return out, emb
 
     @classmethod
     def fit(

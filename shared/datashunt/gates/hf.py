@@ -151,15 +151,33 @@ class HFGate(BaseGate):
         return out
 
     def _logits(self, texts: list[str]) -> FloatArray:
+        return self._forward(texts, features=False)[0]
+
+    def _logits_and_features(self, texts: list[str]) -> tuple[FloatArray, FloatArray | None]:
+        # the ONNX export gives logits only: no representation there
+        return self._forward(texts, features=self._onnx is None)
+
+    def _forward(self, texts: list[str], *, features: bool) -> tuple[FloatArray, FloatArray | None]:
+        """Logits and, with ``features``, the last hidden state mean-pooled over each input's
+        tokens (padding excluded), from the same forward pass."""
         out = np.empty((len(texts), len(self.labels)), dtype=np.float64)
+        feats: FloatArray | None = None
         with self._torch.inference_mode():
             for idx in self.buckets(texts):
                 enc = self.encode([texts[i] for i in idx])
                 if self._onnx is not None:
                     out[idx] = self._onnx(enc)
-                else:
-                    out[idx] = self.model(**enc).logits.float().cpu().numpy()
-        return out
+                    continue
+                res = self.model(**enc, output_hidden_states=features)
+                out[idx] = res.logits.float().cpu().numpy()
+                if features:
+                    hidden = res.hidden_states[-1].float()
+                    mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+                    pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+                    if feats is None:
+                        feats = np.empty((len(texts), pooled.shape[1]), dtype=np.float64)
+                    feats[idx] = pooled.cpu().numpy()
+        return out, feats
 
 
 def quantize_int8(model: Any, *, copy: bool = True) -> Any:

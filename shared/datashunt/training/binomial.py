@@ -5,11 +5,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from ..errors import ConfigError
 
 __all__ = [
     "STARTS",
     "alpha_of",
+    "budget_examples_needed",
     "clopper_pearson_lower",
     "clopper_pearson_upper",
     "examples_needed",
@@ -89,3 +92,33 @@ def examples_needed(
         else:
             lo = mid + 1
     return hi
+
+
+def budget_examples_needed(
+    share: float, rate: float, confidence: float, limit: int = 10**7
+) -> int | None:
+    """Calibration examples needed to certify "LLM share <= ``rate``" at ``confidence`` for a δ
+    that sends ``share`` of inputs to the LLM (the share seen): the smallest n with
+    ``P(Binomial(n, rate) <= round(share * n)) <= 1 - confidence``, the test the budget's
+    fixed sequence runs.
+
+    Returns:
+        that n, or ``None`` when ``share >= rate`` (no sample size can certify it) or it
+        exceeds ``limit``.
+    """
+    if share >= rate or share < 0.0:
+        return None
+    alpha = alpha_of(confidence)
+    binom = _stats().binom
+    hi = 1
+    while binom.cdf(round(share * hi), hi, rate) > alpha:  # doubling: a passing n
+        hi *= 2
+        if hi > limit:
+            return None
+    # rounding makes the test not monotone in n: the smallest passing n, scanned exactly
+    for lo in range(1, hi + 1, 100_000):
+        n = np.arange(lo, min(hi, lo + 99_999) + 1)
+        passing = np.flatnonzero(binom.cdf(np.round(share * n), n, rate) <= alpha)
+        if passing.size:
+            return int(n[passing[0]])
+    return hi  # not reached: hi passes

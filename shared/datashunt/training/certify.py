@@ -40,6 +40,7 @@ from ..gates import FloatArray
 from .binomial import (
     STARTS,
     alpha_of,
+    budget_examples_needed,
     clopper_pearson_lower,
     clopper_pearson_upper,
     examples_needed,
@@ -52,6 +53,7 @@ __all__ = [
     "STARTS",
     "THRESHOLD_GRID",
     "Certified",
+    "budget_examples_needed",
     "Guarantee",
     "certify_threshold",
     "clopper_pearson_lower",
@@ -142,7 +144,8 @@ class Certified:
         threshold: the certified δ (1.0 when nothing could be certified: all to the LLM).
         guarantee: what it promises.
         llm_rate: the LLM share at δ on the calibration sample.
-        note: when the target could not be certified, why.
+        note: when the target could not be certified, why; for a budget, how many calibration
+            examples a tighter guarantee needs.
     """
 
     threshold: float
@@ -243,4 +246,19 @@ def _certify_budget(
         chosen = d
     k = int((conf < chosen).sum())
     g = Guarantee("budget", rate, confidence, n, clopper_pearson_upper(k, n, confidence), k / n)
-    return Certified(chosen, g, k / n if n else 0.0)
+    return Certified(chosen, g, k / n if n else 0.0, _budget_note(k / n, rate, confidence, n))
+
+
+def _budget_note(share: float, rate: float, confidence: float, n: int) -> str:
+    """How many examples would certify a δ that halves what the guarantee costs now (the
+    points between the budget and the certified δ's LLM share), at ``confidence`` and 99%."""
+    if n <= 0 or share >= rate:
+        return ""
+    tighter = rate - (rate - share) / 2.0
+    need = budget_examples_needed(tighter, rate, confidence)
+    need99 = budget_examples_needed(tighter, rate, 0.99)
+    return (
+        f"calibration examples for a tighter guarantee (certify an LLM share of {tighter:.1%}, "
+        f"half the {rate - share:.1%} the guarantee costs now): {need or 'over 10^7'} at "
+        f"{confidence:.0%}, {need99 or 'over 10^7'} at 99% (now {n})"
+    )
