@@ -322,3 +322,20 @@ def test_calibrate_target_accuracy_from_a_recorded_column(
     # 40 dev rows, an empty cell every 9th (i % 9 == 4: 4, 13, 22, 31): 36 right of 40
     assert "recorded LLM (my_llm) accuracy on 40 dev inputs: 0.9000" in out
     assert "4 without a recorded label" in out
+
+
+def test_cli_bench_mixes_several_gates_on_dev(tmp_path: Path, tiny_bert: Path) -> None:
+    # the same gate twice: no mixture can beat the first alone on dev, so it is kept
+    data = _csv(tmp_path / "mine.csv")
+    out = tmp_path / "rec.json"
+    args = ["bench", "--data", str(data), "--split-col", "split", "--llm-column", "my_llm"]
+    args += ["--gate", f"{tiny_bert}+{tiny_bert}", "--out", str(out), "--no-plot"]
+    assert main([*args, "--no-progress"]) == 0
+    gate = json.loads(out.read_text(encoding="utf-8"))["datasets"]["mine.csv"]["gate"]
+    mix = gate["mixture"]
+    assert gate["dir"] == str(tiny_bert) and mix["weights"] == [1.0, 0.0]
+    assert mix["tried"] == 1 + 10 * 2  # the first alone, then 10 other weights x 2 modes
+    assert mix["dev_accuracy"] == pytest.approx(mix["first_alone"]["dev_accuracy"])
+    assert f"Gate: 1 × `{tiny_bert}` + 0 × `{tiny_bert}`" in out.with_suffix(".md").read_text(
+        encoding="utf-8"
+    )

@@ -14,6 +14,21 @@ def _pct(x: float) -> str:
     return f"{100 * x:.1f}"
 
 
+def _gate_line(gate: Mapping[str, Any]) -> list[str]:
+    """Where several gates were given: the mixture chosen on dev, against the first alone."""
+    mix = gate.get("mixture")
+    if not mix:
+        return []
+    parts = [f"{w:g} × `{m['dir']}`" for w, m in zip(mix["weights"], mix["members"], strict=True)]
+    first = mix["first_alone"]
+    return [
+        f"Gate: {' + '.join(parts)} (mode `{mix['mode']}`, {mix['tried']} mixtures tried on "
+        f"dev): mean dev accuracy over the budgets {_pct(mix['dev_accuracy'])} % against "
+        f"{_pct(first['dev_accuracy'])} % for the first gate alone.",
+        "",
+    ]
+
+
 def recorded_markdown(name: str, res: Mapping[str, Any]) -> str:
     """One data set's table (and per-class table) as markdown."""
     m = res["methods"]
@@ -21,6 +36,7 @@ def recorded_markdown(name: str, res: Mapping[str, Any]) -> str:
         f"### {name}: {res['n_test']} test inputs, LLM = recorded `{res['primary']}`, "
         f"confidence score `{res['score']['chosen']}` (chosen on {res['n_dev']} dev)",
         "",
+        *_gate_line(res.get("gate", {})),
         "| method | accuracy % | LLM calls % | δ (from dev) | dev accuracy % |",
         "|---|---:|---:|---:|---:|",
     ]

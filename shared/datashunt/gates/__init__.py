@@ -30,8 +30,13 @@ def load_gate(gate_dir: str | Path, **kwargs: Any) -> BaseGate:
     """
     path = Path(gate_dir)
     meta = path / GATE_FILE
-    if meta.is_file() and json.loads(meta.read_text(encoding="utf-8")).get("type") == "embedding":
+    kind = json.loads(meta.read_text(encoding="utf-8")).get("type") if meta.is_file() else None
+    if kind == "embedding":
         return EmbeddingGate.load(path, **kwargs)
+    if kind == "ensemble":  # a mix of gates (datashunt bench --gate A+B saves one)
+        from .ensemble import EnsembleGate
+
+        return EnsembleGate.load(path)
     if _is_image_model(path):
         return HFImageGate(path, **kwargs)
     return HFGate(path, **kwargs)

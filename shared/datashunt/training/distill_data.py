@@ -272,7 +272,11 @@ def select_stages(
         confident = [t for t, c in zip(extra, t_conf, strict=True) if c >= threshold]
         train_uncertain = len(extra) - len(confident)
         s2_texts.extend(confident)
-    t1 = 1.0 if method == "finetune" else policy_temperature
+    # One-hot targets (answers without logprobs) carry no scale to match at τ, and at a small τ
+    # the gate's confident inputs would give no gradient and its mistakes all of it: they are
+    # learnt with plain cross-entropy (T = 1), as in "finetune". Soft targets keep τ.
+    any_soft = any(t.max() < 1.0 for t in s1_targets)
+    t1 = 1.0 if method == "finetune" or not any_soft else policy_temperature
     counts = SelectionCounts(
         threshold=threshold,
         llm_min_confidence=llm_min_confidence,
