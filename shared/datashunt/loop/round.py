@@ -20,8 +20,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from ..data import Dataset, Example
 from ..errors import ConfigError, DataError
 from ..gates import FloatArray
@@ -134,7 +132,7 @@ def audit_slice(
 ) -> EvidenceSlice:
     """The audited gate answers in the window, with the LLM's answers as reference."""
     texts, answers = [], []
-    for rec in store.iter(route="llm"):
+    for rec in store.iter():  # an audit keeps the gate's route ("small"); the LLM answered too
         if not (since < rec.created_at <= until) or not (rec.extra or {}).get("audit"):
             continue
         if rec.input_text and rec.parse_ok and rec.parsed_label in labels:
@@ -230,7 +228,7 @@ def run_round(
         return distiller.teacher_logits(texts, cfg.distill)
 
     def challenger(texts: Sequence[str]) -> FloatArray:
-        return np.stack([distiller.student_logits[t] for t in texts])
+        return distiller.student_logits_of(out / "challenger", texts, cfg.distill)
 
     same = (calib, evidence, cfg.target, cfg.confidence)
     before, _ = evaluate_gate(champ, labels, champion, *same)

@@ -143,6 +143,20 @@ class Distiller:
         rows = [self._teacher_cache[(key, t)] for t in texts]
         return np.stack(rows) if rows else np.zeros((0, k))
 
+    def student_logits_of(
+        self, out_dir: str | Path, texts: Sequence[str], config: DistillConfig
+    ) -> FloatArray:
+        """The last run's learnable gate (saved in ``out_dir``): raw logits for ``texts``; the
+        texts :meth:`run` scored are not scored again."""
+        todo = [t for t in dict.fromkeys(texts) if t not in self.student_logits]
+        if todo:
+            student, _ = load_classifier(Path(out_dir))
+            student.to(self.accelerator.device)
+            rows = self._predict(student, todo, config, "score F_s2")
+            self.student_logits.update(zip(todo, rows, strict=True))
+        k = len(self.labels)
+        return np.stack([self.student_logits[t] for t in texts]) if texts else np.zeros((0, k))
+
     def _predict(self, model: Any, texts: Sequence[str], cfg: DistillConfig, desc: str) -> Any:
         return predict_logits(
             model,
