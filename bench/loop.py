@@ -58,8 +58,9 @@ MAX_LENGTH = 128
 
 
 def _sample(data: Dataset, n: int, seed: int) -> Dataset:
+    """``n`` examples drawn at random, in random order."""
     idx = np.random.default_rng(seed).permutation(len(data))[:n]
-    return Dataset(tuple(data.examples[i] for i in sorted(idx)), data.labels, data.name)
+    return Dataset(tuple(data.examples[i] for i in idx), data.labels, data.name)
 
 
 def ensure_base_gate(
@@ -156,9 +157,9 @@ def run_variant(
             rounds=2,
             epochs=1,
             lr=args.lr,
-            max_length=MAX_LENGTH,
+            max_length=args.distill_length,
             trust_unscored=True,
-            stage2_max=args.round_size,
+            stage2_max=args.stage2_max,
             seed=args.seed,
         ),
     )
@@ -257,8 +258,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--confidence", type=float, default=0.9, help="of the certified δ")
     p.add_argument("--tolerance", type=float, default=0.005, help="largest slice loss allowed")
     p.add_argument("--audit-rate", type=float, default=0.05)
-    p.add_argument("--lr", type=float, default=3e-5, help="2CD learning rate")
+    p.add_argument("--lr", type=float, default=5e-5, help="2CD learning rate")
+    p.add_argument(
+        "--distill-length", type=int, default=64, help="tokens per input in 2CD and its scoring"
+    )
     p.add_argument("--amazon-eval", type=int, default=500, help="amazon-mds test reviews")
+    p.add_argument("--stage2-max", type=int, default=500, help="stage-2 inputs per 2CD round")
     p.add_argument("--amazon-dev", type=int, default=400, help="amazon-mds dev reviews (a slice)")
     p.add_argument(
         "--stage2-train", type=int, default=500, help="base training reviews for stage 2"
@@ -277,7 +282,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     amazon_train = _sample(read_dataset("amazon-mds", split="train"), args.base_train, args.seed)
     answers = read_text_column("mr", "llm_label")  # sentence -> gpt-3.5's label ("" = none)
     data = {
-        "mr_train": mr["train"],
+        # the file lists each split by label: the traffic must come in random order
+        "mr_train": _sample(mr["train"], len(mr["train"]), args.seed),
         "mr_dev": mr["dev"],
         "amazon_dev": _sample(read_dataset("amazon-mds", split="dev"), args.amazon_dev, args.seed),
         # stage 2's share of the original domain (the base gate's own training sample)
