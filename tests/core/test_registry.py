@@ -244,3 +244,11 @@ def test_hot_swap_under_concurrent_calls_sync_and_async() -> None:
     small, asked = _check_consistent(results, a_pol.version, b_pol.version)
     assert small > 0 and asked > 0, (small, asked)
     assert len(llm.requests) >= asked
+
+
+def test_reading_a_missing_folder_registry_creates_nothing(tmp_path: Path) -> None:
+    reg = GateRegistry(tmp_path / "nowhere")
+    assert reg.versions() == [] and reg.champion() is None and reg.events() == []
+    with pytest.raises(ConfigError, match="the registry is empty"):
+        reg.get("v0001")
+    assert not (tmp_path / "nowhere").exists()

@@ -56,13 +56,17 @@ class FolderBackend:
         from filelock import FileLock
 
         self.root = root
-        try:
-            (root / "versions").mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise ConfigError(f"cannot create the registry folder {root}: {exc}") from exc
         self._lock = FileLock(str(root / ".lock"), timeout=60)
 
+    def _create(self) -> None:
+        """Only writes create the folder: reading a registry that is not there changes nothing."""
+        try:
+            (self.root / "versions").mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"cannot create the registry folder {self.root}: {exc}") from exc
+
     def add(self, meta: GateVersion, src: Path) -> GateVersion:
+        self._create()
         versions = self.root / "versions"
         tmp = Path(tempfile.mkdtemp(prefix=".incoming-", dir=versions))
         try:
@@ -77,6 +81,8 @@ class FolderBackend:
         return meta
 
     def _dirs(self) -> list[Path]:
+        if not (self.root / "versions").is_dir():
+            return []
         return sorted(
             p
             for p in (self.root / "versions").iterdir()
@@ -102,6 +108,7 @@ class FolderBackend:
         return [RegistryEvent.from_json(json.loads(line)) for line in lines if line.strip()]
 
     def append_event(self, make: MakeEvent) -> RegistryEvent:
+        self._create()
         with self._lock:
             event = make(self.events())
             with (self.root / _EVENTS).open("a", encoding="utf-8") as fh:
