@@ -44,27 +44,43 @@ def _gate_dir(given: str | None) -> Path:
     return _resolve_gate(given, 2000)
 
 
-def _make_data(rows: int, path: Path) -> tuple[Path, list[int]]:
-    """The test splits repeated to ``rows`` rows with a row id; the gold label of each row."""
+def _base_rows(base_data: str | None) -> list[tuple[str, str]]:
+    """(text, gold label) of amazon-mds test then sst2 test, or of ``base_data`` (a Parquet
+    file with ``text`` and ``gold`` columns, for a machine without ``../shared/data``)."""
+    if base_data:
+        import pyarrow.parquet as pq
+
+        t = pq.read_table(base_data)
+        return list(zip(t.column("text").to_pylist(), t.column("gold").to_pylist(), strict=True))
+    from datashunt import read_dataset
+
+    return [
+        (e.text, e.label)
+        for name in ("amazon-mds", "sst2")
+        for e in read_dataset(name, split="test").examples
+    ]
+
+
+def _make_data(
+    rows: int, path: Path, base_data: str | None = None, unique: bool = False
+) -> tuple[Path, list[int]]:
+    """The test splits repeated to ``rows`` rows with a row id; the gold label of each row.
+    ``unique``: each text ends with its row id, so that no two prompts are the same (every LLM
+    call is paid, none answered from the cache)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from datashunt import read_dataset
-
-    base = [
-        *read_dataset("amazon-mds", split="test").examples,
-        *read_dataset("sst2", split="test").examples,
-    ]
+    base = _base_rows(base_data)
     labels = ("negative", "positive")
     take = [base[i % len(base)] for i in range(rows)]
-    gold = [labels.index(e.label) for e in take]
+    gold = [labels.index(g) for _, g in take]
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
         table = pa.table(
             {
                 "id": [f"row-{i:07d}" for i in range(rows)],
-                "text": [e.text for e in take],
-                "gold": [e.label for e in take],
+                "text": [f"{t} (row {i})" if unique else t for i, (t, _) in enumerate(take)],
+                "gold": [g for _, g in take],
             }
         )
         pq.write_table(table, path)
@@ -115,8 +131,18 @@ def _timed(fn: Callable[[], Any]) -> tuple[Any, float, float]:
     return out, wall, round(mem.peak / 2**20, 1)
 
 
-def gate_only(gate: Path, data: Path, gold: list[int], workers: list[int]) -> dict[str, Any]:
-    """Pass 1 alone: local (torch, int8, onnx) and Ray (1, 2, ... workers, torch and onnx)."""
+def gate_only(
+    gate: Path,
+    data: Path,
+    gold: list[int],
+    workers: list[int],
+    *,
+    backends: tuple[str, ...] = ("torch", "int8", "onnx"),
+    cpu_rows: int | None = None,
+    device: str | None = None,
+) -> dict[str, Any]:
+    """Pass 1 alone: local (torch, int8, onnx; on the first ``cpu_rows`` rows), the torch gate
+    on ``device`` (a GPU, every row), and Ray (1, 2, ... workers, torch and onnx)."""
     from datashunt.batch import read_input
     from datashunt.batch.score import prob_columns, score_local, score_ray
 
@@ -130,26 +156,38 @@ def gate_only(gate: Path, data: Path, gold: list[int], workers: list[int]) -> di
         probs = np.column_stack(
             [scored.sort_by("_row").column(c).to_numpy() for c in prob_columns(2)]
         )
-        acc = float(np.mean(np.argmax(probs[:distinct], 1) == np.asarray(gold[:distinct])))
+        k = min(distinct, len(probs))
+        acc = float(np.mean(np.argmax(probs[:k], 1) == np.asarray(gold[:k])))
         out["runs"][name] = {
+            "rows": len(probs),
             "wall_s": round(wall, 2),
-            "rows_per_s": round(n / wall, 1),
+            "rows_per_s": round(len(probs) / wall, 1),
             "peak_rss_mb": peak,
             "accuracy": round(100 * acc, 2),
         }
         accuracy[name] = acc
         print(name, out["runs"][name], flush=True)
 
-    for backend in ("torch", "int8", "onnx"):
+    cpu_table = table.slice(0, cpu_rows) if cpu_rows else table
+    for backend in backends:
         if backend == "onnx":  # the one-off export is not part of the rate
             from datashunt.gates import HFGate
 
             HFGate(gate, backend="onnx")
-        scored, wall, peak = _timed(lambda b=backend: score_local(table, gate, b, 256))
+        scored, wall, peak = _timed(lambda b=backend: score_local(cpu_table, gate, b, 256))
         record(f"local-{backend}", scored, wall, peak)
+    if device:
+        from datashunt.gates import HFGate
 
-    import ray
+        HFGate(gate, device=device).predict_proba(["warm-up"] * 8)  # CUDA context, kernels
+        scored, wall, peak = _timed(lambda: score_local(table, gate, "torch", 4096, device))
+        record(f"local-{device}", scored, wall, peak)
 
+    try:
+        import ray
+    except ImportError:
+        workers = []
+        out["ray"] = "not installed on this machine: no Ray runs"
     for w in workers:
         for backend in ("torch", "onnx"):
             ray.init(num_cpus=max(workers), include_dashboard=False, log_to_driver=False)
@@ -162,10 +200,16 @@ def gate_only(gate: Path, data: Path, gold: list[int], workers: list[int]) -> di
             finally:
                 ray.shutdown()
             record(f"ray-{w}w-{backend}", scored, wall, peak)
-    base = accuracy["local-torch"]
-    out["accuracy_rows"] = distinct
-    out["onnx_minus_fp32_points"] = round(100 * (accuracy["local-onnx"] - base), 2)
-    out["int8_minus_fp32_points"] = round(100 * (accuracy["local-int8"] - base), 2)
+    out["accuracy_rows"] = min(distinct, cpu_table.num_rows)
+    if "local-torch" in accuracy:  # the same first rows in every local run
+        base = accuracy["local-torch"]
+        for name in ("onnx", "int8"):
+            if f"local-{name}" in accuracy:
+                out[f"{name}_minus_fp32_points"] = round(
+                    100 * (accuracy[f"local-{name}"] - base), 2
+                )
+        if device:
+            out["gpu_minus_cpu_fp32_points"] = round(100 * (accuracy[f"local-{device}"] - base), 2)
     return out
 
 
@@ -204,7 +248,7 @@ def backends_one_thread(gate: Path, data: Path, gold: list[int], n: int) -> dict
     return out
 
 
-def end_to_end(gate: Path, data: Path, backend: str) -> dict[str, Any]:
+def end_to_end(gate: Path, data: Path, backend: str, device: str = "cpu") -> dict[str, Any]:
     """The whole job against a loopback server answering in 200 ms, then kill and resume."""
     import pyarrow.parquet as pq
 
@@ -222,6 +266,7 @@ def end_to_end(gate: Path, data: Path, backend: str) -> dict[str, Any]:
             llm_model="loopback-200ms",
             budget=0.3,
             backend=backend,
+            device=device,
             max_concurrency=16,
         )
         summary, wall, peak = _timed(lambda: run_batch_job(cfg))
@@ -255,29 +300,47 @@ def end_to_end(gate: Path, data: Path, backend: str) -> dict[str, Any]:
         argv = [
             sys.executable, "-m", "datashunt", "batch", "--data", str(data), "--out",
             str(killed), "--gate", str(gate), "--llm-url", proxy.base_url, "--llm-model",
-            "loopback-200ms", "--budget", "0.3", "--backend", backend,
+            "loopback-200ms", "--budget", "0.3", "--backend", backend, "--device", device,
             "--max-concurrency", "16",
         ]  # fmt: skip
         proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         while proxy.requests < summary.llm_rows // 3 and proc.poll() is None:
             time.sleep(0.01)
+        if proc.poll() is not None:
+            raise RuntimeError("the job ended before a third of its calls: nothing to kill")
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
         before = proxy.requests
+        paid_before = _cached_prompts(work / "calls.sqlite")
         done = subprocess.run(argv, capture_output=True, text=True, check=True)
         resumed = json.loads(done.stdout)
         prompts = [json.loads(b)["messages"][-1]["content"] for b in proxy.bodies]
+    asked_before = set(prompts[:before])
     resume = {
         "killed_after_calls": before,
         "calls_after_restart": len(prompts) - before,
         "calls_total": len(prompts),
         "calls_uninterrupted": calls,
-        "prompts_asked_twice": len(prompts) - len(set(prompts)),
+        "answers_kept_at_kill": len(paid_before),
+        # the invariant: an answer that was paid for and kept is never asked again
+        "kept_answers_asked_again": len(paid_before & set(prompts[before:])),
+        # calls in flight at the kill (their answers never arrived): asked again, at most one
+        # per concurrent slot (16)
+        "in_flight_at_kill_asked_again": len((asked_before - paid_before) & set(prompts[before:])),
         "resumed_chunks": resumed["resumed_chunks"],
         "output_equal_to_uninterrupted": pq.read_table(killed).equals(pq.read_table(out_file)),
     }
     print("resume", resume, flush=True)
     return {"end_to_end": e2e, "kill_and_resume": resume}
+
+
+def _cached_prompts(db: Path) -> set[str]:
+    import sqlite3
+
+    if not db.is_file():
+        return set()
+    with sqlite3.connect(db) as conn:
+        return {p for (p,) in conn.execute("SELECT prompt FROM datashunt_llm_cache")}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -287,6 +350,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--gate", help="gate dir (default: the bench gate, trained if missing)")
     p.add_argument("--workers", default="1,2", help="Ray worker counts")
     p.add_argument("--out", default=str(RESULTS))
+    p.add_argument("--base-data", help="Parquet of text,gold to repeat (default: the test splits)")
+    p.add_argument("--backends", default="torch,int8,onnx", help="local CPU backends to time")
+    p.add_argument("--cpu-rows", type=int, help="rows for the local CPU runs (default: --rows)")
+    p.add_argument("--device", help="also time the torch gate on this GPU (e.g. cuda), all rows")
+    p.add_argument("--note", help="the machine note written with the figures")
     p.add_argument(
         "--backends-only",
         type=int,
@@ -302,22 +370,33 @@ def main(argv: list[str] | None = None) -> int:
         report["backends_one_thread"] = backends_one_thread(gate, data, gold, args.backends_only)
         path.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
         return 0
-    workers = [int(w) for w in args.workers.split(",")]
-    data, gold = _make_data(args.rows, WORK / f"gate-{args.rows}.parquet")
-    e2e_data, _ = _make_data(args.e2e_rows, WORK / f"e2e-{args.e2e_rows}.parquet")
+    workers = [int(w) for w in args.workers.split(",") if w]
+    data, gold = _make_data(args.rows, WORK / f"gate-{args.rows}.parquet", args.base_data)
+    e2e_data, _ = _make_data(
+        args.e2e_rows, WORK / f"e2e-{args.e2e_rows}-unique.parquet", args.base_data, unique=True
+    )
+    backends = tuple(b for b in args.backends.split(",") if b)
     t0 = time.time()
     report: dict[str, Any] = {
         "command": "python -m bench.scale " + " ".join(sys.argv[1:]),
         "gate": str(gate),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-        "note": "shared machine: 2 CPU cores, other jobs running; compare ratios measured "
+        "note": args.note
+        or "shared machine: 2 CPU cores, other jobs running; compare ratios measured "
         "side by side in one run, not absolute rates across runs",
-        "gate_only": gate_only(gate, data, gold, workers),
+        "gate_only": gate_only(
+            gate, data, gold, workers, backends=backends, cpu_rows=args.cpu_rows, device=args.device
+        ),
     }
     runs = report["gate_only"]["runs"]
-    fastest = max(("torch", "onnx"), key=lambda b: runs[f"local-{b}"]["rows_per_s"])
-    report.update(end_to_end(gate, e2e_data, fastest))
-    report["e2e_backend"] = fastest
+    if args.device:
+        backend, device = "torch", args.device
+    else:
+        timed = [b for b in ("torch", "onnx") if f"local-{b}" in runs]
+        backend = max(timed, key=lambda b: runs[f"local-{b}"]["rows_per_s"])
+        device = "cpu"
+    report.update(end_to_end(gate, e2e_data, backend, device))
+    report["e2e_backend"] = backend if device == "cpu" else f"{backend} on {device}"
     report["bench_wall_s"] = round(time.time() - t0, 1)
     Path(args.out).write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
     print(f"wrote {args.out}")

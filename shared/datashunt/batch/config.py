@@ -34,6 +34,8 @@ class BatchConfig:
         workers: Ray actors holding the gate (the ``concurrency`` of ``map_batches``).
         batch_size: rows per gate batch.
         backend: the gate's runtime, ``"torch"``, ``"int8"`` (torch dynamic int8) or ``"onnx"``.
+        device: where the torch gate runs: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"``
+            (on Ray each gate actor then asks for one GPU).
         max_concurrency: LLM calls in flight at once.
         rate: at most this many LLM calls started per second (``None``: no limit).
         chunk: LLM rows per checkpoint file (a killed run redoes at most one chunk, from cache).
@@ -62,6 +64,7 @@ class BatchConfig:
     workers: int = 1
     batch_size: int = 256
     backend: str = "torch"
+    device: str = "cpu"
     max_concurrency: int = 16
     rate: float | None = None
     chunk: int = 256
@@ -84,6 +87,10 @@ class BatchConfig:
             raise ConfigError(f"delta must be in [0, 1], got {self.delta}")
         if self.backend not in ("torch", "int8", "onnx"):
             raise ConfigError(f"backend must be torch, int8 or onnx, got {self.backend!r}")
+        if self.device != "cpu" and self.backend != "torch":
+            raise ConfigError(
+                f"--device {self.device} runs the torch backend: int8 and onnx are CPU paths"
+            )
         for name in ("workers", "batch_size", "max_concurrency", "chunk"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")

@@ -111,10 +111,17 @@ def _pass1(cfg: BatchConfig, table: Any) -> tuple[Any, bool]:
     shutil.rmtree(tmp, ignore_errors=True)
     if cfg.engine == "ray":
         scored = score_ray(
-            table, cfg.gate, cfg.backend, cfg.batch_size, cfg.workers, tmp, cfg.ray_address
+            table,
+            cfg.gate,
+            cfg.backend,
+            cfg.batch_size,
+            cfg.workers,
+            tmp,
+            cfg.ray_address,
+            cfg.device,
         )
     else:
-        scored = score_local(table, cfg.gate, cfg.backend, cfg.batch_size)
+        scored = score_local(table, cfg.gate, cfg.backend, cfg.batch_size, cfg.device)
         tmp.mkdir(parents=True)
         pa.parquet.write_table(scored, tmp / "part-0.parquet")
     os.replace(tmp, done)

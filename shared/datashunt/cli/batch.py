@@ -35,6 +35,7 @@ def _cmd_batch(args: argparse.Namespace) -> int:
         workers=args.workers,
         batch_size=args.batch_size,
         backend=args.backend,
+        device=args.device,
         max_concurrency=args.max_concurrency,
         rate=args.rate,
         chunk=args.chunk,
@@ -76,6 +77,9 @@ def register(sub: Any) -> None:
     p.add_argument("--workers", type=int, default=1, help="Ray actors holding the gate")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--backend", choices=("torch", "int8", "onnx"), default="torch")
+    p.add_argument(
+        "--device", default="cpu", help="cpu, cuda, cuda:N or auto (the torch gate on a GPU)"
+    )
     p.add_argument("--max-concurrency", type=int, default=16, help="LLM calls in flight")
     p.add_argument("--rate", type=float, help="at most this many LLM calls per second")
     p.add_argument("--chunk", type=int, default=256, help="LLM rows per checkpoint")

@@ -51,6 +51,10 @@ class HFGate(BaseGate):
         backend: ``"torch"``, or ``"onnx"`` to run the forward passes in ONNX Runtime (the
             model is exported once and cached beside it, see :mod:`datashunt.gates.onnx`;
             needs ``datashunt[onnx]``; not combined with ``quantize``).
+        device: where the torch forward passes run: ``"cpu"`` (default), ``"cuda"``,
+            ``"cuda:N"``, or ``"auto"`` (a GPU when torch sees one). On a GPU, raise
+            ``batch_size`` and ``max_batch_tokens`` (e.g. 512 and 65536): the CPU defaults
+            leave it idle. Not combined with ``quantize`` or the ONNX backend (CPU paths).
 
     Example:
         >>> gate = HFGate("runs/gate")  # doctest: +SKIP
@@ -70,6 +74,7 @@ class HFGate(BaseGate):
         allow_pickle: bool = False,
         trust_remote_code: bool = False,
         backend: str = "torch",
+        device: str = "cpu",
     ) -> None:
         from ._deps import resolve_backbone
 
@@ -81,10 +86,15 @@ class HFGate(BaseGate):
             )
         if batch_size < 1 or max_batch_tokens < 1:
             raise ConfigError("batch_size and max_batch_tokens must be >= 1")
+        torch = require("torch")
+        device = _resolve_device(torch, device)
+        if device != "cpu" and (quantize or backend != "torch"):
+            raise ConfigError(
+                f"device {device!r} runs the torch backend in fp32: int8 and ONNX are CPU paths"
+            )
         path = resolve_backbone(model_dir)
         check_weights(path, allow_pickle=allow_pickle)
         check_remote_code(path, trust_remote_code=trust_remote_code)
-        torch = require("torch")
         transformers = require("transformers")
         self._torch: Any = torch
         self.tokenizer: Any = transformers.AutoTokenizer.from_pretrained(
@@ -96,7 +106,8 @@ class HFGate(BaseGate):
             use_safetensors=not allow_pickle,
             trust_remote_code=trust_remote_code,
         )
-        self.model.eval()
+        self.device = device
+        self.model.to(device=device, dtype=torch.float32).eval()
         self.quantize = quantize
         if quantize == "int8":
             self.model = quantize_int8(self.model, copy=False)
@@ -168,6 +179,8 @@ class HFGate(BaseGate):
                 if self._onnx is not None:
                     out[idx] = self._onnx(enc)
                     continue
+                if self.device != "cpu":
+                    enc = enc.to(self.device)
                 res = self.model(**enc, output_hidden_states=features)
                 out[idx] = res.logits.float().cpu().numpy()
                 if features:
@@ -178,6 +191,22 @@ class HFGate(BaseGate):
                         feats = np.empty((len(texts), pooled.shape[1]), dtype=np.float64)
                     feats[idx] = pooled.cpu().numpy()
         return out, feats
+
+
+def _resolve_device(torch: Any, device: str) -> str:
+    """``"auto"`` made concrete; a GPU asked for that torch cannot see is a clear error."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cpu":
+        return device
+    if not device.startswith("cuda"):
+        raise ConfigError(f"device must be 'cpu', 'cuda', 'cuda:N' or 'auto', got {device!r}")
+    if not torch.cuda.is_available():
+        raise ConfigError(
+            f"device {device!r}: torch sees no GPU here (torch {torch.__version__}); "
+            "use device='cpu', or install a CUDA build of torch"
+        )
+    return device
 
 
 def quantize_int8(model: Any, *, copy: bool = True) -> Any:
