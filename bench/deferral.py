@@ -7,10 +7,13 @@ from the gate's probabilities (sorted, margin, entropy, predicted class), the ot
 probabilities and agreement, the text's length and, optionally, a low-dimensional projection of
 the fine-tuned gate's features.
 
-The gates were trained on the train split, so their train probabilities are over-confident;
-the head is therefore learned on **dev** with K-fold cross-fitting (fit on K-1 folds, score the
-K-th; repeated over several fold seeds) and compared, on the same dev inputs, with the maximum
-probability and the margin at each LLM-call budget, with a paired bootstrap of the difference.
+The features, the folds and the ``lr-gain`` head are the library's
+(:mod:`datashunt.training.deferral`), which ``datashunt bench --deferral`` offers as the
+``deferral-dev`` score. The gates were trained on the train split, so their train probabilities
+are over-confident; the head is therefore learned on **dev** with K-fold cross-fitting (fit on
+K-1 folds, score the K-th; repeated over several fold seeds) and compared, on the same dev
+inputs, with the maximum probability and the margin at each LLM-call budget, with a paired
+bootstrap of the difference.
 Only where a head beats the confidence on dev is it fitted on all of dev and measured on test,
 at δ chosen on dev, beside the confidence at its own dev δ (the figures of
 ``bench/results/recorded*.md``).
@@ -37,6 +40,13 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")  # a small head: no need for every
 import numpy as np
 
 from bench.deferral_cache import GATES, cache_path, texts_digest
+from datashunt.training.deferral import (
+    BenefitHead,
+    confidence_features,
+    deferral_features,
+    gain,
+)
+from datashunt.training.deferral import stratified_folds as folds
 
 FloatArray = np.ndarray[Any, np.dtype[np.float64]]
 BoolArray = np.ndarray[Any, np.dtype[np.bool_]]
@@ -79,31 +89,6 @@ def routed_correct(
     return np.where(routed, llm, small)
 
 
-def gain(small: BoolArray, llm: BoolArray) -> np.ndarray[Any, np.dtype[np.int64]]:
-    """The LLM's benefit per input: +1 right where the gate is wrong, -1 the reverse, else 0."""
-    return np.asarray(llm, dtype=np.int64) - np.asarray(small, dtype=np.int64)
-
-
-def confidence_features(probs: FloatArray) -> FloatArray:
-    """Sorted probabilities (descending), margin, entropy and the predicted class one-hot."""
-    p = np.asarray(probs, dtype=np.float64)
-    s = np.sort(p, axis=1)[:, ::-1]
-    margin = s[:, :1] - s[:, 1:2]
-    entropy = -(p * np.log(np.clip(p, 1e-12, 1.0))).sum(axis=1, keepdims=True)
-    onehot = np.eye(p.shape[1])[p.argmax(axis=1)]
-    return np.concatenate([s, margin, entropy, onehot], axis=1)
-
-
-def member_features(base: FloatArray, members: Sequence[FloatArray]) -> FloatArray:
-    """Per other gate: its probabilities, its probability of the base's label, agreement."""
-    pred = base.argmax(axis=1)
-    rows = np.arange(len(base))
-    parts = []
-    for m in members:
-        parts += [m, m[rows, pred][:, None], (m.argmax(axis=1) == pred)[:, None].astype(float)]
-    return np.concatenate(parts, axis=1) if parts else np.zeros((len(base), 0))
-
-
 def paired_bootstrap(diff: FloatArray, n_boot: int = 2000, seed: int = 0) -> dict[str, float]:
     """Mean of a per-input difference, its bootstrap standard error and 95 % interval."""
     d = np.asarray(diff, dtype=np.float64)
@@ -116,22 +101,6 @@ def paired_bootstrap(diff: FloatArray, n_boot: int = 2000, seed: int = 0) -> dic
         "lo": float(lo),
         "hi": float(hi),
     }
-
-
-def folds(strata: Any, k: int, seed: int) -> list[np.ndarray[Any, Any]]:
-    """``k`` folds of the indices, stratified by ``strata`` (each stratum shuffled, dealt
-    round-robin)."""
-    rng = np.random.default_rng(seed)
-    out: list[list[int]] = [[] for _ in range(k)]
-    s = np.asarray(strata)
-    start = 0
-    for v in np.unique(s):
-        idx = np.flatnonzero(s == v)
-        rng.shuffle(idx)
-        for j, i in enumerate(idx):
-            out[(start + j) % k].append(int(i))
-        start += len(idx)
-    return [np.sort(np.array(f, dtype=int)) for f in out]
 
 
 # ---- the heads --------------------------------------------------------------------------
@@ -153,11 +122,8 @@ class Head:
         from sklearn.preprocessing import StandardScaler
 
         g = gain(small, llm)
-        if self.kind == "lr-gain":  # multinomial on {-1, 0, +1}: E[benefit]
-            self.model = make_pipeline(
-                StandardScaler(), LogisticRegression(C=self.c, max_iter=2000)
-            )
-            self.model.fit(x, g)
+        if self.kind == "lr-gain":  # multinomial on {-1, 0, +1}: the library's head
+            self.model = BenefitHead(c=self.c).fit(x, small, llm)
         elif self.kind == "lr-two":  # P(LLM right) - P(gate right), two binary heads
             a = make_pipeline(StandardScaler(), LogisticRegression(C=self.c, max_iter=2000))
             b = make_pipeline(StandardScaler(), LogisticRegression(C=self.c, max_iter=2000))
@@ -188,14 +154,8 @@ class Head:
         return self
 
     def priority(self, x: FloatArray, probs: FloatArray) -> FloatArray:
-        if self.kind == "lr-gain":
-            p = self.model.predict_proba(x)
-            cls = list(self.model.classes_)
-            return np.asarray(
-                (p[:, cls.index(1)] if 1 in cls else 0.0)
-                - (p[:, cls.index(-1)] if -1 in cls else 0.0),
-                dtype=np.float64,
-            )
+        if self.kind == "lr-gain":  # P(+1) - P(-1)
+            return -np.asarray(self.model.score(x), dtype=np.float64)
         if self.kind == "lr-two":
             a, b = self.model
             return np.asarray(a.predict_proba(x)[:, 1] - b.predict_proba(x)[:, 1], dtype=np.float64)
@@ -310,11 +270,14 @@ def load_splits(
 def design(
     split: Split, feature_set: str, base: Mapping[str, float], pca: Any = None
 ) -> FloatArray:
-    """The head's input for one feature set (``conf``, ``all``, ``all+pca``)."""
-    parts = [confidence_features(split.probs)]
+    """The head's input for one feature set (``conf``, ``all``, ``all+pca``); ``all`` is
+    :func:`datashunt.training.deferral.deferral_features` over every cached gate (the
+    ``deferral-dev`` score of ``datashunt bench --deferral`` with ``--gate A+B``)."""
     if feature_set in ("all", "all+pca"):
-        others = [split.members[g] for g in split.members]  # every gate, mixture members too
-        parts += [member_features(split.probs, others), np.log1p(split.n_words)[:, None]]
+        others = list(split.members.values())  # every gate, mixture members too
+        parts = [deferral_features(split.probs, others, split.n_words)]
+    else:
+        parts = [confidence_features(split.probs)]
     if feature_set == "all+pca" and pca is not None and split.feats is not None:
         parts.append(pca.transform(split.feats))
     return np.concatenate(parts, axis=1)

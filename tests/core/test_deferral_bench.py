@@ -1,6 +1,7 @@
 """The pure parts of ``bench/deferral.py`` (issue 18's learned deferral score), on synthetic
-data: routing by priority, the benefit target, the features, the folds, the paired bootstrap,
-the dev threshold and a head that must find where the LLM helps."""
+data: routing by priority, the paired bootstrap, the dev threshold and a head that must find
+where the LLM helps (the features, the folds and the benefit target are the library's:
+``tests/core/test_deferral_dev.py``)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import numpy as np
 import pytest
 
 from bench import deferral as d
+from datashunt.training.deferral import confidence_features
 
 
 def test_routed_correct_sends_the_top_k_by_priority() -> None:
@@ -20,35 +22,6 @@ def test_routed_correct_sends_the_top_k_by_priority() -> None:
     assert d.routed_correct(pr, small, llm, 1.0).tolist() == llm.tolist()
     # 25 % of 4 = 1 input: the highest priority only
     assert d.routed_correct(pr, small, llm, 0.25).tolist() == [True, True, True, False]
-
-
-def test_gain_is_the_llm_benefit() -> None:
-    small = np.array([True, True, False, False])
-    llm = np.array([True, False, True, False])
-    assert d.gain(small, llm).tolist() == [0, -1, 1, 0]
-
-
-def test_confidence_and_member_features() -> None:
-    p = np.array([[0.2, 0.7, 0.1], [0.5, 0.3, 0.2]])
-    x = d.confidence_features(p)
-    k = 3
-    assert x.shape == (2, k + 2 + k)
-    np.testing.assert_allclose(x[:, :k], [[0.7, 0.2, 0.1], [0.5, 0.3, 0.2]])
-    np.testing.assert_allclose(x[:, k], [0.5, 0.2])  # margin
-    assert x[0, k + 2 + 1] == 1.0 and x[1, k + 2 + 0] == 1.0  # predicted class one-hot
-    other = np.array([[0.1, 0.8, 0.1], [0.1, 0.1, 0.8]])
-    m = d.member_features(p, [other])
-    assert m.shape == (2, k + 2)
-    np.testing.assert_allclose(m[:, k], [0.8, 0.1])  # the other gate's p(base label)
-    assert m[:, k + 1].tolist() == [1.0, 0.0]  # agreement
-
-
-def test_folds_partition_and_stratify() -> None:
-    strata = np.array([0] * 50 + [1] * 10)
-    fs = d.folds(strata, 5, seed=3)
-    assert sorted(np.concatenate(fs).tolist()) == list(range(60))
-    assert all((strata[f] == 1).sum() == 2 for f in fs)
-    assert [f.tolist() for f in fs] == [f.tolist() for f in d.folds(strata, 5, seed=3)]
 
 
 def test_paired_bootstrap() -> None:
@@ -81,7 +54,7 @@ def test_a_head_finds_where_the_llm_helps(kind: str) -> None:
     small = rng.random(n) < 0.6
     helps = pred == 0 if kind == "class-llm" else rng.random(n) < 0.5
     llm = np.where(helps, True, small & (rng.random(n) < 0.3))
-    x = np.concatenate([d.confidence_features(probs), helps[:, None] * 2.0 - 1.0], axis=1)
+    x = np.concatenate([confidence_features(probs), helps[:, None] * 2.0 - 1.0], axis=1)
     head = d.Head(kind, c=1.0).fit(x[:400], small[:400], llm[:400], probs[:400])
     pr = head.priority(x[400:], probs[400:])
     by_head = d.routed_correct(pr, small[400:], llm[400:], 0.3).mean()

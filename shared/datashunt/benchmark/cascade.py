@@ -52,7 +52,14 @@ def cascade(
     texts: Sequence[str],
     config: RecordedConfig,
     cap: float,
+    delta_score: FloatArray | None = None,
 ) -> dict[str, Any]:
+    """The cascade's thresholds chosen on dev under the cost ``cap``, measured on test.
+
+    The gate's tier is chosen as a share of dev inputs on ``dev_score``; δ_gate is that share's
+    quantile of ``delta_score`` (default ``dev_score``): the dev scores of the function that
+    scores test, where ``dev_score`` is cross-fitted (the ``deferral-dev`` score).
+    """
     a, b = cols
     cost_a, cost_b = config.cost(a), config.cost(b)
 
@@ -67,7 +74,7 @@ def cascade(
     agree_dev = agreement(dev)
     a_dev = dev.llm_correct(a, labels, strict=False)
     b_dev = dev.llm_correct(b, labels, strict=False)
-    best: tuple[float, float, float, float] | None = None  # (accuracy, -cost, δ_gate, δ_a)
+    best: tuple[float, float, float, float] | None = None  # (accuracy, -cost, rate, δ_a)
     for r in np.linspace(0.05, 1.0, 20):
         d_gate = budget_threshold(dev_score, float(r))
         for d_a in [*np.linspace(0.0, 0.95, 20), 1.01]:
@@ -77,12 +84,13 @@ def cascade(
             cost = (cost_a * asked_a.mean() + cost_b * asked_b.mean()) / cost_b
             if cost > cap + 1e-12:
                 continue
-            key = (float(correct.mean()), -float(cost), d_gate, float(d_a))
+            key = (float(correct.mean()), -float(cost), float(r), float(d_a))
             if best is None or key[:2] > best[:2]:
                 best = key
     if best is None:
         raise ConfigError("no cascade thresholds fit the cost cap on dev")
-    dev_acc, neg_cost, d_gate, d_a = best
+    dev_acc, neg_cost, rate, d_a = best
+    d_gate = budget_threshold(dev_score if delta_score is None else delta_score, rate)
     # on test, through the engine: tier A for inputs under δ_gate, tier B where A is unsure
     asked_a = test_score < d_gate
     got_a = ask_routed(shunts[a], texts, test.probs, asked_a)

@@ -113,7 +113,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     rec.add_argument(
         "--deferral",
         action="store_true",
-        help="also try a learned deferral head trained on the train split's recorded answers",
+        help="also try learned deferral scores: a head trained on the train split's recorded "
+        "answers, and 'deferral-dev', one cross-fitted on dev (with --gate A+B it also reads "
+        "every given gate's probabilities); each is kept only where it beats max on dev",
     )
     rec.add_argument(
         "--gate-kind",

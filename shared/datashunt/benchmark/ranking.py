@@ -1,5 +1,6 @@
 """Choosing how a gate ranks its inputs, on dev, with recorded LLM answers: a mixture of gates
-(:class:`~datashunt.gates.ensemble.EnsembleGate`) and per-class temperatures.
+(:class:`~datashunt.gates.ensemble.EnsembleGate`), per-class temperatures and the learned
+deferral score ``deferral-dev`` (:func:`deferral_dev_scores`).
 
 Every candidate is scored the way the shunt is used: the mean dev accuracy of routing the
 least-confident inputs to the LLM over a set of call budgets (the criterion of
@@ -13,22 +14,32 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from scipy.optimize import minimize
 
 from ..errors import ConfigError
 from ..gates.base import softmax
-from ..gates.ensemble import Mode, mix_probabilities
+from ..gates.ensemble import EnsembleGate, Mode, mix_probabilities
+from ..training.deferral import DevDeferral, deferral_features, dev_deferral
 from ..training.ranking import auroc, budget_threshold, routed_accuracy
 
+if TYPE_CHECKING:
+    from ..gates import Gate
+
 __all__ = [
+    "DEV_DEFERRAL",
     "MixtureChoice",
     "choose_mixture",
     "class_temperatures",
+    "deferral_dev_scores",
+    "member_probabilities",
     "routing_accuracy",
 ]
+
+#: The name of the deferral score learned on dev among the candidate ranking scores.
+DEV_DEFERRAL = "deferral-dev"
 
 FloatArray = np.ndarray[Any, np.dtype[np.float64]]
 BoolArray = np.ndarray[Any, np.dtype[np.bool_]]
@@ -153,3 +164,62 @@ def class_temperatures(logits: FloatArray, y: Any) -> FloatArray:
         nll, np.zeros(z.shape[1]), jac=True, method="L-BFGS-B", bounds=[(-4.0, 4.0)] * z.shape[1]
     )
     return np.asarray(np.exp(res.x), dtype=np.float64)
+
+
+def member_probabilities(
+    gate: Gate, members: Sequence[Gate] | None, texts: Sequence[str]
+) -> list[FloatArray]:
+    """The probabilities of the gates the deferral score reads beside ``gate``'s own:
+    ``members`` (the gates given with ``--gate A+B``, even where the first alone was chosen),
+    else an ensemble's members (from its memo), else none."""
+    if members is None:
+        members = gate.members if isinstance(gate, EnsembleGate) else []
+    if isinstance(gate, EnsembleGate) and list(members) == gate.members:
+        return gate.member_probabilities(texts)
+    return [np.asarray(m.predict_proba(list(texts)), dtype=np.float64) for m in members]
+
+
+def deferral_dev_scores(
+    gate: Gate,
+    members: Sequence[Gate] | None,
+    texts: tuple[Sequence[str], Sequence[str]],
+    probs: tuple[FloatArray, FloatArray],
+    small_correct: Any,
+    llm_correct: Any,
+    *,
+    folds: int = 5,
+    seed: int = 0,
+    c: float = 0.1,
+) -> tuple[DevDeferral, dict[str, Any]]:
+    """The ``deferral-dev`` score (:func:`datashunt.training.deferral.dev_deferral`): a
+    logistic head of the LLM's benefit on the gate's confidence features, its members'
+    probabilities and agreement (:func:`member_probabilities`) and the log word count,
+    cross-fitted on dev (``folds`` folds stratified by the benefit and the gate's label), then
+    refitted on all of dev to score test.
+
+    Args:
+        texts, probs: (dev, test) texts and the gate's temperature-scaled probabilities.
+        small_correct, llm_correct: per dev input (an unreadable LLM answer: the gate's).
+
+    Returns:
+        The scores, and what was fitted (JSON-ready).
+    """
+
+    def x(i: int) -> tuple[FloatArray, int]:
+        m = member_probabilities(gate, members, texts[i])
+        words = [len(t.split()) for t in texts[i]]
+        return deferral_features(probs[i], m, words), len(m)
+
+    (x_dev, n_members), (x_test, _) = x(0), x(1)
+    pred = np.asarray(probs[0]).argmax(axis=1)
+    dd = dev_deferral(x_dev, small_correct, llm_correct, x_test, pred, k=folds, seed=seed, c=c)
+    info = {
+        "tried": True,
+        "fitted_on": "dev, cross-fitted (test: refitted on all of dev)",
+        "members": n_members,
+        "n_features": int(x_dev.shape[1]),
+        "folds": folds,
+        "seed": seed,
+        "c": c,
+    }
+    return dd, info

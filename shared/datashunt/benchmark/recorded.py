@@ -15,7 +15,7 @@ a cascade (gate -> cheaper LLM -> dearer LLM) with one threshold per tier.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -35,14 +35,15 @@ from ..training.ranking import (
 )
 from .baselines import curve, random_accuracy
 from .cascade import cascade, cascade_outcome
+from .ranking import DEV_DEFERRAL, deferral_dev_scores
 from .recorded_data import (
     DEFAULT_COSTS,
     NOT_REPLAYABLE,
     BoolArray,
     FloatArray,
     RecordedConfig,
-    Split,
     ask_routed,
+    per_class_figures,
     replay_shunt,
     route_figures,
     split_answers,
@@ -71,6 +72,8 @@ def bench_recorded(
     task: TaskSpec | None = None,
     train: Dataset | None = None,
     features: Any = None,
+    deferral_dev: bool = False,
+    members: Sequence[Gate] | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Every replayable method on one data set with recorded LLM answers: a JSON-ready dict.
@@ -86,6 +89,12 @@ def bench_recorded(
         train: training data with recorded answers, for the learned deferral head.
         features: ``texts -> (n, d) array`` of input features for the deferral head (e.g. a
             frozen sentence embedding); ``None``: the head sees the gate's probabilities only.
+        deferral_dev: also offer the ``deferral-dev`` score, a deferral head cross-fitted on
+            dev (:func:`~datashunt.benchmark.ranking.deferral_dev_scores`); where it is chosen,
+            test is scored by its refit on all of dev and δ is a quantile of the refit's dev
+            scores.
+        members: the gates whose probabilities ``deferral-dev`` reads (default: an
+            ensemble's members, else none).
         progress: print what is done.
 
     Raises:
@@ -148,8 +157,27 @@ def bench_recorded(
             deferral = {"tried": True, "n_train": len(train)}
         except ConfigError as exc:
             deferral = {"tried": True, "error": str(exc)}
+    refit_dev = None
+    if deferral_dev:
+        try:
+            dd, deferral["dev"] = deferral_dev_scores(
+                gate,
+                members,
+                (dev.texts, test.texts),
+                (dev_s.probs, test_s.probs),
+                dev_s.small_correct,
+                llm_dev,
+                seed=config.seed,
+            )
+            dev_scores[DEV_DEFERRAL], test_scores[DEV_DEFERRAL] = dd.cross_fitted, dd.test
+            refit_dev = dd.refit_dev
+        except ConfigError as exc:
+            deferral["dev"] = {"tried": True, "error": str(exc)}
     chosen, dev_table = choose_score(dev_scores, dev_s.small_correct, llm_dev, config.budgets)
     dev_score, test_score = dev_scores[chosen], test_scores[chosen]
+    # δ: a quantile of the dev scores of the function that scores test (for deferral-dev its
+    # refit on all of dev; its cross-fitted dev scores give the dev accuracy and the rate)
+    delta_score = refit_dev if chosen == DEV_DEFERRAL and refit_dev is not None else dev_score
 
     # ---- every method on test ---------------------------------------------------------------
     n = len(test)
@@ -175,8 +203,13 @@ def bench_recorded(
     for b in config.budgets:
         d = budget_threshold(dev_score, b)
         acc, rate = _dev_figures(dev_score, dev_s.small_correct, llm_dev, d)
-        deltas[f"b{round(100 * b)}"] = (d, acc, rate)
-    deltas["max"] = max_accuracy_threshold(dev_score, dev_s.small_correct, llm_dev)
+        deltas[f"b{round(100 * b)}"] = (budget_threshold(delta_score, b), acc, rate)
+    d, acc, rate = max_accuracy_threshold(dev_score, dev_s.small_correct, llm_dev)
+    deltas["max"] = (
+        d if delta_score is dev_score else budget_threshold(delta_score, rate),
+        acc,
+        rate,
+    )
     per_class_routes: dict[str, BoolArray] = {}
     per_class_correct: dict[str, BoolArray] = {}
     for tag, (d, dev_acc, dev_rate) in deltas.items():
@@ -217,7 +250,9 @@ def bench_recorded(
         "curve": curve(test_score, small, llm_test, config.curve_points),
     }
     if len(labels) > 2:
-        out["per_class"] = _per_class(test_s, labels, llms, per_class_routes, per_class_correct)
+        out["per_class"] = per_class_figures(
+            test_s, labels, llms, per_class_routes, per_class_correct
+        )
     if len(llms) >= 2:
         cols = sorted(list(llms)[:2], key=config.cost)  # cheaper tier first
         out["cascade"] = {}
@@ -234,6 +269,7 @@ def bench_recorded(
                 test.texts,
                 config,
                 cap,
+                delta_score,
             )
             c["max_cost"] = cap
             out["cascade"][tag] = c
@@ -259,24 +295,3 @@ def _oracle(k: int, small: BoolArray, llm: BoolArray) -> float:
     helps = int(np.sum(~small & llm))
     neutral = int(np.sum(small == llm))
     return float(small.mean() + (min(k, helps) - max(0, k - helps - neutral)) / len(small))
-
-
-def _per_class(
-    split: Split,
-    labels: tuple[str, ...],
-    llms: Mapping[str, ColumnReplayLLM],
-    routes: Mapping[str, BoolArray],
-    corrects: Mapping[str, BoolArray],
-) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    small = split.small_correct
-    for c, lab in enumerate(labels):
-        idx = split.y == c
-        row: dict[str, Any] = {"n": int(idx.sum()), "small": float(small[idx].mean())}
-        for col in llms:
-            row[col] = float(split.llm_correct(col, labels, strict=True)[idx].mean())
-        for tag in routes:
-            row[f"ds-{tag}"] = float(corrects[tag][idx].mean())
-            row[f"ds-{tag}-llm_rate"] = float(routes[tag][idx].mean())
-        out[lab] = row
-    return out

@@ -277,9 +277,11 @@ def run_recorded(args: argparse.Namespace, out: Path, t0: float) -> int:
             for col in columns[name]
         }
         given = gates.get(name)
+        members: list[Gate] | None = None  # what the deferral-dev score reads beside the gate
         if given is not None and "+" in given:
-            members = [gate_for(args, name, d, train, dev) for d in given.split("+")]
-            gate, info = mixture_on_dev(members, dev, next(iter(llms.values())), budgets)
+            given_gates = [gate_for(args, name, d, train, dev) for d in given.split("+")]
+            gate, info = mixture_on_dev(given_gates, dev, next(iter(llms.values())), budgets)
+            members = [g for g, _ in given_gates]
         else:
             gate, info = gate_for(args, name, given, train, dev)
         res = bench_recorded(
@@ -290,6 +292,8 @@ def run_recorded(args: argparse.Namespace, out: Path, t0: float) -> int:
             test,
             config=config,
             train=train if args.deferral else None,
+            deferral_dev=bool(args.deferral),
+            members=members,
             progress=not args.no_progress,
         )
         res["gate"] = info

@@ -26,6 +26,7 @@ __all__ = [
     "RecordedConfig",
     "Split",
     "ask_routed",
+    "per_class_figures",
     "replay_shunt",
     "route_figures",
     "split_answers",
@@ -168,3 +169,25 @@ def route_figures(
         correct[i] = label == labels[split.y[i]]
         fallbacks += source != "llm"
     return correct, fallbacks
+
+
+def per_class_figures(
+    split: Split,
+    labels: tuple[str, ...],
+    llms: Mapping[str, ColumnReplayLLM],
+    routes: Mapping[str, BoolArray],
+    corrects: Mapping[str, BoolArray],
+) -> dict[str, Any]:
+    """Per class: the gate's, each LLM's (strict) and each routing's accuracy and LLM share."""
+    out: dict[str, Any] = {}
+    small = split.small_correct
+    for c, lab in enumerate(labels):
+        idx = split.y == c
+        row: dict[str, Any] = {"n": int(idx.sum()), "small": float(small[idx].mean())}
+        for col in llms:
+            row[col] = float(split.llm_correct(col, labels, strict=True)[idx].mean())
+        for tag in routes:
+            row[f"ds-{tag}"] = float(corrects[tag][idx].mean())
+            row[f"ds-{tag}-llm_rate"] = float(routes[tag][idx].mean())
+        out[lab] = row
+    return out

@@ -41,10 +41,12 @@ def recorded_markdown(name: str, res: Mapping[str, Any]) -> str:
         "|---|---:|---:|---:|---:|",
     ]
     auc = m["small"].get("auroc_gate_right")
-    lines.append(
-        f"| gate alone (AUROC of its confidence {auc:.3f}) | "
-        f"{_pct(m['small']['accuracy'])} | 0.0 | | |"
-    )
+    chosen = res["score"]["chosen"]
+    mx = res["score"].get("test_auroc_gate_right", {}).get("max")
+    what = f"AUROC of its confidence {auc:.3f}"
+    if chosen != "max" and mx is not None:  # a learned score ranks by the LLM's benefit
+        what = f"AUROC for 'gate right' of `{chosen}` {auc:.3f}, of `max` {mx:.3f}"
+    lines.append(f"| gate alone ({what}) | {_pct(m['small']['accuracy'])} | 0.0 | | |")
     for key, v in m.items():
         if key.startswith("llm"):
             lines.append(

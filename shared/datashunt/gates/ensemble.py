@@ -40,7 +40,7 @@ class EnsembleGate(BaseGate):
             the members' log-probabilities.
         temperature: the ensemble's own softmax temperature.
         member_dirs: where the members live (written by :meth:`save`).
-        memo: keep each text's mixed logits, so that asking about the same inputs again (a
+        memo: keep each text's member probabilities, so that asking about the same inputs again (a
             benchmark predicts dev several times) runs no member twice; the members and their
             temperatures must not change afterwards.
 
@@ -88,16 +88,27 @@ class EnsembleGate(BaseGate):
         self._memo: dict[str, FloatArray] | None = {} if memo else None
 
     def _logits(self, texts: list[str]) -> FloatArray:
-        if self._memo is None:
-            return self._mix(texts)
-        todo = list(dict.fromkeys(t for t in texts if t not in self._memo))
-        if todo:
-            self._memo.update(zip(todo, self._mix(todo), strict=True))
-        return np.stack([self._memo[t] for t in texts])
+        return mix_probabilities(self.member_probabilities(texts), self.weights, self.mode)
 
-    def _mix(self, texts: list[str]) -> FloatArray:
+    def member_probabilities(self, texts: Sequence[str]) -> list[FloatArray]:
+        """Each member's temperature-scaled probabilities, ``(n, k)`` per member (from the memo
+        where the ensemble keeps one: the benchmark's deferral score reads them)."""
+        texts = list(texts)
+        if self._memo is None:
+            stacked = self._members(texts)
+        else:
+            todo = list(dict.fromkeys(t for t in texts if t not in self._memo))
+            if todo:
+                self._memo.update(zip(todo, self._members(todo), strict=True))
+            stacked = np.stack([self._memo[t] for t in texts]) if texts else self._members([])
+        return [np.asarray(stacked[:, j], dtype=np.float64) for j in range(len(self.members))]
+
+    def _members(self, texts: list[str]) -> FloatArray:
+        """``(n, members, k)``: every member's probabilities."""
+        if not texts:
+            return np.zeros((0, len(self.members), len(self.labels)))
         probs = [np.asarray(m.predict_proba(texts), dtype=np.float64) for m in self.members]
-        return mix_probabilities(probs, self.weights, self.mode)
+        return np.stack(probs, axis=1)
 
     def save(self, out_dir: str | Path) -> Path:
         """Write ``datashunt_gate.json``: the members' folders and temperatures, the weights.
