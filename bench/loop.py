@@ -18,8 +18,9 @@ Variants: ``2cd`` (the method), ``stage1`` and ``finetune`` (ablations: stage 1 
 cross-entropy on the LLM's labels), ``smollm`` (the embedded SmolLM2-135M as teacher, one
 round: the gatekeeping must refuse a worse gate).
 
-Run: ``make loop-demo`` (2cd, 3 rounds) or ``make bench-loop`` (every variant), or
-``.venv/bin/python -m bench.loop --variants 2cd,stage1 --rounds 3 [--fresh]``.
+Run: ``make loop-demo`` (2cd, 3 rounds, ``--demo``: a lighter configuration that fits in
+25 minutes on 2 cores from a fresh clone) or ``make bench-loop`` (the evidence: every variant),
+or ``.venv/bin/python -m bench.loop --variants 2cd,stage1 --rounds 3``.
 """
 
 from __future__ import annotations
@@ -54,7 +55,21 @@ from datashunt.registry import GateRegistry
 from datashunt.training.targets import PrecisionFloor
 
 ROOT = Path(__file__).resolve().parents[1]
-MAX_LENGTH = 128
+# ``--demo`` (``make loop-demo``): the same scenario, lighter. A base gate on 1,000 reviews at 64
+# tokens (cached under its own name, so the evidence's gate stays), smaller amazon-mds slices,
+# 600 MR test sentences, one 2CD pass per round; still three rounds of 1,000 MR sentences.
+DEMO = {
+    "base_train": 1000,
+    "max_length": 64,
+    "amazon_dev": 200,
+    "amazon_eval": 300,
+    "stage2_train": 300,
+    "stage2_max": 300,
+    "distill_rounds": 1,
+    "mr_eval": 600,
+    "work": str(ROOT / ".cache" / "loop-demo"),
+    "out": str(ROOT / ".cache" / "loop-demo" / "demo.json"),
+}
 
 
 def _sample(data: Dataset, n: int, seed: int) -> Dataset:
@@ -67,15 +82,16 @@ def ensure_base_gate(
     cache: Path, args: argparse.Namespace, train: Dataset, mr_dev: Dataset
 ) -> Path:
     """The amazon-mds gate, certified on MR dev (cached)."""
-    gate_dir = cache / f"base-amazon-{args.base_train}"
+    length = "" if args.max_length == 128 else f"-len{args.max_length}"
+    gate_dir = cache / f"base-amazon-{args.base_train}{length}"
     t0 = time.perf_counter()
     if (gate_dir / "model.safetensors").is_file():
         print(f"[base] cached at {gate_dir}", flush=True)
     else:
         print(f"[base] fine-tuning MiniLM on {len(train)} amazon-mds reviews ...", flush=True)
-        cfg = TrainConfig(epochs=1, max_length=MAX_LENGTH, seed=args.seed)
+        cfg = TrainConfig(epochs=1, max_length=args.max_length, seed=args.seed)
         train_gate(train, gate_dir, config=cfg, progress=not args.quiet)
-    gate = HFGate(gate_dir, max_length=MAX_LENGTH, temperature=1.0)
+    gate = HFGate(gate_dir, max_length=args.max_length, temperature=1.0)
     cal = calibrate(gate, mr_dev, PrecisionFloor(args.precision), confidence=args.confidence)
     cal.policy.save(gate_dir)
     print(f"[base] {time.perf_counter() - t0:.0f} s; δ = {cal.policy.threshold:.4f}", flush=True)
@@ -86,17 +102,26 @@ class TestEval:
     """The champion on the test splits: MR (LLM share, precision, shunt accuracy with the
     recorded answers) and amazon-mds (forgetting)."""
 
-    def __init__(self, mr_test: Dataset, amazon_test: Dataset, answers: dict[str, str]) -> None:
+    def __init__(
+        self,
+        mr_test: Dataset,
+        amazon_test: Dataset,
+        answers: dict[str, str],
+        max_length: int = 128,
+    ) -> None:
         self.mr, self.amazon, self.answers = mr_test, amazon_test, answers
+        self.max_length = max_length
         gold = [e.label for e in mr_test.examples]
         llm = [answers.get(e.text, "") for e in mr_test.examples]
         self.llm_alone = float(np.mean([a == g for a, g in zip(llm, gold, strict=True)]))
-        self._cache: dict[str, dict[str, float]] = {}
+        # by registry and version: every variant has its own registry, with its own v0002
+        self._cache: dict[tuple[str, str], dict[str, float]] = {}
 
     def __call__(self, registry: GateRegistry, version: str) -> dict[str, float]:
-        if version in self._cache:
-            return self._cache[version]
-        gate, policy = registry.load(version, max_length=MAX_LENGTH)
+        key = (registry.location, version)
+        if key in self._cache:
+            return self._cache[key]
+        gate, policy = registry.load(version, max_length=self.max_length)
         labels = list(policy.labels)
         p = np.asarray(gate.predict_proba(self.mr.texts))
         pred = [labels[i] for i in p.argmax(axis=1)]
@@ -119,7 +144,7 @@ class TestEval:
             "amazon_test_gate_accuracy": float(np.mean(amazon)),
             "threshold": policy.threshold,
         }
-        self._cache[version] = out
+        self._cache[key] = out
         return out
 
 
@@ -154,7 +179,7 @@ def run_variant(
         tolerance=args.tolerance,
         distill=DistillConfig(
             method=method,  # type: ignore[arg-type]
-            rounds=2,
+            rounds=args.distill_rounds,
             epochs=1,
             lr=args.lr,
             max_length=args.distill_length,
@@ -268,11 +293,27 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--stage2-train", type=int, default=500, help="base training reviews for stage 2"
     )
+    p.add_argument("--max-length", type=int, default=128, help="tokens per input for the base gate")
+    p.add_argument("--distill-rounds", type=int, default=2, help="2CD passes per loop round")
+    p.add_argument("--mr-eval", type=int, default=0, help="MR test sentences (0: all 1,299)")
+    p.add_argument(
+        "--demo",
+        action="store_true",
+        help="lighter defaults for `make loop-demo` (options given explicitly still win): "
+        + ", ".join(
+            f"--{k.replace('_', '-')} {v}" for k, v in DEMO.items() if k not in ("work", "out")
+        )
+        + ", --work .cache/loop-demo, --out .cache/loop-demo/demo.json",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--work", default=str(ROOT / ".cache" / "loop"))
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "loop.json"))
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.demo:  # the preset replaces the defaults only
+        p.set_defaults(**DEMO)
+        args = p.parse_args(argv)
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -290,8 +331,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "amazon_train": _sample(amazon_train, args.stage2_train, args.seed),
     }
     amazon_test = _sample(read_dataset("amazon-mds", split="test"), args.amazon_eval, args.seed)
+    mr_test = _sample(mr["test"], args.mr_eval, args.seed) if args.mr_eval else mr["test"]
     base = ensure_base_gate(Path(args.work), args, amazon_train, mr["dev"])
-    evaluate = TestEval(mr["test"], amazon_test, answers)
+    evaluate = TestEval(mr_test, amazon_test, answers, max_length=args.max_length)
     results = {}
     for variant in [v.strip() for v in args.variants.split(",") if v.strip()]:
         results[variant] = run_variant(variant, base, data, evaluate, answers, args)

@@ -93,6 +93,15 @@ def test_read_logged_skips_and_counts() -> None:
     assert latest.llm_label == "positive" and latest.llm_confidence == pytest.approx(0.99)
 
 
+def test_read_logged_order_does_not_depend_on_the_order_calls_finished() -> None:
+    """Concurrent calls land in the store in any order: the distillation must not see it."""
+    recs = [r for r in records() if r.input_text != "unsure high"]  # no duplicate: order-free
+    forward, _ = read_logged(recs, LABELS)
+    backward, _ = read_logged(list(reversed(recs)), LABELS)
+    assert forward == backward
+    assert [r.text for r in forward] == sorted(r.text for r in forward)
+
+
 def test_read_logged_rejects_unknown_labels_and_empty_store() -> None:
     with pytest.raises(DataError, match=r"labels \['neutral'\].*gate does not know"):
         read_logged([llm("x", "negative"), llm("y", "neutral")], LABELS)

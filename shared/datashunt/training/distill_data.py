@@ -142,7 +142,8 @@ def read_logged(
 
     Records without an input text (a store written with ``store_inputs="hash"``), failed LLM
     calls and unparsed answers are skipped. When an input was logged more than once, its latest
-    LLM answer wins, else its latest record.
+    LLM answer wins, else its latest record. The inputs come back sorted by text, so that the
+    same records give the same distillation whatever order concurrent calls finished in.
 
     Raises:
         DataError: the store holds labels the gate does not know, or no records at all.
@@ -184,7 +185,9 @@ def read_logged(
         )
     if n == 0:
         raise DataError("the store holds no records: run the shunt with a store attached first")
-    used = list(by_text.values())
+    # in text order, not the store's: records are listed as their calls finished, an order
+    # that concurrent calls change from run to run (and the seeded shuffles with it)
+    used = [by_text[t] for t in sorted(by_text)]
     skipped = errors + unparsed + no_text
     counts = StoreCounts(
         records=n,
