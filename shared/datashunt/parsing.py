@@ -12,11 +12,37 @@ from .types import ParsedAnswer
 __all__ = ["AnswerParser", "label_distribution_from_logprobs", "normalize"]
 
 _NON_ALNUM = re.compile(r"[^0-9a-z]+")
-_NEGATION = re.compile(r"\b(not|isn't|isnt|no|never|neither|nor)\s+(?:an?\s+|the\s+)?$")
 _CUE = re.compile(
     r"(?:answer|label|sentiment|category|class|classification|topic)\s*(?:is|:|=|would be)\s*"
     r"[\"'*`]*\s*([^\n.,;\"'*`]+)",
 )
+# Clauses: a negation reaches the end of its clause ("I would not say it is negative"), and a
+# clause that is only a label ("**Negative**", "Sentiment: positive") is a committed answer.
+_CLAUSE = re.compile(r"[.;:!?\n()\[\]]+|,|\s[-\u2013\u2014]+\s|\b(?:but|however|though|although)\b")
+# Matched on normalised text (apostrophes become spaces: "isn't" -> "isn t").
+_NEGATION = re.compile(
+    r"\b(?:not|no|never|neither|nor|nothing|none|hardly|barely|without|cannot|except)\b"
+    r"|\b\w+n t\b|\bfar from\b|\brather than\b|\binstead of\b|\bas opposed to\b|\bother than\b"
+)
+_NEGATED_AFTER = re.compile(
+    r"^\s*(?:(?:is|was|would be|seems|sounds|feels)\s+)?(?:not|wrong|incorrect|unlikely)\b"
+    r"|^\s*(?:is|was|would|does|do)n t\b"
+)
+_HEDGE = re.compile(
+    r"\b(?:hard|difficult|impossible|tough|tricky) to (?:say|tell|determine|decide|judge)\b"
+    r"|\bnot (?:sure|certain|clear)\b|\bunsure\b|\buncertain\b|\bunclear\b|\bambiguous\b"
+    r"|\bcan t (?:tell|say|decide|determine)\b|\bcannot (?:tell|say|decide|determine)\b"
+    r"|\beither\b|\bmaybe\b|\bperhaps\b|\bpossibly\b|\bmight be\b|\bcould be\b"
+    r"|\bdon t know\b|\bno idea\b|\b50 50\b|\btorn between\b"
+)
+_CORRECTION = re.compile(
+    r"\bwait\b|\bignore (?:that|this|it|the above|my (?:last|previous))\b|\bscratch that\b"
+    r"|\bstrike that\b|\bcorrection\b|\bi mean\b|\bon second thought\b|\bon reflection\b"
+    r"|\bactually\b|\bor rather\b|\breconsider\b|\bi was wrong\b|\btake (?:that|it) back\b"
+    r"|\bchange my (?:answer|mind)\b|\binstead\b(?! of)|\bmistake\b|\bsorry\b"
+)
+# Two labels offered as alternatives: "positive or negative", "positive/negative".
+_ALTERNATIVE_GAPS = frozenset({"", "or", "and", "and or", "vs", "versus", "nor", "to", "or even"})
 
 
 def normalize(s: str) -> str:
@@ -25,12 +51,16 @@ def normalize(s: str) -> str:
 
 
 class AnswerParser:
-    """Maps a model's free-text answer to one of ``labels``.
+    """Maps a model's free-text answer to one of ``labels``, or refuses.
 
-    Tries, in order: the whole answer is a label (or synonym); a cue such as "The answer is X";
-    exactly one label mentioned (negated mentions like "not positive" do not count); the first
-    word is a label. Otherwise the answer is unparsed: :attr:`ParsedAnswer.ok` is ``False``,
-    never an exception.
+    A label is returned only when the answer commits to it and to no other: the whole answer
+    is a label (or synonym); or one label is stated as the answer (a cue such as "The answer
+    is X", or a clause that is only the label, as in "**Negative** because ..."); or exactly
+    one label is mentioned without negation. An answer that hedges ("hard to say", "maybe"),
+    offers alternatives ("positive or negative"), corrects itself ("Positive? No wait, it is
+    negative") or only negates ("I would not say negative") is refused: a refused answer is a
+    fallback, never a training label. Refusals set :attr:`ParsedAnswer.ok` to ``False`` with
+    the reason; the parser never raises.
 
     Args:
         labels: the label names.
@@ -39,6 +69,8 @@ class AnswerParser:
     Example:
         >>> AnswerParser(["negative", "positive"]).parse("The answer is Negative.").label
         'negative'
+        >>> AnswerParser(["negative", "positive"]).parse("Positive? No wait, negative.").ok
+        False
     """
 
     def __init__(
@@ -82,27 +114,64 @@ class AnswerParser:
             return None, "empty answer"
         if norm in self._forms:
             return self._forms[norm], "exact"
-        cue = _CUE.search(text.lower())
-        if cue:
-            found = self._mentions(normalize(cue.group(1)))
-            if len(found) == 1:
-                return found.pop(), "cue"
-        found = self._mentions(norm)
-        if len(found) == 1:
-            return found.pop(), "single mention"
-        first = norm.split(" ", 1)[0]
-        if first in self._forms:
-            return self._forms[first], "first word"
-        if not found:
+        affirmed, negated, committed, alternative = self._read(text)
+        mentioned = affirmed | negated
+        if not mentioned:
             return None, "no label mentioned"
-        return None, f"ambiguous: mentions {sorted(found)}"
+        hedge = _HEDGE.search(norm)
+        if hedge:
+            return None, f"ambiguous: the answer hedges ({hedge.group(0)!r})"
+        if alternative:
+            return None, f"ambiguous: the answer offers alternatives ({alternative!r})"
+        correction = _CORRECTION.search(norm)
+        if correction and len(mentioned) > 1:
+            return None, f"ambiguous: the answer corrects itself ({correction.group(0)!r})"
+        if len(committed) > 1:
+            return None, f"ambiguous: the answer states {sorted(committed)}"
+        if committed:
+            (label,) = committed
+            if label in negated:
+                return None, f"ambiguous: the answer both states and negates {label!r}"
+            return label, "cue"
+        if len(affirmed) == 1 and not affirmed & negated:
+            return affirmed.pop(), "single mention"
+        if not affirmed:
+            return None, f"ambiguous: only negated labels {sorted(negated)}"
+        return None, f"ambiguous: mentions {sorted(affirmed)}"
 
-    def _mentions(self, norm: str) -> set[str]:
-        out = set()
-        for m in self._mention.finditer(norm):
-            if not _NEGATION.search(norm[: m.start()]):
-                out.add(self._forms[m.group(1)])
-        return out
+    def _read(self, text: str) -> tuple[set[str], set[str], set[str], str | None]:
+        """Labels mentioned without and with negation, those stated as the answer, and the
+        first two different labels offered side by side ("X or Y", "X/Y", "X. Y."), if any."""
+        affirmed: set[str] = set()
+        negated: set[str] = set()
+        committed: set[str] = set()
+        alternative: str | None = None
+        prev: tuple[str, bool] | None = None  # the last mention: (label, negated)
+        gap = ""  # normalised text since the last mention, across clauses
+        for clause in _CLAUSE.split(text.lower()):
+            norm = normalize(clause)
+            if not norm:
+                continue
+            if norm in self._forms:
+                committed.add(self._forms[norm])
+            end = 0
+            for m in self._mention.finditer(norm):
+                label = self._forms[m.group(1)]
+                before, after = norm[: m.start()], norm[m.end() :]
+                neg = bool(_NEGATION.search(before) or _NEGATED_AFTER.search(after))
+                (negated if neg else affirmed).add(label)
+                gap = normalize(f"{gap} {norm[end : m.start()]}")
+                side_by_side = prev and prev[0] != label and not (prev[1] or neg)
+                if side_by_side and alternative is None and gap in _ALTERNATIVE_GAPS:
+                    alternative = f"{prev[0]} {gap} {label}".replace("  ", " ")
+                prev, gap, end = (label, neg), "", m.end()
+            gap = normalize(f"{gap} {norm[end:]}")
+        for cue in _CUE.finditer(text.lower()):
+            stated = normalize(cue.group(1))
+            found = {self._forms[m.group(1)] for m in self._mention.finditer(stated)}
+            if len(found) == 1 and not _NEGATION.search(stated):
+                committed |= found
+        return affirmed, negated, committed, alternative
 
     def label_for_token(self, token: str) -> set[str]:
         """Labels whose surface forms start with this (non-empty) token."""
