@@ -1,13 +1,15 @@
 """``DataShuntChatModel``: a small chat model answers first, the large one when it is unsure.
 
-The route is decided by the small answer's sequence confidence (the core's
-:class:`datashunt.generative.GenerativeShunt`: judge, keep or escalate, retried and recorded);
-this module contributes only the lines that call the LangChain models.
+The route is decided by the small answer's sequence confidence; the core's
+:class:`datashunt.generative.GenerativeShunt` asks, judges, keeps or escalates, and times,
+retries and records both calls. This module contributes only the lines that call the LangChain
+models (:class:`_ChatCall`) and the translation of the result into LangChain messages.
 """
 
 from __future__ import annotations
 
-import time
+import json
+import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
@@ -17,19 +19,27 @@ from langchain_core.callbacks import (
     CallbackManager,
     CallbackManagerForLLMRun,
 )
-from langchain_core.language_models import BaseChatModel, LanguageModelInput
+from langchain_core.language_models import BaseChatModel, LangSmithParams, LanguageModelInput
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.messages.tool import tool_call_chunk
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
-from langchain_core.runnables import Runnable, RunnableConfig
-from pydantic import ConfigDict, PrivateAttr
+from langchain_core.runnables import Runnable, RunnableConfig, ensure_config
+from pydantic import ConfigDict, Field, PrivateAttr
 
-from datashunt import LLMReply, RetryPolicy
-from datashunt.generative import GenerativePolicy, GenerativeResult, GenerativeShunt, Judgement
-from datashunt.types import Message
+from datashunt import ConfigError, LLMReply, ModelCall, RetryPolicy
+from datashunt.generative import GenerativePolicy, GenerativeResult, GenerativeShunt
 
-from ._convert import as_messages, message_to_reply, model_name_of
+from ._convert import as_messages, message_text, message_to_reply, model_name_of
 
 __all__ = ["DataShuntChatModel"]
+
+# How stream()/astream() hand _stream/_astream the inner models' config: since langchain-core
+# 1.8 a chat model's stream no longer passes its run manager to _stream, and the inner calls
+# must still be child runs of this one (traces, token callbacks).
+_CHILD = "_datashunt_child_config"
+
+# The LangChain standard parameters, forwarded to both models at every call.
+_FORWARDED = ("temperature", "max_tokens", "timeout")
 
 
 class DataShuntChatModel(BaseChatModel):
@@ -39,10 +49,12 @@ class DataShuntChatModel(BaseChatModel):
     The small model answers every prompt (it must return token logprobs: ``ChatOpenAI(...,
     logprobs=True)`` against the local server); its answer stands when the policy's measure
     clears δ, else the large model answers. ``invoke``, ``stream``, ``batch`` and their async
-    forms work as on any chat model, and callbacks see both inner calls as child runs. Tool
-    calling (``bind_tools``) and structured output (``with_structured_output``) go to the large
-    model. Every escalation is recorded in ``store`` (the messages sent, the large answer, the
-    small answer and its confidence).
+    forms work as on any chat model, and callbacks see both inner calls as child runs. A stream
+    sends the large answer as it comes (its usage, finish reason, model name, tool-call chunks
+    and id kept) or the kept small answer as one chunk; ``response_metadata["datashunt"]``
+    tells the route either way. Tool calling (``bind_tools``) and structured output
+    (``with_structured_output``) go to the large model. Every escalation is recorded in
+    ``store`` (the messages sent, the large answer, the small answer and its confidence).
 
     Args:
         small: the small chat model (logprobs on).
@@ -50,9 +62,14 @@ class DataShuntChatModel(BaseChatModel):
         policy: the measure and δ (``datashunt.generative.calibrate_generative``).
         store: a :class:`datashunt.CallStore`, a URL or a SQLite path.
         record_small: also record small answers that stood.
-        retry: how failed large calls are retried; give the large model ``max_retries=0``.
+        retry: how failed calls are retried (both models); give them ``max_retries=0``.
         on_llm_error: ``"fallback"`` answers with the small model's answer when the large call
             fails; ``"raise"`` raises.
+        temperature, max_tokens, timeout, stop: sent to both models with every call.
+        max_retries: retries of a failed call (``retry=RetryPolicy(attempts=max_retries + 1)``).
+        streaming: ``invoke`` streams the large model's answer (as ``ChatOpenAI``'s).
+        model_kwargs: further call options, sent to both models with every call. Any other
+            option is refused: this model holds no provider settings of its own.
 
     Example:
         .. code-block:: python
@@ -79,17 +96,30 @@ class DataShuntChatModel(BaseChatModel):
     record_small: bool = False
     retry: RetryPolicy | None = None
     on_llm_error: str = "fallback"
+    temperature: float | None = None
+    max_tokens: int | None = None
+    timeout: float | None = None
+    stop: list[str] | None = None
+    max_retries: int | None = None
+    streaming: bool = False
+    model_kwargs: dict[str, Any] = Field(default_factory=dict)
 
     _shunt: GenerativeShunt = PrivateAttr()
 
     def __init__(self, **kwargs: Any) -> None:
+        # checked here, not in pydantic validators, so our ConfigError is not wrapped
+        _refuse_unknown(kwargs)
         super().__init__(**kwargs)
-        # set up here, not in model_post_init, so our ConfigError is not wrapped by pydantic
+        retry = self.retry
+        if self.max_retries is not None:
+            if retry is not None:
+                raise ConfigError("give retry= or max_retries=, not both")
+            retry = RetryPolicy(attempts=self.max_retries + 1)
         self._shunt = GenerativeShunt(
             self.policy,
             store=self.store,
             record_small=self.record_small,
-            retry=self.retry,
+            retry=retry,
             on_llm_error=self.on_llm_error,  # type: ignore[arg-type]
             model_name=model_name_of(self.large),
         )
@@ -100,8 +130,24 @@ class DataShuntChatModel(BaseChatModel):
 
     @property
     def shunt(self) -> GenerativeShunt:
-        """The core's generative gate (policy, store)."""
+        """The core's generative gate (policy, store, retry)."""
         return self._shunt
+
+    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
+        params = super()._get_ls_params(stop=stop or self.stop, **kwargs)
+        params["ls_provider"] = "datashunt"
+        # the pair, a name no price table holds: the inner calls are traced (and priced) as
+        # child runs under their own names
+        pair = f"datashunt({model_name_of(self.small)}, {model_name_of(self.large)})"
+        model = kwargs.get("model")
+        params["ls_model_name"] = model if isinstance(model, str) and model else pair
+        return params
+
+    def _get_invocation_params(
+        self, stop: list[str] | None = None, **kwargs: Any
+    ) -> dict[str, Any]:
+        kwargs.pop(_CHILD, None)  # a run manager, not an option: never traced
+        return super()._get_invocation_params(stop=stop, **kwargs)
 
     # ---- tools and structured output: the large model's job ----------------------------------
 
@@ -119,11 +165,49 @@ class DataShuntChatModel(BaseChatModel):
 
     # ---- the steps ----------------------------------------------------------------------------
 
-    def _config(self, run_manager: Any) -> RunnableConfig:
+    def stream(
+        self,
+        input: LanguageModelInput,
+        config: RunnableConfig | None = None,
+        *,
+        stop: list[str] | None = None,
+        **kwargs: Any,
+    ) -> Iterator[AIMessageChunk]:
+        config, child = self._with_child(config, CallbackManager)
+        return super().stream(input, config, stop=stop, **{_CHILD: child}, **kwargs)
+
+    def astream(
+        self,
+        input: LanguageModelInput,
+        config: RunnableConfig | None = None,
+        *,
+        stop: list[str] | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[AIMessageChunk]:
+        config, child = self._with_child(config, AsyncCallbackManager)
+        return super().astream(input, config, stop=stop, **{_CHILD: child}, **kwargs)
+
+    def _with_child(self, config: RunnableConfig | None, manager: Any) -> tuple[Any, Any]:
+        """This run's config with its id fixed, and the inner models' config: child runs of it
+        that inherit its callbacks, tags and metadata."""
+        config = ensure_config(config)
+        run_id = config.get("run_id") or uuid.uuid4()
+        inner = manager.configure(
+            config.get("callbacks"),
+            None,
+            self.verbose,
+            config.get("tags"),
+            None,
+            config.get("metadata"),
+        )
+        inner.parent_run_id = run_id
+        return {**config, "run_id": run_id}, {"callbacks": inner}
+
+    def _inner_config(self, run_manager: Any, child: Any) -> RunnableConfig:
         """The inner models' config: their runs are children of this one (a chat model's run
         manager has no ``get_child``; this is what a chain's does)."""
         if run_manager is None:
-            return {}
+            return child if child is not None else {}
         async_ = isinstance(run_manager, AsyncCallbackManagerForLLMRun)
         manager = (AsyncCallbackManager if async_ else CallbackManager)(
             handlers=[], parent_run_id=run_manager.run_id
@@ -133,9 +217,16 @@ class DataShuntChatModel(BaseChatModel):
         manager.add_metadata(run_manager.inheritable_metadata)
         return {"callbacks": manager}
 
-    def _judged(self, message: BaseMessage) -> tuple[LLMReply, Judgement]:
-        small = message_to_reply(message)
-        return small, self._shunt.judge(small)
+    def _calls(
+        self, run_manager: Any, stop: list[str] | None, kwargs: dict[str, Any]
+    ) -> tuple[_ChatCall, _ChatCall]:
+        config = self._inner_config(run_manager, kwargs.pop(_CHILD, None))
+        options = {k: getattr(self, k) for k in _FORWARDED if getattr(self, k) is not None}
+        options = {**self.model_kwargs, **options, **kwargs}
+        stop = stop or self.stop
+        return _ChatCall(self.small, config, stop, options), _ChatCall(
+            self.large, config, stop, options
+        )
 
     def _generate(
         self,
@@ -144,17 +235,9 @@ class DataShuntChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        config = self._config(run_manager)
-        core = as_messages(messages)
-        small, judgement = self._judged(self.small.invoke(messages, config, stop=stop, **kwargs))
-        if judgement.accept:
-            return _result(self._shunt.keep(core, small, judgement))
-
-        def send() -> LLMReply:
-            return message_to_reply(self.large.invoke(messages, config, stop=stop, **kwargs))
-
-        name = model_name_of(self.large)
-        return _result(self._shunt.escalate(core, small, judgement, send, model_name=name))
+        calls = self._calls(run_manager, stop, kwargs)
+        result = self._shunt.ask(as_messages(messages), messages, *calls)
+        return ChatResult(generations=[ChatGeneration(message=_message(result))])
 
     async def _agenerate(
         self,
@@ -163,20 +246,9 @@ class DataShuntChatModel(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        config = self._config(run_manager)
-        core = as_messages(messages)
-        answer = await self.small.ainvoke(messages, config, stop=stop, **kwargs)
-        small, judgement = self._judged(answer)
-        if judgement.accept:
-            import asyncio
-
-            return _result(await asyncio.to_thread(self._shunt.keep, core, small, judgement))
-
-        async def send() -> LLMReply:
-            return message_to_reply(await self.large.ainvoke(messages, config, stop=stop, **kwargs))
-
-        name = model_name_of(self.large)
-        return _result(await self._shunt.aescalate(core, small, judgement, send, model_name=name))
+        calls = self._calls(run_manager, stop, kwargs)
+        result = await self._shunt.aask(as_messages(messages), messages, *calls)
+        return ChatResult(generations=[ChatGeneration(message=_message(result))])
 
     def _stream(
         self,
@@ -185,29 +257,15 @@ class DataShuntChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
-        # The small answer is judged whole (its confidence needs every token), then either it
-        # is sent as one chunk or the large model's answer is streamed as it comes.
-        config = self._config(run_manager)
-        core = as_messages(messages)
-        small, judgement = self._judged(self.small.invoke(messages, config, stop=stop, **kwargs))
-        if judgement.accept:
-            yield _chunk(self._shunt.keep(core, small, judgement), run_manager)
-            return
-        t0, acc = time.perf_counter(), None
-        try:
-            for piece in self.large.stream(messages, config, stop=stop, **kwargs):
-                acc = piece if acc is None else acc + piece
-                chunk = ChatGenerationChunk(message=AIMessageChunk(content=piece.content))
-                if run_manager is not None:
-                    run_manager.on_llm_new_token(chunk.text, chunk=chunk)
-                yield chunk
-        except Exception as exc:
-            # recorded; raised when text already reached the caller or on_llm_error="raise",
-            # else the small answer is the fallback
-            res = self._conclude_stream(core, small, judgement, acc, exc, t0)
-            yield _chunk(res, run_manager)
-            return
-        self._conclude_stream(core, small, judgement, acc, None, t0)
+        # LangChain reports each chunk to the callbacks itself: no on_llm_new_token here
+        calls = self._calls(run_manager, stop, kwargs)
+        last: Any = ""
+        for item in self._shunt.stream(as_messages(messages), messages, *calls):
+            if isinstance(item, GenerativeResult):
+                yield _closing(item, last)
+            else:
+                last = item.content
+                yield ChatGenerationChunk(message=item)
 
     async def _astream(
         self,
@@ -216,51 +274,68 @@ class DataShuntChatModel(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
-        import asyncio
+        calls = self._calls(run_manager, stop, kwargs)
+        last: Any = ""
+        async for item in self._shunt.astream(as_messages(messages), messages, *calls):
+            if isinstance(item, GenerativeResult):
+                yield _closing(item, last)
+            else:
+                last = item.content
+                yield ChatGenerationChunk(message=item)
 
-        config = self._config(run_manager)
-        core = as_messages(messages)
-        answer = await self.small.ainvoke(messages, config, stop=stop, **kwargs)
-        small, judgement = self._judged(answer)
-        if judgement.accept:
-            kept = await asyncio.to_thread(self._shunt.keep, core, small, judgement)
-            chunk = _chunk(kept, None)
-            if run_manager is not None:
-                await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
-            yield chunk
-            return
-        t0, acc = time.perf_counter(), None
-        try:
-            async for piece in self.large.astream(messages, config, stop=stop, **kwargs):
-                acc = piece if acc is None else acc + piece
-                chunk = ChatGenerationChunk(message=AIMessageChunk(content=piece.content))
-                if run_manager is not None:
-                    await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
-                yield chunk
-        except Exception as exc:
-            args = (core, small, judgement, acc, exc, t0)
-            res = await asyncio.to_thread(self._conclude_stream, *args)
-            yield _chunk(res, None)
-            return
-        await asyncio.to_thread(self._conclude_stream, core, small, judgement, acc, None, t0)
 
-    def _conclude_stream(
+class _ChatCall(ModelCall[list[BaseMessage]]):
+    """One LangChain chat model, called with this run's config and options."""
+
+    def __init__(
         self,
-        core: Sequence[Message],
-        small: LLMReply,
-        judgement: Judgement,
-        acc: Any,
-        error: BaseException | None,
-        t0: float,
-    ) -> GenerativeResult:
-        """Record a streamed escalation. An error after text reached the caller is raised as
-        it is (a fallback answer cannot be appended to half an answer)."""
-        reply = message_to_reply(acc) if acc is not None and error is None else None
-        args = (reply, error, time.perf_counter() - t0, 1, model_name_of(self.large))
-        result = self._shunt.conclude(core, small, judgement, *args)
-        if error is not None and acc is not None:
-            raise error
-        return result
+        model: BaseChatModel,
+        config: RunnableConfig,
+        stop: list[str] | None,
+        options: dict[str, Any],
+    ) -> None:
+        self.model, self.config, self.stop, self.options = model, config, stop, options
+        self.model_name = model_name_of(model)
+
+    def send(self, payload: list[BaseMessage]) -> LLMReply:
+        return message_to_reply(
+            self.model.invoke(payload, self.config, stop=self.stop, **self.options)
+        )
+
+    async def asend(self, payload: list[BaseMessage]) -> LLMReply:
+        return message_to_reply(
+            await self.model.ainvoke(payload, self.config, stop=self.stop, **self.options)
+        )
+
+    def stream(self, payload: list[BaseMessage]) -> Iterator[Any]:
+        return self.model.stream(payload, self.config, stop=self.stop, **self.options)
+
+    def astream(self, payload: list[BaseMessage]) -> AsyncIterator[Any]:
+        return self.model.astream(payload, self.config, stop=self.stop, **self.options)
+
+    def is_empty(self, reply: LLMReply) -> bool:
+        # a message that calls a tool is an answer even with no text
+        return not reply.text.strip() and not getattr(reply.raw, "tool_calls", None)
+
+    def chunk_text(self, chunk: Any) -> str:
+        # a tool-call chunk reached the caller as surely as text: no retry after it either
+        return message_text(chunk) or json.dumps(getattr(chunk, "tool_call_chunks", None) or "")
+
+    def reply(self, acc: Any) -> LLMReply:
+        return message_to_reply(acc)
+
+
+def _refuse_unknown(kwargs: dict[str, Any]) -> None:
+    fields = DataShuntChatModel.model_fields
+    known = set(fields) | {f.alias for f in fields.values() if f.alias}
+    unknown = sorted(set(kwargs) - known)
+    if unknown:
+        names = ", ".join(repr(k) for k in unknown)
+        raise ConfigError(
+            f"DataShuntChatModel does not take {names}: set provider options on the small and "
+            f"large models (e.g. ChatOpenAI(api_key=..., top_p=...)), or pass "
+            f"model_kwargs={{...}} to send them to both with every call"
+        )
 
 
 def _meta(result: GenerativeResult) -> dict[str, Any]:
@@ -270,13 +345,16 @@ def _meta(result: GenerativeResult) -> dict[str, Any]:
         "source": result.source,
         "score": j.score,
         "reason": j.reason,
-        "small_answer": result.small.text,
+        "small_answer": result.small.text if result.small is not None else None,
         "error": result.error,
+        "small_error": result.small_error,
         "record_id": result.record_id,
     }
 
 
 def _message(result: GenerativeResult) -> AIMessage:
+    """The answer as ``invoke`` returns it: the answering model's own message (usage, finish
+    reason, model name, tool calls, id), with the route in ``response_metadata``."""
     chosen = result.reply if result.source == "llm" else result.small
     raw = chosen.raw if chosen is not None else None
     base = raw if isinstance(raw, AIMessage) else AIMessage(content=result.text)
@@ -284,17 +362,21 @@ def _message(result: GenerativeResult) -> AIMessage:
     return base.model_copy(update={"response_metadata": meta})
 
 
-def _result(result: GenerativeResult) -> ChatResult:
-    return ChatResult(generations=[ChatGeneration(message=_message(result))])
-
-
-def _chunk(result: GenerativeResult, run_manager: Any) -> ChatGenerationChunk:
-    message = _message(result)
-    chunk = ChatGenerationChunk(
-        message=AIMessageChunk(
-            content=message.content, response_metadata=dict(message.response_metadata)
+def _closing(result: GenerativeResult, last: Any) -> ChatGenerationChunk:
+    """The stream's last chunk: the route, and the whole answer unless the large model's
+    chunks already carried it (``last``: their content, for a chunk of the same kind)."""
+    if result.source == "llm":
+        empty: Any = "" if isinstance(last, str) else []
+        meta = {"datashunt": _meta(result)}
+        return ChatGenerationChunk(
+            message=AIMessageChunk(content=empty, response_metadata=meta, chunk_position="last")
         )
+    message = _message(result)
+    fields = message.model_dump(exclude={"type", "tool_calls", "invalid_tool_calls"})
+    calls = [
+        tool_call_chunk(name=c["name"], args=json.dumps(c["args"]), id=c["id"], index=i)
+        for i, c in enumerate(message.tool_calls)
+    ]
+    return ChatGenerationChunk(
+        message=AIMessageChunk(**fields, tool_call_chunks=calls, chunk_position="last")
     )
-    if isinstance(run_manager, CallbackManagerForLLMRun):
-        run_manager.on_llm_new_token(chunk.text, chunk=chunk)
-    return chunk

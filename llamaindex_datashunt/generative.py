@@ -5,8 +5,8 @@ judges, keeps or escalates, retries and records; this module only calls the Llam
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,7 @@ from llama_index.core.base.llms.types import (
 from llama_index.core.llms import LLM
 from pydantic import Field, PrivateAttr, SerializeAsAny
 
-from datashunt import LLMReply, RetryPolicy
+from datashunt import LLMReply, Message, ModelCall, RetryPolicy
 from datashunt.generative import GenerativePolicy, GenerativeResult, GenerativeShunt
 from datashunt.store import CallStore
 
@@ -40,8 +40,9 @@ class DataShuntGenerativeLLM(LLM):
 
     The small LLM must return token logprobs (an OpenAI-compatible one with ``logprobs=True``,
     e.g. :class:`llamaindex_datashunt.OpenAICompatLLM` against the local server). ``chat``,
-    ``complete`` and their async and streaming forms all run the same steps; a stream yields
-    the chosen answer as one chunk. Every escalation is recorded in ``store``.
+    ``complete`` and their async and streaming forms all run the same steps; a stream sends the
+    large model's answer as it comes, or the kept small answer as one chunk, and ends with a
+    response holding the whole answer and the route. Every escalation is recorded in ``store``.
 
     Args:
         small: the small LLM (logprobs on).
@@ -49,7 +50,7 @@ class DataShuntGenerativeLLM(LLM):
         policy: the measure and δ (``datashunt.generative.calibrate_generative``).
         store: a :class:`datashunt.CallStore`, a URL or a SQLite path.
         record_small: also record small answers that stood.
-        retry: how failed large calls are retried.
+        retry: how failed calls (small and large) are retried.
         on_llm_error: ``"fallback"`` (the small answer) or ``"raise"``.
 
     Example:
@@ -104,15 +105,15 @@ class DataShuntGenerativeLLM(LLM):
     # ---- chat ---------------------------------------------------------------------------------
 
     def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
-        return _chat_response(self._run(list(messages), kwargs))
+        return _chat_response(self._shunt.ask(*self._calls(messages, kwargs)))
 
     async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
-        return _chat_response(await self._arun(list(messages), kwargs))
+        return _chat_response(await self._shunt.aask(*self._calls(messages, kwargs)))
 
     def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
         def gen() -> ChatResponseGen:
-            response = self.chat(messages, **kwargs)
-            yield response.model_copy(update={"delta": response.message.content})
+            for item in self._shunt.stream(*self._calls(messages, kwargs)):
+                yield _closing(item) if isinstance(item, GenerativeResult) else item
 
         return gen()
 
@@ -120,27 +121,27 @@ class DataShuntGenerativeLLM(LLM):
         self, messages: Sequence[ChatMessage], **kwargs: Any
     ) -> ChatResponseAsyncGen:
         async def gen() -> ChatResponseAsyncGen:
-            response = await self.achat(messages, **kwargs)
-            yield response.model_copy(update={"delta": response.message.content})
+            async for item in self._shunt.astream(*self._calls(messages, kwargs)):
+                yield _closing(item) if isinstance(item, GenerativeResult) else item
 
         return gen()
 
     # ---- complete: one user message -----------------------------------------------------------
 
     def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
-        return _completion_response(self._run(_user(prompt), kwargs))
+        return _completion(self.chat(_user(prompt), **kwargs))
 
     async def acomplete(
         self, prompt: str, formatted: bool = False, **kwargs: Any
     ) -> CompletionResponse:
-        return _completion_response(await self._arun(_user(prompt), kwargs))
+        return _completion(await self.achat(_user(prompt), **kwargs))
 
     def stream_complete(
         self, prompt: str, formatted: bool = False, **kwargs: Any
     ) -> CompletionResponseGen:
         def gen() -> CompletionResponseGen:
-            response = self.complete(prompt, **kwargs)
-            yield response.model_copy(update={"delta": response.text})
+            for response in self.stream_chat(_user(prompt), **kwargs):
+                yield _completion(response)
 
         return gen()
 
@@ -148,38 +149,57 @@ class DataShuntGenerativeLLM(LLM):
         self, prompt: str, formatted: bool = False, **kwargs: Any
     ) -> CompletionResponseAsyncGen:
         async def gen() -> CompletionResponseAsyncGen:
-            response = await self.acomplete(prompt, **kwargs)
-            yield response.model_copy(update={"delta": response.text})
+            async for response in await self.astream_chat(_user(prompt), **kwargs):
+                yield _completion(response)
 
         return gen()
 
-    # ---- the steps: sync and async differ only in the awaited calls ---------------------------
+    # ---- the calls: the shunt times, retries, judges and records them -------------------------
 
-    def _run(self, messages: list[ChatMessage], kwargs: dict[str, Any]) -> GenerativeResult:
+    def _calls(
+        self, messages: Sequence[ChatMessage], kwargs: dict[str, Any]
+    ) -> tuple[tuple[Message, ...], list[ChatMessage], _ChatCall, _ChatCall]:
         core = tuple(to_message(m) for m in messages)
-        small = _reply(self.small.chat(messages, **kwargs))
-        judgement = self._shunt.judge(small)
-        if judgement.accept:
-            return self._shunt.keep(core, small, judgement)
+        # the large call is recorded by the shunt: the handler must not record it a second time
+        small, large = _ChatCall(self.small, kwargs, False), _ChatCall(self.large, kwargs, True)
+        return core, list(messages), small, large
 
-        def send() -> LLMReply:
-            with recorded_scope():  # the handler must not record it a second time
-                return _reply(self.large.chat(messages, **kwargs))
 
-        return self._shunt.escalate(core, small, judgement, send)
+class _ChatCall(ModelCall[list[ChatMessage]]):
+    """One LlamaIndex LLM's chat (streamed responses are cumulative: the last one is whole)."""
 
-    async def _arun(self, messages: list[ChatMessage], kwargs: dict[str, Any]) -> GenerativeResult:
-        core = tuple(to_message(m) for m in messages)
-        small = _reply(await self.small.achat(messages, **kwargs))
-        judgement = self._shunt.judge(small)
-        if judgement.accept:
-            return await asyncio.to_thread(self._shunt.keep, core, small, judgement)
+    def __init__(self, llm: LLM, kwargs: dict[str, Any], recorded: bool) -> None:
+        self.llm, self.kwargs, self.recorded = llm, kwargs, recorded
+        self.model_name = getattr(llm.metadata, "model_name", None) or None
 
-        async def send() -> LLMReply:
-            with recorded_scope():
-                return _reply(await self.large.achat(messages, **kwargs))
+    def _scope(self) -> AbstractContextManager[None]:
+        return recorded_scope() if self.recorded else nullcontext()
 
-        return await self._shunt.aescalate(core, small, judgement, send)
+    def send(self, payload: list[ChatMessage]) -> LLMReply:
+        with self._scope():
+            return _reply(self.llm.chat(payload, **self.kwargs))
+
+    async def asend(self, payload: list[ChatMessage]) -> LLMReply:
+        with self._scope():
+            return _reply(await self.llm.achat(payload, **self.kwargs))
+
+    def stream(self, payload: list[ChatMessage]) -> Iterator[ChatResponse]:
+        with self._scope():
+            yield from self.llm.stream_chat(payload, **self.kwargs)
+
+    async def astream(self, payload: list[ChatMessage]) -> AsyncIterator[ChatResponse]:
+        with self._scope():
+            async for response in await self.llm.astream_chat(payload, **self.kwargs):
+                yield response
+
+    def chunk_text(self, chunk: Any) -> str:
+        return str(getattr(chunk, "delta", "") or "")
+
+    def join(self, acc: Any, chunk: Any) -> Any:
+        return chunk
+
+    def reply(self, acc: Any) -> LLMReply:
+        return _reply(acc)
 
 
 def _user(prompt: str) -> list[ChatMessage]:
@@ -196,21 +216,32 @@ def _summary(result: GenerativeResult) -> dict[str, Any]:
         "source": result.source,
         "score": result.judgement.score,
         "reason": result.judgement.reason,
-        "small_answer": result.small.text,
+        "small_answer": result.small.text if result.small is not None else None,
+        "small_error": result.small_error,
         "error": result.error,
         "record_id": result.record_id,
     }
 
 
-def _chat_response(result: GenerativeResult) -> ChatResponse:
+def _chat_response(result: GenerativeResult, delta: str | None = None) -> ChatResponse:
     return ChatResponse(
         message=ChatMessage(role=MessageRole.ASSISTANT, content=result.text),
         raw=result,
+        delta=delta,
         additional_kwargs={"datashunt": _summary(result)},
     )
 
 
-def _completion_response(result: GenerativeResult) -> CompletionResponse:
+def _closing(result: GenerativeResult) -> ChatResponse:
+    """A stream's last response: the whole answer and the route (the large model's streamed
+    text was sent already; a kept or fallback answer is sent whole here)."""
+    return _chat_response(result, "" if result.source == "llm" else result.text)
+
+
+def _completion(response: ChatResponse) -> CompletionResponse:
     return CompletionResponse(
-        text=result.text, raw=result, additional_kwargs={"datashunt": _summary(result)}
+        text=response.message.content or "",
+        delta=response.delta,
+        raw=response.raw,
+        additional_kwargs=dict(response.additional_kwargs),
     )

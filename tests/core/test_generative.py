@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bench.generative import curve, evaluate, main
 from datashunt import Budget, CallStore, ConfigError, LLMError, LLMReply, MaxAccuracy, Message
 from datashunt.generative import (
     GenerativePolicy,
@@ -19,7 +20,6 @@ from datashunt.generative import (
     calibrate_generative,
     sequence_confidence,
 )
-from datashunt.generative.bench import curve, evaluate, main
 from datashunt.llm.retry import RetryPolicy
 
 
@@ -137,7 +137,7 @@ def test_a_failed_large_call_falls_back_or_raises(tmp_path: Path) -> None:
     res = shunt.run("hard", small=Small(), large=Large(fail=5))
     assert res.source == "fallback" and res.text == "small says hard" and res.error
     strict = GenerativeShunt(GenerativePolicy("mean", 0.5), retry=once, on_llm_error="raise")
-    with pytest.raises(LLMError, match="failed after 1 attempt"):
+    with pytest.raises(LLMError, match="the large model call failed: LLMError: HTTP 503"):
         strict.run("hard", small=Small(), large=Large(fail=5))
 
 
@@ -174,8 +174,8 @@ def test_curve_and_evaluate_on_saved_answers(tmp_path: Path) -> None:
 
 
 def test_replay_reads_the_questions_again_from_the_data(tmp_path: Path) -> None:
+    from bench.generative import load_questions
     from datashunt.data import find_data_dir
-    from datashunt.generative.bench import load_questions
 
     questions = load_questions(find_data_dir(), per_task=2, seed=3)
     saved = tmp_path / "answers.jsonl"
@@ -197,8 +197,8 @@ def test_replay_reads_the_questions_again_from_the_data(tmp_path: Path) -> None:
 
 
 def test_questions_from_the_shared_data() -> None:
+    from bench.generative import load_questions
     from datashunt.data import find_data_dir
-    from datashunt.generative.bench import load_questions
 
     questions = load_questions(find_data_dir(), per_task=3, seed=1)
     assert [q.task for q in questions] == ["sentiment (mr)"] * 3 + ["emotion (isear)"] * 3 + [

@@ -46,7 +46,12 @@ def test_chat_and_complete_keep_or_escalate(tmp_path: Path) -> None:
     (rec,) = list(CallStore(store).iter())
     assert rec.id == summary["record_id"] and rec.response == "the large answer"
     assert rec.messages == [{"role": "user", "content": "a hard question"}]
-    assert [r.delta for r in llm.stream_complete("hard again")] == ["the large answer"]
+    streamed = list(llm.stream_complete("hard again"))
+    assert "".join(r.delta or "" for r in streamed) == "the large answer"
+    assert streamed[-1].text == "the large answer"  # the last response: whole, with the route
+    assert streamed[-1].additional_kwargs["datashunt"]["route"] == "llm"
+    kept = list(llm.stream_complete("easy again"))
+    assert [r.delta for r in kept] == ["sure thing"]  # judged whole, sent as one response
 
 
 async def test_async_forms_and_the_handler_records_once(tmp_path: Path) -> None:
@@ -62,6 +67,7 @@ async def test_async_forms_and_the_handler_records_once(tmp_path: Path) -> None:
     assert (await llm.acomplete("easy")).text == "sure thing"
     assert (await llm.acomplete("hard")).text == "the large answer"
     chunks = [c async for c in await llm.astream_chat([ChatMessage(role="user", content="hard")])]
-    assert [c.delta for c in chunks] == ["the large answer"]
+    assert "".join(c.delta or "" for c in chunks) == "the large answer"
+    assert chunks[-1].message.content == "the large answer"
     escalations = [r for r in CallStore(store).iter() if r.response == "the large answer"]
     assert len(escalations) == 2  # recorded by the shunt, not a second time by the handler

@@ -11,11 +11,13 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from ..llm.retry import RetryPolicy
+from ..errors import LLMError
+from ..llm.retry import RetryPolicy, status_of
+from ..store import describe_error
 from ..types import LLMReply
 from .calls import ModelCall
 
-__all__ = ["Exchange", "aexchange", "exchange"]
+__all__ = ["Exchange", "aexchange", "call_failed", "exchange"]
 
 
 @dataclass(frozen=True)
@@ -60,3 +62,22 @@ async def aexchange(
 
     out = await retry.acall(once)
     return Exchange(out.value, out.error, out.attempts, time.perf_counter() - t0)
+
+
+def call_failed(error: BaseException | str, attempts: int, what: str = "the LLM call") -> LLMError:
+    """The error raised for a failed call under ``on_llm_error="raise"`` (after recording).
+
+    Args:
+        error: the last attempt's error (kept as the cause) or its description.
+        attempts: calls made, retries included.
+        what: the call, as the message names it.
+    """
+    tries = f" after {attempts} attempts" if attempts > 1 else ""
+    cause = error if isinstance(error, BaseException) else None
+    failed = LLMError(
+        f"{what} failed{tries}: {describe_error(error)}",
+        status=status_of(cause) if cause is not None else None,
+        attempts=attempts,
+    )
+    failed.__cause__ = cause
+    return failed

@@ -1,14 +1,18 @@
-"""What the store records for one input: the engine's single way of building a record."""
+"""What the store records for one input: the engine's single way of building a record.
+
+:func:`call_record` records a classifier's input (a gate answer or an LLM call);
+:func:`exchange_record` a model call with no classifier decision (the generative gate's).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from ..images import describe_input
 from ..store import CallRecord, describe_error
-from ..types import Decision, LLMReply, LLMRequest, Message, ParsedAnswer, messages_text
+from ..types import Decision, LLMReply, LLMRequest, Message, ParsedAnswer, Route, messages_text
 
-__all__ = ["call_record", "describe_error"]
+__all__ = ["call_record", "describe_error", "exchange_record"]
 
 
 def call_record(
@@ -68,3 +72,46 @@ def _extra(request: LLMRequest | None, attempts: int | None) -> dict[str, object
     if request.audit:  # an audit of a gate answer: the gate's answer was the one returned
         out["audit"] = True
     return out or None
+
+
+def exchange_record(
+    messages: Sequence[Message],
+    reply: LLMReply | None,
+    *,
+    route: Route,
+    source: str,
+    error: str | None = None,
+    latency_s: float | None = None,
+    model: str | None = None,
+    attempts: int | None = None,
+    input_text: str | None = None,
+    gate_confidence: float | None = None,
+    extra: Mapping[str, object] | None = None,
+) -> CallRecord:
+    """The record of one model call that no classifier decided (the generative gate's).
+
+    Args:
+        messages: exactly what the model received; ``prompt`` is their text form.
+        reply: the answer that was returned, if any.
+        model: the configured model, used when the reply names none (failed calls included).
+        attempts: calls made, retries included (kept in ``extra``).
+        extra: further facts of the route (kept in ``extra``).
+    """
+    more = dict(extra or {})
+    if attempts is not None:
+        more["attempts"] = attempts
+    return CallRecord(
+        route=route,
+        source=source,
+        model=(reply.model if reply and reply.model else None) or model,
+        input_text=input_text,
+        gate_confidence=gate_confidence,
+        prompt=messages_text(messages),
+        messages=[m.to_json() for m in messages],
+        response=reply.text if reply else None,
+        prompt_tokens=reply.prompt_tokens if reply else None,
+        completion_tokens=reply.completion_tokens if reply else None,
+        latency_s=latency_s,
+        error=error,
+        extra=more or None,
+    )

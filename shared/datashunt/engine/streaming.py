@@ -1,8 +1,11 @@
 """The streaming attempt, written once: accumulate, bound the idle wait, retry only while no
 text has reached the caller, then conclude like any other call.
 
-:func:`stream_ask` and :func:`astream_ask` yield the model's chunks as they come and, last, the
-:class:`ShuntResult` (or raise :class:`LLMError` under ``on_llm_error="raise"``).
+:func:`stream_exchange` / :func:`astream_exchange` are the streamed form of
+:func:`~datashunt.engine.exchange.exchange`: they yield the model's chunks as they come and,
+last, a :class:`StreamedExchange`. :func:`stream_ask` and :func:`astream_ask` build the shunt's
+call on them and yield, last, the :class:`ShuntResult` (or raise :class:`LLMError` under
+``on_llm_error="raise"``); the generative gate's streamed escalation builds on them too.
 """
 
 from __future__ import annotations
@@ -13,12 +16,25 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from ..llm.retry import RetryPolicy
 from ..types import LLMReply, LLMRequest, ShuntResult
 from .calls import ModelCall, Rendered
+from .conclude import Concluding
+from .exchange import Exchange
 from .idle import aiter_with_idle_timeout, iter_with_idle_timeout
-from .steps import ShuntSteps
 
-__all__ = ["astream_ask", "stream_ask"]
+__all__ = ["StreamedExchange", "astream_ask", "astream_exchange", "stream_ask", "stream_exchange"]
+
+
+@dataclass(frozen=True)
+class StreamedExchange(Exchange):
+    """What one streamed model call came to.
+
+    Attributes:
+        sent: some text reached the caller (so a failure cannot be replaced by another answer).
+    """
+
+    sent: bool = False
 
 
 @dataclass
@@ -45,41 +61,97 @@ class _Attempt:
         except Exception as exc:
             self.error = exc
 
-    def wait(self, shunt: ShuntSteps, attempt: int) -> float | None:
+    def wait(self, retry: RetryPolicy, attempt: int) -> float | None:
         """Seconds before the next attempt, or ``None`` to stop: text already sent to the
         caller cannot be taken back, so such a stream is never retried."""
         if self.error is None or self.sent:
             return None
-        return shunt.retry.delay(attempt, self.error)
+        return retry.delay(attempt, self.error)
+
+    def done(self, attempts: int, t0: float) -> StreamedExchange:
+        value = self.value if self.error is None else None
+        return StreamedExchange(value, self.error, attempts, time.perf_counter() - t0, self.sent)
+
+
+def stream_exchange(
+    call: ModelCall[Any],
+    payload: Any,
+    retry: RetryPolicy,
+    *,
+    idle_timeout: float | None = None,
+    started: float | None = None,
+) -> Iterator[Any]:
+    """Stream ``payload`` through ``call`` under ``retry`` (never raises): the model's chunks,
+    then a :class:`StreamedExchange`."""
+    t0 = time.perf_counter() if started is None else started
+    attempt = 0
+    while True:
+        attempt += 1
+        state = _Attempt(call)
+        try:
+            for chunk in iter_with_idle_timeout(call.stream(payload), idle_timeout):
+                state.add(chunk)
+                yield chunk
+        except Exception as exc:
+            state.error = exc
+        state.settle()  # an empty answer becomes the attempt's error
+        wait = state.wait(retry, attempt)
+        if wait is None:
+            break
+        time.sleep(wait)
+    yield state.done(attempt, t0)
+
+
+async def astream_exchange(
+    call: ModelCall[Any],
+    payload: Any,
+    retry: RetryPolicy,
+    *,
+    idle_timeout: float | None = None,
+    started: float | None = None,
+) -> AsyncIterator[Any]:
+    """Async :func:`stream_exchange`."""
+    t0 = time.perf_counter() if started is None else started
+    attempt = 0
+    while True:
+        attempt += 1
+        state = _Attempt(call)
+        try:
+            async for chunk in aiter_with_idle_timeout(call.astream(payload), idle_timeout):
+                state.add(chunk)
+                yield chunk
+        except Exception as exc:
+            state.error = exc
+        state.settle()
+        wait = state.wait(retry, attempt)
+        if wait is None:
+            break
+        await asyncio.sleep(wait)
+    yield state.done(attempt, t0)
 
 
 def _conclude(
-    shunt: ShuntSteps,
+    shunt: Concluding,
     request: LLMRequest,
+    call: ModelCall[Any],
     rendered: Rendered[Any] | None,
-    state: _Attempt | None,
-    error: BaseException | None,
-    t0: float,
-    attempts: int,
+    done: Exchange,
     run_id: str | None,
 ) -> ShuntResult:
-    reply = state.value if state is not None else None
-    err = error if state is None else state.error
-    call = state.call if state is not None else None
     return shunt.finish(
         request,
-        reply,
-        error=err,
-        latency_s=time.perf_counter() - t0,
+        done.reply,
+        error=done.error,
+        latency_s=done.latency_s,
         run_id=run_id,
-        attempts=attempts,
+        attempts=done.attempts,
         messages=rendered.messages if rendered is not None else None,
-        model_name=call.model_name if call is not None else None,
+        model_name=call.model_name if rendered is not None else None,
     )
 
 
 def stream_ask(
-    shunt: ShuntSteps,
+    shunt: Concluding,
     request: LLMRequest,
     call: ModelCall[Any],
     *,
@@ -89,31 +161,22 @@ def stream_ask(
     """Stream one LLM call under the shunt's retry policy; the last item is the result."""
     t0 = time.perf_counter()
     try:
-        rendered: Rendered[Any] | None = call.render(request)
+        rendered = call.render(request)
     except Exception as exc:  # a template error is recorded, then fallback or raise
-        yield _conclude(shunt, request, None, None, exc, t0, 0, run_id)
+        yield _conclude(shunt, request, call, None, Exchange.failed(exc, t0), run_id)
         return
-    assert rendered is not None  # noqa: S101 - for the type checker
-    attempt = 0
-    while True:
-        attempt += 1
-        state = _Attempt(call)
-        try:
-            for chunk in iter_with_idle_timeout(call.stream(rendered.payload), idle_timeout):
-                state.add(chunk)
-                yield chunk
-        except Exception as exc:
-            state.error = exc
-        state.settle()  # an empty answer becomes the attempt's error
-        wait = state.wait(shunt, attempt)
-        if wait is None:
-            break
-        time.sleep(wait)
-    yield _conclude(shunt, request, rendered, state, None, t0, attempt, run_id)
+    streamed = stream_exchange(
+        call, rendered.payload, shunt.retry, idle_timeout=idle_timeout, started=t0
+    )
+    for item in streamed:
+        if isinstance(item, StreamedExchange):
+            yield _conclude(shunt, request, call, rendered, item, run_id)
+        else:
+            yield item
 
 
 async def astream_ask(
-    shunt: ShuntSteps,
+    shunt: Concluding,
     request: LLMRequest,
     call: ModelCall[Any],
     *,
@@ -123,27 +186,17 @@ async def astream_ask(
     """Async :func:`stream_ask`: the store write runs in a thread."""
     t0 = time.perf_counter()
     try:
-        rendered: Rendered[Any] | None = await call.arender(request)
+        rendered = await call.arender(request)
     except Exception as exc:
-        yield await asyncio.to_thread(_conclude, shunt, request, None, None, exc, t0, 0, run_id)
+        failed = Exchange.failed(exc, t0)
+        yield await asyncio.to_thread(_conclude, shunt, request, call, None, failed, run_id)
         return
-    assert rendered is not None  # noqa: S101
-    attempt = 0
-    while True:
-        attempt += 1
-        state = _Attempt(call)
-        try:
-            chunks = call.astream(rendered.payload)
-            async for chunk in aiter_with_idle_timeout(chunks, idle_timeout):
-                state.add(chunk)
-                yield chunk
-        except Exception as exc:
-            state.error = exc
-        state.settle()
-        wait = state.wait(shunt, attempt)
-        if wait is None:
-            break
-        await asyncio.sleep(wait)
-    yield await asyncio.to_thread(
-        _conclude, shunt, request, rendered, state, None, t0, attempt, run_id
+    streamed = astream_exchange(
+        call, rendered.payload, shunt.retry, idle_timeout=idle_timeout, started=t0
     )
+    async for item in streamed:
+        if isinstance(item, StreamedExchange):
+            args = (shunt, request, call, rendered, item, run_id)
+            yield await asyncio.to_thread(_conclude, *args)
+        else:
+            yield item
