@@ -230,3 +230,127 @@ def test_generative_api_is_pinned() -> None:
         "sequence_confidence",
     }
     assert all(hasattr(generative, name) for name in generative.__all__)
+
+
+class Flaky:
+    """A small model that fails ``fail`` times (HTTP 503), then answers confidently."""
+
+    model = "small-1"
+
+    def __init__(self, fail: int) -> None:
+        self.calls, self.fail = 0, fail
+
+    def __call__(self, messages: object) -> LLMReply:
+        self.calls += 1
+        if self.calls <= self.fail:
+            raise LLMError("HTTP 503", status=503)
+        return Small()(messages)
+
+
+def test_the_small_call_is_retried_timed_and_its_failure_recorded(tmp_path: Path) -> None:
+    store = tmp_path / "calls.db"
+    quick = RetryPolicy(attempts=2, base_delay=0.0, jitter=0.0)
+    shunt = GenerativeShunt(
+        GenerativePolicy("mean", 0.5), store=store, retry=quick, record_small=True
+    )
+    small = Flaky(fail=1)
+    kept = shunt.run("easy", small=small, large=Large())
+    assert kept.route == "small" and small.calls == 2  # retried like any model call
+    (rec,) = list(CallStore(store).iter())
+    assert rec.source == "small" and rec.extra is not None and rec.extra["attempts"] == 2
+    assert rec.latency_s is not None and rec.latency_s >= 0
+    # a small model that keeps failing: the large one answers, the failure is recorded
+    down = shunt.run("easy again", small=Flaky(fail=9), large=Large())
+    assert down.route == "llm" and down.source == "llm" and down.small is None
+    assert down.small_error and "HTTP 503" in down.small_error
+    assert "the small model failed" in down.judgement.reason
+    rec = next(r for r in CallStore(store).iter() if r.id == down.record_id)
+    assert rec.extra is not None and "HTTP 503" in str(rec.extra["small_error"])
+    assert rec.extra["small_attempts"] == 2 and rec.response == "large says hi"
+    # both failing: there is no answer to fall back on
+    with pytest.raises(LLMError, match="the large model call failed after 2 attempts"):
+        shunt.run("easy", small=Flaky(fail=9), large=Large(fail=9))
+
+
+class Streams:
+    """A large model call that streams words, failing ``fail_at`` (before / after text)."""
+
+    def __init__(self, fail: str | None = None, times: int = 1) -> None:
+        self.fail, self.times, self.calls = fail, times, 0
+
+    def chunks(self) -> list[str]:
+        self.calls += 1
+        return ["large ", "says ", "hi"]
+
+
+def _stream_call(plan: Streams) -> object:
+    from datashunt.engine.calls import ModelCall
+
+    class Call(ModelCall[object]):
+        model_name = "large-1"
+
+        def send(self, payload: object) -> LLMReply:
+            raise AssertionError("a stream is not sent whole")
+
+        def stream(self, payload: object):  # type: ignore[no-untyped-def]
+            words = plan.chunks()
+            failing = plan.calls <= plan.times
+            if failing and plan.fail == "before":
+                raise LLMError("HTTP 503", status=503)
+            for i, w in enumerate(words):
+                if failing and plan.fail == "after" and i == 1:
+                    raise LLMError("HTTP 503", status=503)
+                yield w
+
+        async def astream(self, payload: object):  # type: ignore[no-untyped-def]
+            for w in self.stream(payload):
+                yield w
+
+        def chunk_text(self, chunk: object) -> str:
+            return str(chunk)
+
+        def reply(self, acc: object) -> LLMReply:
+            return LLMReply(str(acc), model="large-1")
+
+    return Call()
+
+
+def _small_call() -> object:
+    from datashunt.engine.calls import ModelCall
+
+    class Call(ModelCall[object]):
+        def send(self, payload: object) -> LLMReply:
+            return Small()([Message("user", "hard")])
+
+    return Call()
+
+
+def test_the_streamed_escalation_is_retried_until_text_is_sent(tmp_path: Path) -> None:
+    store = tmp_path / "calls.db"
+    quick = RetryPolicy(attempts=3, base_delay=0.0, jitter=0.0)
+    shunt = GenerativeShunt(GenerativePolicy("mean", 0.5), store=store, retry=quick)
+    msgs = (Message("user", "hard"),)
+    plan = Streams(fail="before")
+    items = list(shunt.stream(msgs, None, _small_call(), _stream_call(plan)))  # type: ignore[arg-type]
+    *chunks, result = items
+    assert chunks == ["large ", "says ", "hi"] and plan.calls == 2  # the failed try sent nothing
+    assert result.source == "llm" and result.text == "large says hi" and result.attempts == 2
+    (rec,) = list(CallStore(store).iter())
+    assert rec.extra is not None and rec.extra["attempts"] == 2 and rec.response == "large says hi"
+    # text reached the caller: no retry, no fallback appended to half an answer; recorded
+    broken = Streams(fail="after", times=9)
+    with pytest.raises(LLMError, match="the large model call failed"):
+        list(shunt.stream(msgs, None, _small_call(), _stream_call(broken)))  # type: ignore[arg-type]
+    assert broken.calls == 1
+    failed = [r for r in CallStore(store).iter() if r.error]
+    assert len(failed) == 1 and failed[0].source == "fallback"
+
+
+async def test_the_async_stream_keeps_or_escalates() -> None:
+    shunt = GenerativeShunt(GenerativePolicy("mean", 0.5))
+    msgs = (Message("user", "hard"),)
+    items = [i async for i in shunt.astream(msgs, None, _small_call(), _stream_call(Streams()))]  # type: ignore[arg-type]
+    assert items[:-1] == ["large ", "says ", "hi"] and items[-1].text == "large says hi"
+    easy = GenerativeShunt(GenerativePolicy("mean", 0.0))
+    (only,) = [i async for i in easy.astream(msgs, None, _small_call(), _stream_call(Streams()))]  # type: ignore[arg-type]
+    assert only.route == "small" and only.text == "small says hard"
