@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +24,12 @@ import numpy as np
 from ..engine import Shunt
 from ..errors import ConfigError
 from ..llm.cache import CachedLLM, LLMCache
+from ..llm.retry import RetryPolicy
 from ..policy import ShuntPolicy
 from ..prompts import hard_candidates
 from ..types import Decision, LLMReply, LLMRequest, ShuntResult
 
-__all__ = ["LabelsOnly", "RateLimit", "ask_chunks"]
+__all__ = ["Asked", "Breaker", "LabelsOnly", "RateLimit", "ask_chunks"]
 
 
 class LabelsOnly:
@@ -98,6 +99,7 @@ def build_shunt(
     rate: float | None,
     prompt_mode: str,
     max_concurrency: int,
+    retry: RetryPolicy | None = None,
 ) -> tuple[Shunt, CachedLLM, LLMCache]:
     """The engine for pass 2: the shunt over a :class:`CachedLLM` in the store's database."""
     cache = LLMCache(store)
@@ -112,8 +114,54 @@ def build_shunt(
         prompt_mode=prompt_mode,  # type: ignore[arg-type]
         max_concurrency=max_concurrency,
         model_name=model,
+        retry=retry,
     )
     return shunt, cached, cache
+
+
+class Breaker:
+    """Stops asking once ``limit`` calls in a row have failed (after their retries).
+
+    A dead or misconfigured endpoint fails every call: without this a job would spend each
+    row's retries on it (minutes for thousands of rows) and write nothing. One answer in
+    between resets the count, so a flaky endpoint is not mistaken for a dead one.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.failed_in_a_row = 0
+        self.last_error: str | None = None
+        self.tripped = False
+        self._lock = threading.Lock()
+
+    def record(self, error: str | None) -> None:
+        with self._lock:
+            if error is None:
+                self.failed_in_a_row = 0
+                return
+            self.failed_in_a_row += 1
+            self.last_error = error
+            if self.failed_in_a_row >= self.limit:
+                self.tripped = True
+
+    @property
+    def reason(self) -> str:
+        return f"{self.limit} LLM calls failed in a row (the last: {self.last_error})"
+
+
+@dataclass
+class Asked:
+    """What pass 2 did this run.
+
+    Attributes:
+        resumed: chunks an earlier run had finished (no failed row in them).
+        reasked: rows that had failed in an earlier run and were asked again.
+        failed: rows whose LLM call failed (or was not made) in the written checkpoints.
+    """
+
+    resumed: int = 0
+    reasked: int = 0
+    failed: int = 0
 
 
 def ask_chunks(
@@ -125,48 +173,100 @@ def ask_chunks(
     probs: np.ndarray,
     parts: Path,
     chunk: int,
-    write: Callable[[dict[str, Any], Path], None],
-) -> int:
-    """Ask the LLM about ``rows`` (input positions), ``chunk`` at a time; returns how many
-    chunks were already written by an earlier run."""
+    io: tuple[Callable[[dict[str, Any], Path], None], Callable[[Path], dict[str, list[Any]]]],
+    breaker: Breaker,
+) -> Asked:
+    """Ask the LLM about ``rows`` (input positions), ``chunk`` at a time.
+
+    A chunk's checkpoint holds every row, the failed ones with their ``error``: a finished
+    chunk without failures is skipped by a later run, one with failures has exactly those rows
+    asked again. Once ``breaker`` trips, no further call is made: the rows left are written as
+    failed ("not asked"), so that the output is complete and a rerun asks them.
+    """
+    write, read = io
     parts.mkdir(parents=True, exist_ok=True)
-    resumed = 0
+    asked = Asked()
     with ThreadPoolExecutor(shunt.max_concurrency, thread_name_prefix="datashunt-batch") as pool:
         for c, start in enumerate(range(0, len(rows), chunk)):
             path = parts / f"part-{c:06d}.parquet"
-            if path.is_file():
-                resumed += 1
-                continue
             sl = slice(start, start + chunk)
-            batch_texts = list(texts[sl])
+            old = read(path) if path.is_file() else None
+            todo = range(len(rows[sl])) if old is None else _failed(old)
+            if old is not None and not todo:
+                asked.resumed += 1
+                continue
+            if old is not None:
+                asked.reasked += len(todo)
             decisions = decisions_for(shunt, probs[sl])
-            requests = shunt.prepare(batch_texts, decisions)
+            requests = shunt.prepare(list(texts[sl]), decisions)
+            fresh = _ask(shunt, cache, model, [requests[j] for j in todo], pool, breaker)
+            cols = old or _columns(rows[sl])
+            for j, r in zip(todo, fresh, strict=True):
+                for name, value in _row(requests[j], r, breaker).items():
+                    cols[name][j] = value
+            asked.failed += len(_failed(cols))
+            write(cols, path)
+    return asked
 
-            def one(req: LLMRequest) -> ShuntResult:
-                # an answer a killed run already paid for is not recorded a second time
-                fresh = cache.get(model, req.prompt) is None
-                return shunt.ask(req, record=fresh)
 
-            # identical prompts in one chunk: the first is asked, the others find its answer
-            # in the cache (asked concurrently, each would be paid for)
-            first: dict[str, int] = {}
-            for j, q in enumerate(requests):
-                first.setdefault(q.prompt, j)
-            unique = list(first.values())
-            done = dict(zip(unique, pool.map(one, [requests[j] for j in unique]), strict=True))
-            results = [done[j] if j in done else one(q) for j, q in enumerate(requests)]
-            write(
-                {
-                    "_row": rows[sl],
-                    "label": [r.label for r in results],
-                    "source": [r.source for r in results],
-                    "candidates": [list(q.candidates) for q in requests],
-                    "llm_answer": [r.reply.text if r.reply is not None else None for r in results],
-                    "error": [r.error for r in results],
-                },
-                path,
-            )
-    return resumed
+def _failed(cols: dict[str, list[Any]]) -> list[int]:
+    return [j for j, e in enumerate(cols["error"]) if e is not None]
+
+
+def _ask(
+    shunt: Shunt,
+    cache: LLMCache,
+    model: str,
+    requests: list[LLMRequest],
+    pool: ThreadPoolExecutor,
+    breaker: Breaker,
+) -> list[ShuntResult | None]:
+    """The results of ``requests`` (``None``: not asked, the breaker had tripped)."""
+
+    def one(req: LLMRequest) -> ShuntResult | None:
+        if breaker.tripped:
+            return None
+        # an answer a killed run already paid for is not recorded a second time
+        fresh = cache.get(model, req.prompt) is None
+        result = shunt.ask(req, record=fresh)
+        breaker.record(result.error)
+        return result
+
+    # identical prompts in one chunk: the first is asked, the others find its answer in the
+    # cache (asked concurrently, each would be paid for)
+    first: dict[str, int] = {}
+    for j, q in enumerate(requests):
+        first.setdefault(q.prompt, j)
+    unique = list(first.values())
+    done = dict(zip(unique, pool.map(one, [requests[j] for j in unique]), strict=True))
+    return [done[j] if j in done else one(q) for j, q in enumerate(requests)]
+
+
+def _columns(rows: np.ndarray) -> dict[str, list[Any]]:
+    cols: dict[str, list[Any]] = {"_row": [int(r) for r in rows]}
+    for name in ("label", "source", "candidates", "llm_answer", "error"):
+        cols[name] = [None] * len(rows)
+    return cols
+
+
+def _row(req: LLMRequest, result: ShuntResult | None, breaker: Breaker) -> dict[str, Any]:
+    """One output row of pass 2; a call not made falls back to the gate's label."""
+    if result is None:
+        error = f"not asked: the job stopped after {breaker.reason}"
+        return {
+            "label": req.decision.label,
+            "source": "fallback",
+            "candidates": list(req.candidates),
+            "llm_answer": None,
+            "error": error,
+        }
+    return {
+        "label": result.label,
+        "source": result.source,
+        "candidates": list(req.candidates),
+        "llm_answer": result.reply.text if result.reply is not None else None,
+        "error": result.error,
+    }
 
 
 def atomic_name(path: Path) -> Path:

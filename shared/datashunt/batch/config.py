@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Literal
 
 from ..errors import ConfigError
+from ..llm.retry import RetryPolicy
 
 __all__ = ["BatchConfig", "Engine"]
 
@@ -33,7 +34,8 @@ class BatchConfig:
         text_col / id_col: the input's columns (no ``id_col`` column: the row number is the id).
         workers: Ray actors holding the gate (the ``concurrency`` of ``map_batches``).
         batch_size: rows per gate batch.
-        backend: the gate's runtime, ``"torch"``, ``"int8"`` (torch dynamic int8) or ``"onnx"``.
+        backend: the gate's runtime, ``"torch"``, ``"int8"`` (torch dynamic int8), ``"bf16"``
+            (torch bfloat16), ``"onnx"`` or ``"onnx-int8"`` (the fastest on a CPU).
         device: where the torch gate runs: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"``
             (on Ray each gate actor then asks for one GPU).
         max_concurrency: LLM calls in flight at once.
@@ -42,6 +44,10 @@ class BatchConfig:
         work_dir: where pass 1 and the checkpoints go (default ``<out>.work``).
         prompt_mode: the prompt (see :mod:`datashunt.prompts`).
         ray_address: an existing Ray cluster (default: the running one, else a local one).
+        retry: how each LLM call is retried and its overall deadline (default
+            :class:`~datashunt.llm.RetryPolicy`: 3 attempts).
+        stop_after_failures: stop asking once this many calls in a row have failed after
+            their retries (a dead endpoint); the output is still written, the rows left marked.
 
     Example:
         >>> BatchConfig(Path("in.csv"), Path("out.parquet"), Path("runs/gate"),
@@ -71,6 +77,8 @@ class BatchConfig:
     work_dir: Path | None = None
     prompt_mode: str = "soft"
     ray_address: str | None = None
+    retry: RetryPolicy | None = None
+    stop_after_failures: int = 20
 
     def __post_init__(self) -> None:
         if (self.llm_column is None) == (self.llm_url is None):
@@ -85,13 +93,15 @@ class BatchConfig:
             raise ConfigError(f"budget must be in [0, 1], got {self.budget}")
         if self.delta is not None and not (math.isfinite(self.delta) and 0 <= self.delta <= 1):
             raise ConfigError(f"delta must be in [0, 1], got {self.delta}")
-        if self.backend not in ("torch", "int8", "onnx"):
-            raise ConfigError(f"backend must be torch, int8 or onnx, got {self.backend!r}")
-        if self.device != "cpu" and self.backend != "torch":
+        if self.backend not in ("torch", "int8", "bf16", "onnx", "onnx-int8"):
+            raise ConfigError(
+                f"backend must be torch, int8, bf16, onnx or onnx-int8, got {self.backend!r}"
+            )
+        if self.device != "cpu" and self.backend not in ("torch", "bf16"):
             raise ConfigError(
                 f"--device {self.device} runs the torch backend: int8 and onnx are CPU paths"
             )
-        for name in ("workers", "batch_size", "max_concurrency", "chunk"):
+        for name in ("workers", "batch_size", "max_concurrency", "chunk", "stop_after_failures"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.rate is not None and not self.rate > 0:

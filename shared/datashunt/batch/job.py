@@ -18,9 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ConfigError
+from ..errors import ConfigError, LLMError
 from ..policy import ShuntPolicy
-from .ask import ask_chunks, atomic_name, build_shunt
+from .ask import Breaker, ask_chunks, atomic_name, build_shunt
 from .budget import Routing, route_by_budget, route_by_delta
 from .config import BatchConfig
 from .score import ROW, _pyarrow, prob_columns, read_input, score_local, score_ray
@@ -41,6 +41,9 @@ class BatchSummary:
         resumed_chunks: pass 2 checkpoints an earlier run had written.
         gate_s / llm_s / total_s: wall time of pass 1, pass 2 and the whole job, this run.
         gate_reused: pass 1's output came from an earlier run.
+        failed_rows: rows whose LLM call failed or was not made (their ``error`` says why;
+            the same command run again asks exactly these).
+        reasked_rows: rows that had failed in an earlier run and were asked again in this one.
     """
 
     rows: int
@@ -56,6 +59,8 @@ class BatchSummary:
     llm_s: float
     total_s: float
     gate_reused: bool
+    failed_rows: int = 0
+    reasked_rows: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -95,11 +100,33 @@ def _claim_work_dir(cfg: BatchConfig) -> None:
     path.write_text(json.dumps(key, indent=1), encoding="utf-8")
 
 
+def _part_schema() -> Any:
+    """Pass 2's checkpoints, typed: a column of nulls (no row failed) is still a string column,
+    so that checkpoints with and without failures read back as one table."""
+    pa = _pyarrow()
+    return pa.schema(
+        [
+            (ROW, pa.int64()),
+            ("label", pa.string()),
+            ("source", pa.string()),
+            ("candidates", pa.list_(pa.string())),
+            ("llm_answer", pa.string()),
+            ("error", pa.string()),
+        ]
+    )
+
+
 def _write_table(cols: dict[str, Any], path: Path) -> None:
     pa = _pyarrow()
     tmp = atomic_name(path)
-    pa.parquet.write_table(pa.table(cols), tmp)
+    pa.parquet.write_table(pa.table(cols, schema=_part_schema()), tmp)
     os.replace(tmp, path)
+
+
+def _read_part(path: Path) -> dict[str, list[Any]]:
+    """A checkpoint as columns; one written untyped by an earlier release is cast."""
+    table = _pyarrow().parquet.read_table(path)
+    return dict(table.select(_part_schema().names).cast(_part_schema()).to_pydict())
 
 
 def _pass1(cfg: BatchConfig, table: Any) -> tuple[Any, bool]:
@@ -150,9 +177,14 @@ def _llm(cfg: BatchConfig, table: Any) -> tuple[Any, str]:
 def run_batch_job(cfg: BatchConfig) -> BatchSummary:
     """Run (or resume) a batch job; writes ``cfg.out`` and returns what it did.
 
+    A row whose LLM call failed is written with the gate's label (``source`` ``"fallback"``)
+    and its ``error``; it is not done: the next run of the same job asks it again, and only it.
+
     Raises:
         ConfigError: a bad input, a missing policy with neither budget nor delta, or a work
             directory that belongs to another job.
+        LLMError: ``cfg.stop_after_failures`` calls failed in a row (a dead endpoint): the job
+            stopped asking, after writing the output with the unanswered rows marked.
     """
     t0 = time.perf_counter()
     pa = _pyarrow()
@@ -182,10 +214,12 @@ def run_batch_job(cfg: BatchConfig) -> BatchSummary:
         rate=cfg.rate,
         prompt_mode=cfg.prompt_mode,
         max_concurrency=cfg.max_concurrency,
+        retry=cfg.retry,
     )
     rows = np.flatnonzero(routing.to_llm)
     texts = table.column("text").to_pylist()
-    resumed = ask_chunks(
+    breaker = Breaker(cfg.stop_after_failures)
+    asked = ask_chunks(
         shunt,
         cache,
         model,
@@ -194,7 +228,8 @@ def run_batch_job(cfg: BatchConfig) -> BatchSummary:
         probs[rows],
         cfg.work / "llm",
         cfg.chunk,
-        _write_table,
+        (_write_table, _read_part),
+        breaker,
     )
     llm_s = time.perf_counter() - t1
 
@@ -213,13 +248,21 @@ def run_batch_job(cfg: BatchConfig) -> BatchSummary:
         tied=routing.tied,
         paid_calls=cached.misses,
         cache_hits=cached.hits,
-        resumed_chunks=resumed,
+        resumed_chunks=asked.resumed,
         gate_s=gate_s,
         llm_s=llm_s,
         total_s=time.perf_counter() - t0,
         gate_reused=reused,
+        failed_rows=asked.failed,
+        reasked_rows=asked.reasked,
     )
     (cfg.work / "summary.json").write_text(json.dumps(summary.to_json(), indent=1), "utf-8")
+    if breaker.tripped:
+        raise LLMError(
+            f"stopped asking the LLM: {breaker.reason}; {cfg.out} is written, its error "
+            f"column marks the {asked.failed} rows without an answer: fix the endpoint and run "
+            "the same command again to ask exactly those rows"
+        )
     return summary
 
 
@@ -266,8 +309,12 @@ def _assemble(
     ]
     answer = np.full(n, None, dtype=object)
     error = np.asarray(scored.column("gate_error").to_pylist(), dtype=object)
-    if parts.is_dir() and any(parts.glob("part-*.parquet")):
-        llm = pa.parquet.read_table(sorted(parts.glob("part-*.parquet"))).to_pydict()
+    files = sorted(parts.glob("part-*.parquet")) if parts.is_dir() else []
+    if files:
+        llm: dict[str, list[Any]] = {name: [] for name in _part_schema().names}
+        for f in files:
+            for name, values in _read_part(f).items():
+                llm[name].extend(values)
         idx = np.asarray(llm[ROW], dtype=np.int64)
         label[idx] = llm["label"]
         source[idx] = llm["source"]

@@ -8,13 +8,14 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .common import existing_gate
+from .common import existing_gate, warn
 
 __all__ = ["register"]
 
 
 def _cmd_batch(args: argparse.Namespace) -> int:
     from ..batch import BatchConfig, run_batch_job
+    from ..llm.retry import RetryPolicy
 
     llm_url = args.llm_url
     if llm_url is None and args.llm_column is None:
@@ -42,9 +43,16 @@ def _cmd_batch(args: argparse.Namespace) -> int:
         work_dir=Path(args.work_dir) if args.work_dir else None,
         prompt_mode=args.prompt_mode,
         ray_address=args.ray_address,
+        retry=RetryPolicy(attempts=args.llm_attempts),
+        stop_after_failures=args.stop_after_failures,
     )
     summary = run_batch_job(cfg)
     print(json.dumps({"out": str(cfg.out), **summary.to_json()}))
+    if summary.failed_rows:
+        warn(
+            f"{summary.failed_rows} rows got no LLM answer (the gate's label stands, the error "
+            f"column says why): run the same command again to ask exactly those rows"
+        )
     return 0
 
 
@@ -76,13 +84,28 @@ def register(sub: Any) -> None:
     p.add_argument("--id-col", default="id", help="unique row id (default: the row number)")
     p.add_argument("--workers", type=int, default=1, help="Ray actors holding the gate")
     p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--backend", choices=("torch", "int8", "onnx"), default="torch")
+    p.add_argument(
+        "--backend",
+        choices=("torch", "int8", "bf16", "onnx", "onnx-int8"),
+        default="torch",
+        help="the gate's runtime; onnx-int8 is the fastest on a CPU (BENCHMARKS.md)",
+    )
     p.add_argument(
         "--device", default="cpu", help="cpu, cuda, cuda:N or auto (the torch gate on a GPU)"
     )
     p.add_argument("--max-concurrency", type=int, default=16, help="LLM calls in flight")
     p.add_argument("--rate", type=float, help="at most this many LLM calls per second")
     p.add_argument("--chunk", type=int, default=256, help="LLM rows per checkpoint")
+    p.add_argument(
+        "--llm-attempts", type=int, default=3, help="tries per LLM call, the first included"
+    )
+    p.add_argument(
+        "--stop-after-failures",
+        type=int,
+        default=20,
+        help="stop asking after this many failed calls in a row (a dead endpoint): the output "
+        "is written with the unanswered rows marked, exit code 2",
+    )
     p.add_argument("--work-dir", help="checkpoints (default OUT.work)")
     p.add_argument("--prompt-mode", choices=("none", "soft", "hard", "both"), default="soft")
     p.add_argument("--ray-address", help="an existing Ray cluster (default: a local one)")
