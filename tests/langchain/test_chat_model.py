@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from langchain_core.callbacks import BaseCallbackHandler
+from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.runnables import Runnable
 
@@ -134,3 +135,217 @@ def test_tools_and_structured_output_go_to_the_large_model() -> None:
     assert bound.kwargs == {"tools": ["lookup"]}  # type: ignore[attr-defined]
     structured = chat.with_structured_output({"title": "x", "type": "object", "properties": {}})
     assert structured.first.bound is chat.large  # type: ignore[attr-defined]
+
+
+# ---- streams keep what invoke keeps (issue 28 item 3) -----------------------------------------
+
+
+SEEN: list[dict[str, Any]] = []  # the options each probe call received, in call order
+
+
+class ProbeChat(BaseChatModel):
+    """A provider-like fake: its answer carries an id, usage, a finish reason, its model name,
+    logprobs and (``tools``) a tool call; streamed, they arrive as a provider sends them (text
+    in pieces, the tool call's arguments split, usage and finish reason on the last chunk)."""
+
+    name_: str = "probe"
+    lp: float = -2.0
+    tools: bool = False
+
+    @property
+    def _llm_type(self) -> str:
+        return "probe"
+
+    @property
+    def model_name(self) -> str:
+        return self.name_
+
+    def _meta(self) -> dict[str, Any]:
+        logprobs = [{"token": w, "logprob": self.lp, "top_logprobs": []} for w in ("a", "b")]
+        return {
+            "model_name": self.name_,
+            "finish_reason": "stop",
+            "logprobs": {"content": logprobs},
+        }
+
+    def _usage(self) -> dict[str, int]:
+        return {"input_tokens": 7, "output_tokens": 3, "total_tokens": 10}
+
+    def _generate(self, messages: Any, stop: Any = None, run_manager: Any = None, **kw: Any) -> Any:
+        from langchain_core.outputs import ChatGeneration, ChatResult
+
+        SEEN.append({"stop": stop, **kw, "how": "invoke"})
+        calls = [{"name": "add", "args": {"a": 1, "b": 2}, "id": "call-1"}] if self.tools else []
+        message = AIMessage(
+            content=f"{self.name_} says hi",
+            id=f"msg-{self.name_}",
+            usage_metadata=self._usage(),  # type: ignore[arg-type]
+            response_metadata=self._meta(),
+            tool_calls=calls,
+        )
+        return ChatResult(generations=[ChatGeneration(message=message)])
+
+    def _stream(self, messages: Any, stop: Any = None, run_manager: Any = None, **kw: Any) -> Any:
+        from langchain_core.messages import AIMessageChunk
+        from langchain_core.messages.tool import tool_call_chunk
+        from langchain_core.outputs import ChatGenerationChunk
+
+        SEEN.append({"stop": stop, **kw, "how": "stream"})
+        pid = f"msg-{self.name_}"
+        for piece in (f"{self.name_} ", "says ", "hi"):
+            yield ChatGenerationChunk(message=AIMessageChunk(content=piece, id=pid))
+        if self.tools:
+            for part, name in (('{"a": 1, ', "add"), ('"b": 2}', None)):
+                tc = tool_call_chunk(name=name, args=part, id="call-1" if name else None, index=0)
+                yield ChatGenerationChunk(
+                    message=AIMessageChunk(content="", id=pid, tool_call_chunks=[tc])
+                )
+        last = AIMessageChunk(
+            content="",
+            id=pid,
+            usage_metadata=self._usage(),
+            response_metadata=self._meta(),  # type: ignore[arg-type]
+        )
+        yield ChatGenerationChunk(message=last)
+
+
+def _pair(kept: bool, tools: bool = False, **kw: Any) -> DataShuntChatModel:
+    SEEN.clear()
+    return DataShuntChatModel(
+        small=ProbeChat(name_="small-probe", lp=-0.01 if kept else -2.0),
+        large=ProbeChat(name_="large-probe", tools=tools),
+        policy=GenerativePolicy("mean", 0.5),
+        **kw,
+    )
+
+
+def _facts(message: BaseMessage) -> dict[str, Any]:
+    meta = message.response_metadata
+    route = {k: meta["datashunt"][k] for k in ("route", "source", "small_answer", "reason")}
+    return {
+        "content": message.content,
+        "id": message.id,
+        "usage": getattr(message, "usage_metadata", None),
+        "finish_reason": meta.get("finish_reason"),
+        "model_name": meta.get("model_name"),
+        "tool_calls": getattr(message, "tool_calls", None),
+        "route": route,
+    }
+
+
+def _joined(chunks: list[Any]) -> BaseMessage:
+    out = chunks[0]
+    for c in chunks[1:]:
+        out = out + c
+    return out
+
+
+@pytest.mark.parametrize("kept", [True, False], ids=["kept", "escalated"])
+def test_stream_keeps_what_invoke_keeps(kept: bool) -> None:
+    chat = _pair(kept, tools=not kept)
+    invoked = chat.invoke("q")
+    streamed = _joined(list(chat.stream("q")))
+    assert _facts(streamed) == _facts(invoked)
+    want = "small-probe" if kept else "large-probe"
+    assert _facts(invoked)["model_name"] == want and invoked.id == f"msg-{want}"
+    assert invoked.usage_metadata == {"input_tokens": 7, "output_tokens": 3, "total_tokens": 10}
+    assert _facts(invoked)["route"]["route"] == ("small" if kept else "llm")
+    if not kept:
+        assert streamed.tool_calls == [  # type: ignore[attr-defined]
+            {"name": "add", "args": {"a": 1, "b": 2}, "id": "call-1", "type": "tool_call"}
+        ]
+        assert [s["how"] for s in SEEN] == ["invoke", "invoke", "invoke", "stream"]
+
+
+@pytest.mark.parametrize("kept", [True, False], ids=["kept", "escalated"])
+async def test_astream_keeps_what_ainvoke_keeps(kept: bool) -> None:
+    chat = _pair(kept, tools=not kept)
+    invoked = await chat.ainvoke("q")
+    streamed = _joined([c async for c in chat.astream("q")])
+    assert _facts(streamed) == _facts(invoked)
+    assert _facts(streamed)["usage"]["total_tokens"] == 10
+
+
+@pytest.mark.parametrize("kept", [True, False], ids=["kept", "escalated"])
+def test_token_callbacks_see_the_same_totals_for_stream_and_invoke(kept: bool) -> None:
+    from langchain_core.callbacks import UsageMetadataCallbackHandler, get_usage_metadata_callback
+
+    chat = _pair(kept)
+    totals = []
+    for run in (lambda c: chat.invoke("q", config=c), lambda c: list(chat.stream("q", config=c))):
+        handler = UsageMetadataCallbackHandler()  # passed in config: seen by the child runs too
+        run({"callbacks": [handler]})
+        with get_usage_metadata_callback() as ambient:  # the context-manager form
+            run({})
+        assert ambient.usage_metadata == handler.usage_metadata
+        totals.append(handler.usage_metadata)
+    assert totals[0] == totals[1]
+    assert set(totals[0]) == {"small-probe", "large-probe"} if not kept else {"small-probe"}
+
+
+def test_stream_runs_the_inner_models_as_child_runs() -> None:
+    chat = _pair(kept=False)
+
+    class Runs(BaseCallbackHandler):
+        def __init__(self) -> None:
+            self.parents: list[Any] = []
+            self.tokens = 0
+
+        def on_chat_model_start(self, serialized: Any, messages: Any, **kw: Any) -> None:
+            self.parents.append(kw.get("parent_run_id"))
+
+        def on_llm_new_token(self, token: str, **kw: Any) -> None:
+            self.tokens += 1
+
+    runs = Runs()
+    list(chat.stream("q", config={"callbacks": [runs]}))
+    outer, *inner = runs.parents
+    assert outer is None and len(inner) == 2 and all(p is not None for p in inner)
+    assert len(set(inner)) == 1  # both children of the one outer run
+
+
+# ---- options: forwarded or refused, and the LangSmith params (issue 28 items 4 and 2) --------
+
+
+def test_standard_options_reach_both_models() -> None:
+    chat = _pair(
+        kept=False, temperature=0, max_tokens=5, timeout=1, stop=["\n"], model_kwargs={"top_p": 0.5}
+    )
+    chat.invoke("q")
+    small, large = SEEN
+    for seen in (small, large):
+        assert seen["temperature"] == 0 and seen["max_tokens"] == 5 and seen["timeout"] == 1
+        assert seen["stop"] == ["\n"] and seen["top_p"] == 0.5
+    chat.invoke("q", temperature=0.7)  # a per-call option wins
+    assert SEEN[-1]["temperature"] == 0.7
+
+
+def test_unknown_options_are_refused_with_what_to_do() -> None:
+    from datashunt import ConfigError
+
+    with pytest.raises(ConfigError, match=r"does not take 'api_key', 'top_p'.*model_kwargs"):
+        _pair(kept=True, api_key="x", top_p=0.1)
+
+
+def test_max_retries_is_the_retry_policy() -> None:
+    from datashunt import ConfigError, RetryPolicy
+
+    assert _pair(kept=True, max_retries=0).shunt.retry.attempts == 1
+    with pytest.raises(ConfigError, match="retry= or max_retries="):
+        _pair(kept=True, max_retries=2, retry=RetryPolicy())
+
+
+def test_streaming_true_streams_invoke() -> None:
+    chat = _pair(kept=False, streaming=True)
+    assert chat.invoke("q").content == "large-probe says hi"
+    assert [s["how"] for s in SEEN] == ["invoke", "stream"]
+
+
+def test_langsmith_params_name_the_pair() -> None:
+    chat = _pair(kept=True, temperature=0.2, max_tokens=9, stop=["x"])
+    params = chat._get_ls_params()
+    assert params["ls_model_name"] == "datashunt(small-probe, large-probe)"
+    assert params["ls_provider"] == "datashunt" and params["ls_model_type"] == "chat"
+    assert params["ls_temperature"] == 0.2 and params["ls_max_tokens"] == 9
+    assert params["ls_stop"] == ["x"]
+    assert chat._get_ls_params(model="other")["ls_model_name"] == "other"
