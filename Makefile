@@ -96,7 +96,7 @@ bench-load: $(STAMP) postgres-server
 	$(PY) -m bench.load
 
 demo: $(STAMP)
-	$(PY) -m langchain_datashunt.demo
+	$(PY) -m bench.demo
 
 # Issue 14: the loop closes itself on MR with gpt-3.5-turbo's recorded answers as the teacher:
 # an amazon-mds gate (fine-tuned first), three rounds of 1,000 new sentences, each distilled,
@@ -115,7 +115,7 @@ bench-loop: $(STAMP)
 
 # The 2CD shift experiment (amazon-mds, real local LLM); ~25 min on 2 CPU cores, then cached.
 distill-shift: $(STAMP)
-	$(PY) bench/distill_shift.py
+	$(PY) -m bench.distill_shift
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -39,7 +39,11 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")  # a small head: no need for every
 
 import numpy as np
 
+from bench.common import csv_list
 from bench.deferral_cache import GATES, cache_path, texts_digest
+from datashunt.benchmark.baselines import route_lowest
+from datashunt.gates import softmax
+from datashunt.gates.ensemble import mix_probabilities
 from datashunt.training.deferral import (
     BenefitHead,
     confidence_features,
@@ -47,6 +51,8 @@ from datashunt.training.deferral import (
     gain,
 )
 from datashunt.training.deferral import stratified_folds as folds
+from datashunt.training.metrics import fit_temperature
+from datashunt.training.ranking import auroc, budget_threshold
 
 FloatArray = np.ndarray[Any, np.dtype[np.float64]]
 BoolArray = np.ndarray[Any, np.dtype[np.bool_]]
@@ -69,24 +75,14 @@ BUDGETS = (0.2, 0.3, 0.35, 0.4, 0.5)
 # ---- pure functions (tests/core/test_deferral_bench.py) ------------------------------------
 
 
-def softmax_t(logp: FloatArray, t: float = 1.0) -> FloatArray:
-    z = np.asarray(logp, dtype=np.float64) / t
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return np.asarray(e / e.sum(axis=1, keepdims=True), dtype=np.float64)
-
-
 def routed_correct(
     priority: FloatArray, small: BoolArray, llm: BoolArray, budget: float
 ) -> BoolArray:
     """Per-input correctness when the ``floor(budget * n)`` inputs of highest ``priority`` go to
-    the LLM (ties: the earlier input first)."""
-    n = len(priority)
-    k = int(np.floor(budget * n + 1e-9))
-    order = np.argsort(-np.asarray(priority, dtype=np.float64), kind="stable")
-    routed = np.zeros(n, dtype=bool)
-    routed[order[:k]] = True
-    return np.where(routed, llm, small)
+    the LLM (ties: the earlier input first; :func:`~datashunt.benchmark.baselines.route_lowest`
+    of the negated priority)."""
+    k = int(np.floor(budget * len(priority) + 1e-9))
+    return route_lowest(-np.asarray(priority, dtype=np.float64), small, llm, k)
 
 
 def paired_bootstrap(diff: FloatArray, n_boot: int = 2000, seed: int = 0) -> dict[str, float]:
@@ -201,12 +197,6 @@ class Split:
         return np.asarray(self.probs.argmax(axis=1) == self.y)
 
 
-def fit_temperature(logp: FloatArray, y: Any) -> float:
-    from datashunt.training.metrics import fit_temperature as fit
-
-    return float(fit(np.asarray(logp, dtype=np.float64), np.asarray(y)))
-
-
 def load_splits(
     name: str, base: Mapping[str, float], cache_dir: Path
 ) -> tuple[Split, Split, dict[str, Any]]:
@@ -232,18 +222,21 @@ def load_splits(
             "answers": answers,
             "n_words": np.array([len(t.split()) for t in data.texts], dtype=np.float64),
         }
-    temps = {g: fit_temperature(z["logp_dev"], raw["dev"]["y"]) for g, z in npz.items()}
+    temps = {
+        g: fit_temperature(np.asarray(z["logp_dev"], dtype=np.float64), raw["dev"]["y"])
+        for g, z in npz.items()
+    }
     member = {
-        s: {g: softmax_t(z[f"logp_{s}"], temps[g]) for g, z in npz.items()} for s in ("dev", "test")
+        s: {g: softmax(z[f"logp_{s}"], temps[g]) for g, z in npz.items()} for s in ("dev", "test")
     }
     mixed = {
-        s: np.log(np.clip(sum(w * member[s][g] for g, w in base.items()), 1e-12, 1.0))
+        s: mix_probabilities([member[s][g] for g in base], list(base.values()), "prob")
         for s in ("dev", "test")
     }
     t_mix = fit_temperature(mixed["dev"], raw["dev"]["y"])
     out = []
     for s in ("dev", "test"):
-        probs = softmax_t(mixed[s], t_mix)
+        probs = softmax(mixed[s], t_mix)
         y = raw[s]["y"]
         small = probs.argmax(axis=1) == y
         ans = raw[s]["answers"]
@@ -315,12 +308,6 @@ def subset(s: Split, idx: np.ndarray[Any, Any]) -> Split:
 # ---- the experiment ----------------------------------------------------------------------
 
 
-def auroc(score: FloatArray, positive: BoolArray) -> float:
-    from datashunt.training.ranking import auroc as au
-
-    return au(score, positive)
-
-
 def cross_fitted(
     dev: Split, base: Mapping[str, float], heads: Sequence[str], k: int, repeats: int, n_pca: int
 ) -> dict[str, list[FloatArray]]:
@@ -387,17 +374,16 @@ def routed_at_dev_delta(
     dev_priority: FloatArray, priority: FloatArray, small: BoolArray, llm: BoolArray, budget: float
 ) -> tuple[BoolArray, BoolArray, float]:
     """(correctness, routed, threshold): inputs whose priority exceeds the ``floor(budget * n)``
-    -th highest dev priority go to the LLM (so at most that share of dev does)."""
-    s = np.sort(np.asarray(dev_priority, dtype=np.float64))[::-1]
-    k = int(np.floor(budget * len(s) + 1e-9))
-    thr = float(s[k]) if k < len(s) else -np.inf
-    routed = np.asarray(priority) > thr
-    return np.where(routed, llm, small), routed, thr
+    -th highest dev priority go to the LLM (so at most that share of dev does): the library's
+    :func:`~datashunt.training.ranking.budget_threshold` on the negated priority."""
+    delta = budget_threshold(-np.asarray(dev_priority, dtype=np.float64), budget)
+    routed = -np.asarray(priority, dtype=np.float64) < delta
+    return np.where(routed, llm, small), routed, -delta
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    budgets = tuple(float(b) for b in args.budgets.split(","))
-    heads = [h.strip() for h in args.heads.split(",") if h.strip()]
+    budgets = tuple(float(b) for b in csv_list(args.budgets))
+    heads = csv_list(args.heads)
     report: dict[str, Any] = {
         "config": {
             "budgets": list(budgets),
@@ -408,7 +394,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         },
         "datasets": {},
     }
-    for name in [d.strip() for d in args.data.split(",") if d.strip()]:
+    for name in csv_list(args.data):
         for bname, base in BASES[name].items():
             t0 = time.perf_counter()
             dev, test, info = load_splits(name, base, Path(args.cache_dir))
@@ -580,8 +566,8 @@ def markdown_one(key: str, r: Mapping[str, Any], budgets: Sequence[float]) -> st
     return "\n".join(lines) + "\n"
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.deferral", description=__doc__)
     ap.add_argument("--data", default="isear,mr")
     ap.add_argument("--cache-dir", default=".cache/r18/probs")
     ap.add_argument("--budgets", default=",".join(f"{b:g}" for b in BUDGETS))
@@ -593,7 +579,7 @@ def main() -> int:
         "--test-anyway", action="store_true", help="test figures for the best head even if not kept"
     )
     ap.add_argument("--out", default="bench/results/deferral.json")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     t0 = time.perf_counter()
     report = run(args)
     report["wall_s"] = round(time.perf_counter() - t0, 1)

@@ -15,10 +15,13 @@ from __future__ import annotations
 import argparse
 import hashlib
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+
+from bench.common import csv_list
 
 #: data set -> short gate name -> gate folder (the gates of ``bench/results/recorded*.md``).
 GATES: Mapping[str, Mapping[str, str]] = {
@@ -44,6 +47,7 @@ def texts_digest(texts: list[str]) -> str:
 
 
 def cache_path(cache_dir: Path, name: str, gate: str) -> Path:
+    """The ``.npz`` of one gate's outputs on one data set."""
     return cache_dir / f"{name}-{gate}.npz"
 
 
@@ -54,7 +58,7 @@ def compute(name: str, gate_name: str, gate_dir: str, out: Path) -> None:
     t0 = time.perf_counter()
     gate = load_gate(gate_dir)  # as the bench loads it (HFGate: its default max length)
     gate.temperature = 1.0
-    arrays: dict[str, np.ndarray] = {}
+    arrays: dict[str, np.ndarray[Any, Any]] = {}
     for split in SPLITS:
         data = read_dataset(name, split=split, labels=gate.labels)
         probs, feats = gate.predict_proba_and_features(data.texts)
@@ -69,17 +73,17 @@ def compute(name: str, gate_name: str, gate_dir: str, out: Path) -> None:
     print(f"[{name}/{gate_name}] {gate_dir} -> {out} ({time.perf_counter() - t0:.0f} s)")
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.deferral_cache", description=__doc__)
     ap.add_argument("--data", default="isear,mr")
     ap.add_argument("--cache-dir", default=".cache/r18/probs")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     ap.add_argument("--force", action="store_true", help="recompute what is cached")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     import torch
 
     torch.set_num_threads(args.threads)
-    for name in [d.strip() for d in args.data.split(",") if d.strip()]:
+    for name in csv_list(args.data):
         for g, d in GATES[name].items():
             out = cache_path(Path(args.cache_dir), name, g)
             if out.is_file() and not args.force:

@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import shutil
-import sys
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -29,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from bench.common import ROOT, command, machine
 from datashunt import (
     CallStore,
     Dataset,
@@ -44,7 +43,6 @@ from datashunt import (
 )
 from datashunt.training import parse_target
 
-ROOT = Path(__file__).resolve().parents[1]
 OLD = ("books", "dvd")
 ALL = ("books", "dvd", "electronics", "kitchen_&_housewares")
 
@@ -184,6 +182,7 @@ def summary(runs: list[dict[str, Any]]) -> str:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
+        prog="python -m bench.distill_shift",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--cache", type=Path, default=ROOT / ".cache" / "distill_shift")
@@ -280,9 +279,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     table = summary(runs)
     print("\n" + table)
     result = {
-        "command": "make distill-shift  # .venv/bin/python bench/distill_shift.py "
-        + " ".join(argv or sys.argv[1:]),
-        "machine": {"cpus": 2, "torch_threads": args.threads, "python": platform.python_version()},
+        "command": "make distill-shift  # " + command("bench.distill_shift", argv),
+        "machine": machine(torch_threads=args.threads),
         "data": {
             "gate_train": dict(Counter(e.group for e in gate_train.examples)),
             "logged": dict(Counter(e.group for e in logged.examples)),

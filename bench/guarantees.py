@@ -31,7 +31,6 @@ import functools
 import hashlib
 import json
 import math
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -40,14 +39,20 @@ from typing import Any
 
 import numpy as np
 
+from bench.common import command, sample
 from bench.guarantees_report import markdown
 from datashunt.data import Dataset, find_data_dir, read_dataset
 from datashunt.engine.drift import DriftMonitor, EmbeddingDrift
 from datashunt.gates import EmbeddingGate, softmax
+from datashunt.gates.embedding import fit_head
 from datashunt.training import Budget, MaxAccuracy, PrecisionFloor, choose_threshold
 from datashunt.training.certify import certify_threshold
 from datashunt.training.conformal import conformal_set, fit_conformal
 from datashunt.training.metrics import fit_temperature
+from datashunt.training.thresholds import coverage_table
+
+#: An array of any shape and type (the embeddings, logits and masks passed around here).
+Array = np.ndarray[Any, Any]
 
 CACHE = Path(".cache/guarantees")
 OUT = Path("bench/results/guarantees.json")
@@ -67,7 +72,7 @@ def encoder() -> EmbeddingGate:
     return _encoder
 
 
-_store: dict[str, np.ndarray] | None = None
+_store: dict[str, Array] | None = None
 STORE = CACHE / "embeddings.npz"
 
 
@@ -75,7 +80,7 @@ def _key(text: str) -> str:
     return hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()
 
 
-def embed(texts: Sequence[str], tag: str) -> np.ndarray:
+def embed(texts: Sequence[str], tag: str) -> Array:
     """Embeddings of ``texts``: each distinct text is embedded once, ever (a store keyed by the
     text's hash, ``.cache/guarantees/embeddings.npz``), whichever data set or stream asks."""
     global _store
@@ -95,31 +100,6 @@ def embed(texts: Sequence[str], tag: str) -> np.ndarray:
         took = time.perf_counter() - t0
         print(f"  embedded {len(missing)} new {tag} texts in {took:.0f}s", flush=True)
     return np.stack([_store[k] for k in keys]).astype(np.float64)
-
-
-def fit_head(x: np.ndarray, y: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """The logistic head of ``EmbeddingGate.fit`` (L2 1e-3, LBFGS), on cached embeddings."""
-    import torch
-
-    xt, yt = torch.tensor(x), torch.tensor(y, dtype=torch.long)
-    w = torch.zeros((k, x.shape[1]), dtype=torch.float64, requires_grad=True)
-    b = torch.zeros(k, dtype=torch.float64, requires_grad=True)
-    opt = torch.optim.LBFGS([w, b], max_iter=200, line_search_fn="strong_wolfe")
-
-    def closure() -> Any:
-        opt.zero_grad()
-        loss = torch.nn.functional.cross_entropy(xt @ w.T + b, yt) + 1e-3 * (w**2).sum()
-        loss.backward()
-        return loss
-
-    opt.step(closure)
-    return w.detach().numpy(), b.detach().numpy()
-
-
-def _sample(ds: Dataset, n: int, seed: int, keep: Any = None) -> Dataset:
-    ex = [e for e in ds.examples if keep is None or keep(e)]
-    idx = np.random.default_rng(seed).permutation(len(ex))[:n]
-    return Dataset(tuple(ex[i] for i in sorted(idx)), ds.labels, ds.name)
 
 
 def _csv(name: str, split: str) -> Dataset:
@@ -151,24 +131,30 @@ def load(name: str) -> tuple[Dataset, Dataset]:
         sst = _in_sst2() if name == "mr" else set()
         pool = Dataset(dev.examples + test.examples, train.labels, name)
         keep = (lambda e: e.text not in sst) if name == "mr" else None
-        return _sample(train, TRAIN_N, 0, keep), _sample(pool, POOL_N, 1, keep)
+        return (
+            sample(train, TRAIN_N, 0, keep=keep, in_file_order=True),
+            sample(pool, POOL_N, 1, keep=keep, in_file_order=True),
+        )
     train = read_dataset(name, split="train")
     pool_split = "dev" if name == "sst2" else "test"
     pool = read_dataset(name, split=pool_split, labels=train.labels)
     keep = _long if name == "sst2" else None
-    return _sample(train, TRAIN_N, 0, keep), _sample(pool, POOL_N, 1, keep)
+    return (
+        sample(train, TRAIN_N, 0, keep=keep, in_file_order=True),
+        sample(pool, POOL_N, 1, keep=keep, in_file_order=True),
+    )
 
 
-def logits_of(train: Dataset, pool: Dataset, tag: str) -> np.ndarray:
+def logits_of(train: Dataset, pool: Dataset, tag: str) -> Array:
     w, b = fit_head(embed(train.texts, tag + "-train"), np.array(train.y), len(train.labels))
     return np.asarray(embed(pool.texts, tag + "-pool") @ w.T + b)
 
 
-def _calibrated(logits: np.ndarray, y: np.ndarray, cal: np.ndarray) -> np.ndarray:
+def _calibrated(logits: Array, y: Array, cal: Array) -> Array:
     return softmax(logits, fit_temperature(logits[cal], y[cal]))
 
 
-def _split(logits: np.ndarray, y: np.ndarray, s: int, draw: bool) -> tuple[np.ndarray, ...]:
+def _split(logits: Array, y: Array, s: int, draw: bool) -> tuple[Array, ...]:
     """Split ``s``: (calibration indices, test indices, calibrated probabilities). ``draw``:
     the calibration sample is n/2 draws with replacement (the guarantee's own terms) and the
     test is the whole pool; else a random half and the other half."""
@@ -182,9 +168,7 @@ def _split(logits: np.ndarray, y: np.ndarray, s: int, draw: bool) -> tuple[np.nd
     return cal, test, _calibrated(logits, y, cal)
 
 
-def _expected_break(
-    target: Any, level: float, conf: np.ndarray, ok: np.ndarray, d: float, m: int
-) -> float:
+def _expected_break(target: Any, level: float, conf: Array, ok: Array, d: float, m: int) -> float:
     """P(a fresh iid test sample of ``m`` inputs shows δ breaking the promise), given the
     population (``conf``, ``ok``) at δ: exact, from the binomial laws of its counts."""
     from scipy import stats
@@ -203,7 +187,7 @@ def _expected_break(
 
 
 def certified_splits(
-    name: str, logits: np.ndarray, y: np.ndarray, llm_ok: np.ndarray | None, splits: int
+    name: str, logits: Array, y: Array, llm_ok: Array | None, splits: int
 ) -> dict[str, Any]:
     """Per target: the share of splits whose figure breaks the promise, and LLM shares.
 
@@ -257,16 +241,16 @@ def certified_splits(
     }
 
 
-def _breaks(target: Any, level: float, conf: np.ndarray, ok: np.ndarray, d: float) -> bool:
-    """Whether δ breaks the promise on these inputs."""
-    small = conf >= d
+def _breaks(target: Any, level: float, conf: Array, ok: Array, d: float) -> bool:
+    """Whether δ breaks the promise on these inputs (the library's coverage table at δ)."""
+    row = coverage_table(conf, ok, [d])[0]
     if isinstance(target, Budget):
-        return float((~small).mean()) > target.max_llm_rate
-    return bool(small.any()) and float(ok[small].mean()) < level
+        return row.llm_rate > target.max_llm_rate
+    return row.small_accuracy is not None and row.small_accuracy < level
 
 
 def conformal_splits(
-    labels: Sequence[str], logits: np.ndarray, y: np.ndarray, splits: int, alpha: float = 0.1
+    labels: Sequence[str], logits: Array, y: Array, splits: int, alpha: float = 0.1
 ) -> dict[str, Any]:
     tok = functools.lru_cache(maxsize=None)(encoder().count_tokens)
     full = tok(", ".join(labels))
@@ -311,16 +295,16 @@ MONITORS: tuple[tuple[str, int, int, float, bool], ...] = (
 class Domain:
     """One domain of a drift stream: the gate's logits, the gold labels, the embeddings."""
 
-    logits: np.ndarray
-    y: np.ndarray
-    emb: np.ndarray
+    logits: Array
+    y: Array
+    emb: Array
 
 
 def _alarm_at(
-    conf: np.ndarray,
-    ok: np.ndarray,
-    emb: np.ndarray,
-    ref: tuple[np.ndarray, np.ndarray, np.ndarray],
+    conf: Array,
+    ok: Array,
+    emb: Array,
+    ref: tuple[Array, Array, Array],
     monitor: tuple[str, int, int, float, bool],
     rng: np.random.Generator,
 ) -> int | None:
@@ -430,7 +414,7 @@ def drift() -> dict[str, Any]:
     _, pool = load("amazon-mds")
     train = read_dataset("amazon-mds", split="train")
     dev = read_dataset("amazon-mds", split="dev", labels=train.labels)
-    head = _sample(train, 800, 0, lambda e: e.group in bd)
+    head = sample(train, 800, 0, keep=lambda e: e.group in bd, in_file_order=True)
     rows = Dataset(pool.examples + dev.examples, train.labels)
     w, b = fit_head(embed(head.texts, "amazon-mds-train"), np.array(head.y), 2)
 
@@ -463,14 +447,14 @@ def _json(obj: Any) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
+    p = argparse.ArgumentParser(prog="python -m bench.guarantees", description=__doc__)
     p.add_argument("--splits", type=int, default=200)
     p.add_argument("--datasets", default="amazon-mds,sst2,agnews,mr,isear")
     p.add_argument("--out", default=str(OUT))
     args = p.parse_args(argv)
     t0 = time.perf_counter()
     result: dict[str, Any] = {
-        "command": "python -m bench.guarantees " + " ".join(argv or sys.argv[1:]),
+        "command": command("bench.guarantees", argv),
         "gate": f"all-MiniLM-L6-v2 (frozen, {MAX_TOKENS} tokens) + logistic head on {TRAIN_N} "
         "train rows",
         "confidence": 0.95,

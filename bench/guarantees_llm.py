@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,10 +24,12 @@ from typing import Any
 
 import numpy as np
 
-from bench.guarantees import CACHE, load, logits_of
+from bench.common import command
+from bench.guarantees import CACHE, Array, load, logits_of
 from datashunt import Shunt, ShuntPolicy, ShuntResult
 from datashunt.gates import softmax
 from datashunt.llm import CachedLLM, LLMCache, LLMServer, OpenAICompatLLM
+from datashunt.prompts import conformal_candidates
 from datashunt.training.calibration import LogitsGate
 from datashunt.training.conformal import fit_conformal
 from datashunt.training.metrics import class_recall, fit_temperature
@@ -36,11 +37,18 @@ from datashunt.training.metrics import class_recall, fit_temperature
 OUT = Path("bench/results/guarantees_llm.json")
 
 
-def _llm_share(probs: np.ndarray, d: float, qhat: float | None) -> float:
-    conf = probs.max(1)
-    routed = conf < d
-    if qhat is not None:  # a singleton conformal set is answered by the gate
-        routed &= (probs >= 1.0 - qhat).sum(1) > 1
+def _llm_share(probs: Array, d: float, qhat: float | None) -> float:
+    """The share of inputs a shunt at δ = ``d`` sends to the LLM; with a conformal rule
+    (``qhat``), an input whose set (the library's :func:`conformal_candidates`) is a single
+    label is answered by the gate."""
+    routed = probs.max(1) < d
+    if qhat is not None:
+        labels = tuple(str(i) for i in range(probs.shape[1]))
+        sizes = [
+            len(conformal_candidates(dict(zip(labels, map(float, row), strict=True)), labels, qhat))
+            for row in probs
+        ]
+        routed &= np.asarray(sizes) > 1
     return float(routed.mean())
 
 
@@ -118,7 +126,7 @@ def compare(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
+    p = argparse.ArgumentParser(prog="python -m bench.guarantees_llm", description=__doc__)
     p.add_argument("--n", type=int, default=600)
     p.add_argument("--delta", type=float, default=0.9)
     p.add_argument("--alpha", default="0.02,0.05", help="conformal α values, comma-separated")
@@ -131,7 +139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     perm = np.random.default_rng(7).permutation(len(y))
     cal, test = perm[:1000], perm[1000 : 1000 + args.n]
     out: dict[str, Any] = {
-        "command": "python -m bench.guarantees_llm " + " ".join(argv or sys.argv[1:]),
+        "command": command("bench.guarantees_llm", argv),
         "n": args.n,
         "delta": args.delta,
         "runs": [],

@@ -15,11 +15,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import platform
 import random
 import re
-import resource
-import sys
 import tempfile
 import threading
 import time
@@ -30,11 +27,13 @@ from typing import Any
 
 import numpy as np
 
+from bench.common import RESULTS as RESULTS_DIR
+from bench.common import command, machine, peak_rss_mb
 from datashunt import BaseGate, CallStore, Gate, ShuntPolicy, load_gate
 from datashunt.gates import FloatArray
 from datashunt.llm import RetryPolicy
 
-RESULTS = Path(__file__).parent / "results" / "load.json"
+RESULTS = RESULTS_DIR / "load.json"
 LABELS = ("negative", "positive")
 _POSITIVE = ["great", "excellent", "love", "perfect", "wonderful"]
 _NEGATIVE = ["awful", "terrible", "broken", "waste", "worst"]
@@ -124,11 +123,6 @@ def _percentiles(values: Sequence[float]) -> dict[str, float | None]:
     }
 
 
-def _rss_mb() -> float:
-    # ru_maxrss is in KiB on Linux: the peak resident size of this process so far
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-
-
 async def run_load(
     store: CallStore,
     gate: Gate,
@@ -170,7 +164,7 @@ async def run_load(
         finally:
             latencies[i] = time.perf_counter() - t0
 
-    rss_before = _rss_mb()
+    rss_before = peak_rss_mb()
     if trace:
         tracemalloc.start()
     t0 = time.perf_counter()
@@ -220,7 +214,7 @@ async def run_load(
         "latency_llm_route": _percentiles([latencies[i] for i in idx_llm]),
         "latency_small_route": _percentiles([latencies[i] for i in idx_small]),
         "rss_before_mb": rss_before,
-        "peak_rss_mb": _rss_mb(),
+        "peak_rss_mb": peak_rss_mb(),
         "tracemalloc_peak_mb": round(traced, 1) if traced is not None else None,
     }
     problems = []
@@ -284,11 +278,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from datashunt.llm.server import LLMServer
 
     report: dict[str, Any] = {
-        "command": " ".join(
-            ["python -m bench.load", *(argv if argv is not None else sys.argv[1:])]
-        ),
+        "command": command("bench.load", argv),
         "gate": args.gate or "keyword (built in)",
-        "machine": {"cpus": __import__("os").cpu_count(), "python": platform.python_version()},
+        "machine": machine(),
         "runs": {},
     }
     with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="datashunt-load-") as tmp:
@@ -303,7 +295,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if backend == "sqlite":
                 url: str | Path = Path(tmp) / "load.sqlite"
             else:
-                from tests.support.pgcluster import PostgresCluster
+                from bench.pgcluster import PostgresCluster
 
                 url = stack.enter_context(PostgresCluster()).create_database("load")
             stores[backend] = CallStore(url, spill_path=Path(tmp) / f"{backend}.spill.jsonl")

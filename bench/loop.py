@@ -27,9 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import shutil
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -37,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from bench.common import ROOT, command, csv_list, machine, sample
 from datashunt import (
     Dataset,
     DistillConfig,
@@ -54,7 +53,6 @@ from datashunt.loop import LoopConfig, run_round
 from datashunt.registry import GateRegistry
 from datashunt.training.targets import PrecisionFloor
 
-ROOT = Path(__file__).resolve().parents[1]
 # ``--demo`` (``make loop-demo``): the same scenario, lighter. A base gate on 1,000 reviews at 64
 # tokens (cached under its own name, so the evidence's gate stays), smaller amazon-mds slices,
 # 600 MR test sentences, one 2CD pass per round; still three rounds of 1,000 MR sentences.
@@ -70,12 +68,6 @@ DEMO = {
     "work": str(ROOT / ".cache" / "loop-demo"),
     "out": str(ROOT / ".cache" / "loop-demo" / "demo.json"),
 }
-
-
-def _sample(data: Dataset, n: int, seed: int) -> Dataset:
-    """``n`` examples drawn at random, in random order."""
-    idx = np.random.default_rng(seed).permutation(len(data))[:n]
-    return Dataset(tuple(data.examples[i] for i in idx), data.labels, data.name)
 
 
 def ensure_base_gate(
@@ -274,7 +266,7 @@ def table(results: dict[str, Any], llm_alone: float) -> str:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m bench.loop", description=__doc__)
     p.add_argument("--variants", default="2cd", help="comma-separated: 2cd,stage1,finetune,smollm")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--round-size", type=int, default=1000, help="new MR sentences per round")
@@ -320,29 +312,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     t0 = time.perf_counter()
     mr = {s: read_dataset("mr", split=s) for s in ("train", "dev", "test")}
-    amazon_train = _sample(read_dataset("amazon-mds", split="train"), args.base_train, args.seed)
+    amazon_train = sample(read_dataset("amazon-mds", split="train"), args.base_train, args.seed)
     answers = read_text_column("mr", "llm_label")  # sentence -> gpt-3.5's label ("" = none)
     data = {
         # the file lists each split by label: the traffic must come in random order
-        "mr_train": _sample(mr["train"], len(mr["train"]), args.seed),
+        "mr_train": sample(mr["train"], len(mr["train"]), args.seed),
         "mr_dev": mr["dev"],
-        "amazon_dev": _sample(read_dataset("amazon-mds", split="dev"), args.amazon_dev, args.seed),
+        "amazon_dev": sample(read_dataset("amazon-mds", split="dev"), args.amazon_dev, args.seed),
         # stage 2's share of the original domain (the base gate's own training sample)
-        "amazon_train": _sample(amazon_train, args.stage2_train, args.seed),
+        "amazon_train": sample(amazon_train, args.stage2_train, args.seed),
     }
-    amazon_test = _sample(read_dataset("amazon-mds", split="test"), args.amazon_eval, args.seed)
-    mr_test = _sample(mr["test"], args.mr_eval, args.seed) if args.mr_eval else mr["test"]
+    amazon_test = sample(read_dataset("amazon-mds", split="test"), args.amazon_eval, args.seed)
+    mr_test = sample(mr["test"], args.mr_eval, args.seed) if args.mr_eval else mr["test"]
     base = ensure_base_gate(Path(args.work), args, amazon_train, mr["dev"])
     evaluate = TestEval(mr_test, amazon_test, answers, max_length=args.max_length)
     results = {}
-    for variant in [v.strip() for v in args.variants.split(",") if v.strip()]:
+    for variant in csv_list(args.variants):
         results[variant] = run_variant(variant, base, data, evaluate, answers, args)
     summary = table(results, evaluate.llm_alone)
     print("\n" + summary)
     out = {
-        "command": "python -m bench.loop " + " ".join(sys.argv[1:] if argv is None else argv),
+        "command": command("bench.loop", argv),
         "seconds": time.perf_counter() - t0,
-        "machine": {"python": platform.python_version(), "cpus": __import__("os").cpu_count()},
+        "machine": machine(),
         "config": vars(args),
         "llm_alone_mr_test": evaluate.llm_alone,
         "variants": results,

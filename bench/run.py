@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
-import resource
 import sys
 import time
 from collections.abc import Sequence
@@ -27,8 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import gate_speed
-
-RESULTS = Path(__file__).parent / "results"
+from bench.common import RESULTS, machine, peak_rss_mb
 
 #: ``--quick``: the same figures on small samples, a few minutes on 2 cores.
 QUICK = [
@@ -61,12 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     t0 = time.perf_counter()
     report: dict[str, Any] = {
         "command": "python -m bench.run " + " ".join(argv),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-            "note": gate_speed.MACHINE_NOTE,
-        },
+        "machine": machine(platform=platform.platform(), note=gate_speed.MACHINE_NOTE),
     }
     if not args.no_quality:
         quality = benchmark_cli.bench_from_args(args)
@@ -83,10 +75,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             gate=speed["gate"], runnable=speed["runnable"], torch=speed["machine"]["torch"]
         )
         report["speed_seconds"] = round(time.perf_counter() - t_speed, 1)
-    report["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    report["peak_rss_mb"] = peak_rss_mb()
     # the local LLM server is a child process: its peak (the largest child's) is reported apart
-    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    report["peak_rss_children_mb"] = round(children, 1)
+    report["peak_rss_children_mb"] = peak_rss_mb(children=True)
     report["seconds"] = round(time.perf_counter() - t0, 1)
 
     args.results.mkdir(parents=True, exist_ok=True)

@@ -20,21 +20,21 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-RESULTS = Path(__file__).parent / "results" / "scale.json"
+from bench.common import RESULTS as RESULTS_DIR
+from bench.common import command, machine, timed
+
+RESULTS = RESULTS_DIR / "scale.json"
 WORK = Path(".cache/scale")
 
 
@@ -87,50 +87,6 @@ def _make_data(
     return path, gold
 
 
-class PeakRSS:
-    """The peak summed RSS of this process and all its descendants, sampled every 0.2 s."""
-
-    def __init__(self) -> None:
-        import psutil
-
-        self._proc = psutil.Process()
-        self.peak = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _sample(self) -> int:
-        total = 0
-        for p in [self._proc, *self._proc.children(recursive=True)]:
-            try:
-                total += p.memory_info().rss
-            except Exception:  # noqa: S112 - a process that just ended
-                continue
-        return total
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self._sample())
-            self._stop.wait(0.2)
-
-    @contextmanager
-    def watch(self) -> Iterator[PeakRSS]:
-        self._thread.start()
-        try:
-            yield self
-        finally:
-            self._stop.set()
-            self._thread.join()
-            self.peak = max(self.peak, self._sample())
-
-
-def _timed(fn: Callable[[], Any]) -> tuple[Any, float, float]:
-    with PeakRSS().watch() as mem:
-        t0 = time.perf_counter()
-        out = fn()
-        wall = time.perf_counter() - t0
-    return out, wall, round(mem.peak / 2**20, 1)
-
-
 def gate_only(
     gate: Path,
     data: Path,
@@ -174,13 +130,13 @@ def gate_only(
             from datashunt.gates import HFGate
 
             HFGate(gate, backend="onnx")
-        scored, wall, peak = _timed(lambda b=backend: score_local(cpu_table, gate, b, 256))
+        scored, wall, peak = timed(lambda b=backend: score_local(cpu_table, gate, b, 256))
         record(f"local-{backend}", scored, wall, peak)
     if device:
         from datashunt.gates import HFGate
 
         HFGate(gate, device=device).predict_proba(["warm-up"] * 8)  # CUDA context, kernels
-        scored, wall, peak = _timed(lambda: score_local(table, gate, "torch", 4096, device))
+        scored, wall, peak = timed(lambda: score_local(table, gate, "torch", 4096, device))
         record(f"local-{device}", scored, wall, peak)
 
     try:
@@ -194,7 +150,7 @@ def gate_only(
             tmp = WORK / f"ray-{w}-{backend}"
             shutil.rmtree(tmp, ignore_errors=True)
             try:
-                scored, wall, peak = _timed(
+                scored, wall, peak = timed(
                     lambda w=w, b=backend, tmp=tmp: score_ray(table, gate, b, 256, w, tmp)
                 )
             finally:
@@ -252,8 +208,8 @@ def end_to_end(gate: Path, data: Path, backend: str, device: str = "cpu") -> dic
     """The whole job against a loopback server answering in 200 ms, then kill and resume."""
     import pyarrow.parquet as pq
 
+    from bench.faultproxy import FaultProxy
     from datashunt.batch import BatchConfig, run_batch_job
-    from tests.support.faultproxy import FaultProxy
 
     out_file = WORK / "e2e" / "out.parquet"
     shutil.rmtree(out_file.parent, ignore_errors=True)
@@ -269,7 +225,7 @@ def end_to_end(gate: Path, data: Path, backend: str, device: str = "cpu") -> dic
             device=device,
             max_concurrency=16,
         )
-        summary, wall, peak = _timed(lambda: run_batch_job(cfg))
+        summary, wall, peak = timed(lambda: run_batch_job(cfg))
         calls = proxy.requests
     e2e = {
         "rows": summary.rows,
@@ -335,16 +291,16 @@ def end_to_end(gate: Path, data: Path, backend: str, device: str = "cpu") -> dic
 
 
 def _cached_prompts(db: Path) -> set[str]:
-    import sqlite3
+    """The prompts whose answers the job kept in its LLM cache."""
+    from datashunt.llm import LLMCache
 
     if not db.is_file():
         return set()
-    with sqlite3.connect(db) as conn:
-        return {p for (p,) in conn.execute("SELECT prompt FROM datashunt_llm_cache")}
+    return {str(row["prompt"]) for row in LLMCache(db).rows()}
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.scale", description=__doc__)
     p.add_argument("--rows", type=int, default=100_000, help="rows through the gate alone")
     p.add_argument("--e2e-rows", type=int, default=20_000, help="rows end to end")
     p.add_argument("--gate", help="gate dir (default: the bench gate, trained if missing)")
@@ -378,9 +334,9 @@ def main(argv: list[str] | None = None) -> int:
     backends = tuple(b for b in args.backends.split(",") if b)
     t0 = time.time()
     report: dict[str, Any] = {
-        "command": "python -m bench.scale " + " ".join(sys.argv[1:]),
+        "command": command("bench.scale", argv),
         "gate": str(gate),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "machine": machine(),
         "note": args.note
         or "shared machine: 2 CPU cores, other jobs running; compare ratios measured "
         "side by side in one run, not absolute rates across runs",
@@ -392,8 +348,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.device:
         backend, device = "torch", args.device
     else:
-        timed = [b for b in ("torch", "onnx") if f"local-{b}" in runs]
-        backend = max(timed, key=lambda b: runs[f"local-{b}"]["rows_per_s"])
+        measured = [b for b in ("torch", "onnx") if f"local-{b}" in runs]
+        backend = max(measured, key=lambda b: runs[f"local-{b}"]["rows_per_s"])
         device = "cpu"
     report.update(end_to_end(gate, e2e_data, backend, device))
     report["e2e_backend"] = backend if device == "cpu" else f"{backend} on {device}"

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bench.faultproxy import FaultProxy
 from datashunt.batch import BatchConfig, route_by_budget, route_by_delta, run_batch_job
 from datashunt.errors import ConfigError
-from tests.support.faultproxy import FaultProxy
 
 pq = pytest.importorskip("pyarrow.parquet")
 

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from bench.faultproxy import FaultProxy
 from datashunt.batch import BatchConfig, run_batch_job
 from tests.core.test_batch import write_jsonl
-from tests.support.faultproxy import FaultProxy
 
 pq = pytest.importorskip("pyarrow.parquet")
 

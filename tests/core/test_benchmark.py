@@ -24,6 +24,7 @@ from datashunt.benchmark import (
     plot_curves,
     task_for,
 )
+from datashunt.benchmark.baselines import oracle_accuracy, route_lowest
 from datashunt.data import Dataset, Example
 from datashunt.llm import CachedLLM, LLMCache, ReplayLLM
 from tests.conftest import FakeLLM, KeywordGate
@@ -120,6 +121,27 @@ def test_the_curve_runs_from_small_alone_to_llm_alone() -> None:
     assert c["oracle"][0] == pytest.approx(m["small"]["accuracy"])
     assert c["oracle"][-1] == pytest.approx(m["llm"]["accuracy"])  # everything asked
     assert all(o >= d - 1e-12 for o, d in zip(c["oracle"], c["ds_none"], strict=True))
+
+
+def test_route_lowest_sends_exactly_k_and_breaks_ties_by_position() -> None:
+    small = np.array([True, False, True, False])
+    llm = np.array([False, True, False, True])
+    score = np.array([0.5, 0.2, 0.2, 0.9])
+    # one input: of the tie at 0.2 the earlier (1) goes, where a δ could not split the tie
+    assert route_lowest(score, small, llm, 1).tolist() == [True, True, True, False]
+    assert route_lowest(score, small, llm, 2).tolist() == [True, True, False, False]
+    assert route_lowest(score, small, llm, 3).tolist() == [False, True, False, False]
+    assert route_lowest(score, small, llm, 0).tolist() == small.tolist()
+    assert route_lowest(score, small, llm, 4).tolist() == llm.tolist()
+
+
+def test_oracle_accuracy_asks_where_the_llm_helps_first_and_hurts_last() -> None:
+    small = np.array([True, False, True, False, True])
+    llm = np.array([False, True, True, False, True])  # helps at 1, hurts at 0, neutral 2-4
+    assert oracle_accuracy(0, small, llm) == pytest.approx(3 / 5)
+    assert oracle_accuracy(1, small, llm) == pytest.approx(4 / 5)
+    assert oracle_accuracy(4, small, llm) == pytest.approx(4 / 5)  # the neutral ones cost 0
+    assert oracle_accuracy(5, small, llm) == pytest.approx(llm.mean())  # everything asked
 
 
 def test_per_group_figures() -> None:

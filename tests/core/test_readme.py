@@ -39,11 +39,11 @@ from typing import Any
 import pytest
 
 import datashunt.llm
+from bench.faultproxy import FaultProxy
 from datashunt import Shunt, ShuntPolicy, ShuntResult
 from datashunt.cli import build_parser, main
 from datashunt.llm import LLMServer
 from tests.conftest import build_tiny_bert
-from tests.support.faultproxy import FaultProxy
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from bench.pgcluster import PostgresCluster, PostgresUnavailable
 from datashunt.llm.server import LLMServer
-from tests.support.pgcluster import PostgresCluster, PostgresUnavailable
 
 
 @pytest.fixture(scope="session")

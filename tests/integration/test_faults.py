@@ -15,13 +15,13 @@ from typing import Any
 import pytest
 from langchain_openai import ChatOpenAI
 
+from bench.faultproxy import FaultProxy
 from datashunt import CallStore, LLMError, Shunt, ShuntPolicy, ShuntResult
 from datashunt.llm import RetryPolicy
 from datashunt.llm.client import OpenAICompatLLM
 from datashunt.llm.server import LLMServer
 from langchain_datashunt import DataShuntRunnable
 from tests.conftest import KeywordGate
-from tests.support.faultproxy import FaultProxy
 
 pytestmark = pytest.mark.llm_server
 LABELS = ("negative", "positive")

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from bench.pgcluster import PostgresCluster
 from datashunt import CallRecord, CallStore, Shunt, ShuntPolicy, ShuntResult, StoreError
 from datashunt.llm import RetryPolicy
 from datashunt.store import SCHEMA_VERSION
 from tests.conftest import FakeLLM, KeywordGate
-from tests.support.pgcluster import PostgresCluster
 from tests.support.stores import columns, create_old_store, open_concurrently, schema_version
 
 pytestmark = pytest.mark.postgres

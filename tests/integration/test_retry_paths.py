@@ -17,12 +17,12 @@ from typing import Any
 import pytest
 from langchain_openai import ChatOpenAI
 
+from bench.faultproxy import FaultProxy
 from datashunt import CallStore, RetryPolicy, Shunt, ShuntPolicy
 from datashunt.llm import OpenAICompatLLM
 from langchain_datashunt import DataShuntRunnable
 from llamaindex_datashunt import DataShuntLLM, OpenAICompatibleLLM
 from tests.conftest import KeywordGate
-from tests.support.faultproxy import FaultProxy
 
 LABELS = ("negative", "positive")
 UNSURE = "it came on a tuesday"

@@ -19,9 +19,11 @@ __all__ = [
     "Outcomes",
     "curve",
     "groups",
+    "oracle_accuracy",
     "oracle_router",
     "random_accuracy",
     "random_router",
+    "route_lowest",
     "score",
 ]
 
@@ -97,6 +99,26 @@ def score(
 def random_accuracy(rate: float, small_accuracy: float, llm_accuracy: float) -> float:
     """The expected accuracy of sending a random share ``rate`` of the inputs to the LLM."""
     return (1 - rate) * small_accuracy + rate * llm_accuracy
+
+
+def oracle_accuracy(k: int, small_correct: np.ndarray, llm_correct: np.ndarray) -> float:
+    """The accuracy of hindsight routing of ``k`` inputs: first where the LLM helps, then where
+    it changes nothing, then where it hurts."""
+    helps = int(np.sum(~small_correct & llm_correct))
+    neutral = int(np.sum(small_correct == llm_correct))
+    n = len(small_correct)
+    return float(small_correct.mean() + (min(k, helps) - max(0, k - helps - neutral)) / n)
+
+
+def route_lowest(
+    score: np.ndarray, small_correct: np.ndarray, llm_correct: np.ndarray, k: int
+) -> np.ndarray:
+    """Per-input correctness when exactly the ``k`` lowest-scored inputs go to the LLM (ties:
+    the earlier input first), whatever δ would do with ties."""
+    order = np.argsort(np.asarray(score, dtype=np.float64), kind="stable")
+    routed = np.zeros(len(order), dtype=bool)
+    routed[order[:k]] = True
+    return np.asarray(np.where(routed, llm_correct, small_correct), dtype=bool)
 
 
 @dataclass(frozen=True)
@@ -210,8 +232,6 @@ def curve(
     order = np.argsort(conf, kind="stable")
     gain = (llm_correct.astype(float) - small_correct.astype(float))[order]
     cum = np.concatenate([[0.0], np.cumsum(gain)])
-    helps = int(np.sum(~small_correct & llm_correct))
-    neutral = int(np.sum(small_correct == llm_correct))
     base = float(small_correct.mean())
     llm_accuracy = float(llm_correct.mean())
     rates, ds, oracle, rnd, deltas = [], [], [], [], []
@@ -220,7 +240,7 @@ def curve(
         rates.append(k / n)
         ds.append(base + cum[k] / n)
         # hindsight: where the LLM helps, then where it changes nothing, then where it hurts
-        oracle.append(base + (min(k, helps) - max(0, k - helps - neutral)) / n)
+        oracle.append(oracle_accuracy(k, small_correct, llm_correct))
         rnd.append(random_accuracy(k / n, base, llm_accuracy))
         deltas.append(float(conf[order[k - 1]]) if k > 0 else 0.0)
     return {"llm_rate": rates, "ds_none": ds, "oracle": oracle, "random": rnd, "delta": deltas}

@@ -32,15 +32,15 @@ from ..training.ranking import (
     budget_threshold,
     choose_score,
     max_accuracy_threshold,
+    routed_accuracy,
 )
-from .baselines import curve, random_accuracy
+from .baselines import curve, oracle_accuracy, random_accuracy
 from .cascade import cascade, cascade_outcome
 from .ranking import DEV_DEFERRAL, deferral_dev_scores
 from .recorded_data import (
     DEFAULT_COSTS,
     NOT_REPLAYABLE,
     BoolArray,
-    FloatArray,
     RecordedConfig,
     ask_routed,
     per_class_figures,
@@ -202,7 +202,7 @@ def bench_recorded(
     deltas: dict[str, tuple[float, float, float]] = {}
     for b in config.budgets:
         d = budget_threshold(dev_score, b)
-        acc, rate = _dev_figures(dev_score, dev_s.small_correct, llm_dev, d)
+        acc, rate = routed_accuracy(dev_score, dev_s.small_correct, llm_dev, d)
         deltas[f"b{round(100 * b)}"] = (budget_threshold(delta_score, b), acc, rate)
     d, acc, rate = max_accuracy_threshold(dev_score, dev_s.small_correct, llm_dev)
     deltas["max"] = (
@@ -230,7 +230,10 @@ def bench_recorded(
             "accuracy": random_accuracy(k / n, float(small.mean()), float(llm_test.mean())),
             "llm_rate": k / n,
         }
-        methods[f"oracle-{tag}"] = {"accuracy": _oracle(k, small, llm_test), "llm_rate": k / n}
+        methods[f"oracle-{tag}"] = {
+            "accuracy": oracle_accuracy(k, small, llm_test),
+            "llm_rate": k / n,
+        }
         per_class_routes[tag], per_class_correct[tag] = routed, correct
     out: dict[str, Any] = {
         "n_test": n,
@@ -282,16 +285,3 @@ def bench_recorded(
     if progress:
         print(recorded_markdown(name, out))
     return out
-
-
-def _dev_figures(
-    score: FloatArray, small: BoolArray, llm: BoolArray, d: float
-) -> tuple[float, float]:
-    routed = score < d
-    return float(np.where(routed, llm, small).mean()), float(routed.mean())
-
-
-def _oracle(k: int, small: BoolArray, llm: BoolArray) -> float:
-    helps = int(np.sum(~small & llm))
-    neutral = int(np.sum(small == llm))
-    return float(small.mean() + (min(k, helps) - max(0, k - helps - neutral)) / len(small))

@@ -24,28 +24,15 @@ from ..gates.ensemble import EnsembleGate, is_ensemble_dir
 from ..llm.replay import ColumnReplayLLM
 from .ranking import choose_mixture
 from .recorded import RecordedConfig, bench_recorded, recorded_markdown
+from .tasks import DEFAULT_RECIPE, GATE_RECIPES
 
 __all__ = [
-    "GATE_RECIPES",
     "columns_for",
     "gate_for",
     "mixture_on_dev",
     "plot_recorded",
     "run_recorded",
 ]
-
-#: The gate trained for a bundled data set when ``--gate`` is not given:
-#: ``(kind, epochs, max_length, lr)``. mr: one epoch of fine-tuning (0.826 on test, 9.5 min on
-#: 2 loaded cores); on dev it ranks as well as 2 epochs at lr 5e-5 (mean dev routing accuracy
-#: 0.897 against 0.894); the best mixture (``--gate A+B``, with the 2-epoch gate) beat it by
-#: 0.09 points on dev, not worth a second fine-tune on a fresh machine.
-#: isear: the embedding head (4.3 min; its fine-tune, 15 min in issue 18, would not leave the
-#: whole ``--data mr,isear`` run under 20 min). See BENCHMARKS.md.
-GATE_RECIPES: Mapping[str, tuple[str, int, int, float]] = {
-    "mr": ("finetune", 1, 64, 8e-5),
-    "isear": ("embedding", 1, 128, 5e-5),
-}
-_DEFAULT_RECIPE = ("embedding", 1, 128, 5e-5)
 
 
 def _named(values: list[str], names: list[str], what: str) -> dict[str, str]:
@@ -115,7 +102,7 @@ def gate_for(
         if is_ensemble_dir(given):
             return EnsembleGate.load(given), {"dir": given, "trained_here": False}
         return load_gate(existing_gate(given)), {"dir": given, "trained_here": False}
-    kind, epochs, max_length, lr = GATE_RECIPES.get(name, _DEFAULT_RECIPE)
+    kind, epochs, max_length, lr = GATE_RECIPES.get(name, DEFAULT_RECIPE)
     if args.gate_kind:
         kind = args.gate_kind
     safe = Path(name).name.replace(".", "_")

@@ -10,7 +10,9 @@ from ..prompts import PromptMode
 from ..training import parse_target
 
 __all__ = [
+    "DEFAULT_RECIPE",
     "DS_MODES",
+    "GATE_RECIPES",
     "GENERIC_TASK",
     "METHODS",
     "METHOD_NAMES",
@@ -19,6 +21,20 @@ __all__ = [
     "TaskSpec",
     "task_for",
 ]
+
+#: The gate trained for a bundled data set when ``--gate`` is not given:
+#: ``(kind, epochs, max_length, lr)``. mr: one epoch of fine-tuning (0.826 on test, 9.5 min on
+#: 2 loaded cores); on dev it ranks as well as 2 epochs at lr 5e-5 (mean dev routing accuracy
+#: 0.897 against 0.894); the best mixture (``--gate A+B``, with the 2-epoch gate) beat it by
+#: 0.09 points on dev, not worth a second fine-tune on a fresh machine.
+#: isear: the embedding head (4.3 min; its fine-tune, 15 min in issue 18, would not leave the
+#: whole ``--data mr,isear`` run under 20 min). See BENCHMARKS.md.
+GATE_RECIPES: Mapping[str, tuple[str, int, int, float]] = {
+    "mr": ("finetune", 1, 64, 8e-5),
+    "isear": ("embedding", 1, 128, 5e-5),
+}
+#: The gate for any other data set.
+DEFAULT_RECIPE: tuple[str, int, int, float] = ("embedding", 1, 128, 5e-5)
 
 #: Methods in table order. ``ds-*`` are the shunt with a prompt mode; ``ds-plus`` adds Prompt
 #: Transferring to soft and hard pruning (DS+); ``random`` and ``oracle`` route the same share of

@@ -18,7 +18,7 @@ from ._deps import DEFAULT_BACKBONE, require, resolve_backbone
 from .base import BaseGate, FloatArray
 from .hf import _policy_temperature
 
-__all__ = ["GATE_FILE", "EmbeddingGate"]
+__all__ = ["GATE_FILE", "EmbeddingGate", "fit_head"]
 
 #: Marker file of a gate directory that is not a plain HF classification model.
 GATE_FILE = "datashunt_gate.json"
@@ -106,25 +106,10 @@ class EmbeddingGate(BaseGate):
         batch_size: int = 64,
     ) -> EmbeddingGate:
         """Embed ``texts`` and fit the head by L2-regularised multinomial logistic regression."""
-        torch = require("torch")
         k = len(labels)
         gate = cls(labels, np.zeros((k, 1)), np.zeros(k), backbone=backbone, batch_size=batch_size)
-        x = torch.tensor(gate.embed(texts), dtype=torch.float64)
-        target = torch.tensor(list(y), dtype=torch.long)
-        torch.manual_seed(seed)
-        w = torch.zeros((k, x.shape[1]), dtype=torch.float64, requires_grad=True)
-        b = torch.zeros(k, dtype=torch.float64, requires_grad=True)
-        opt = torch.optim.LBFGS([w, b], max_iter=max_iter, line_search_fn="strong_wolfe")
-
-        def closure() -> Any:
-            opt.zero_grad()
-            loss = torch.nn.functional.cross_entropy(x @ w.T + b, target) + l2 * (w**2).sum()
-            loss.backward()
-            return loss
-
-        opt.step(closure)
-        gate.weight = w.detach().numpy().copy()
-        gate.bias = b.detach().numpy().copy()
+        require("torch").manual_seed(seed)
+        gate.weight, gate.bias = fit_head(gate.embed(texts), y, k, l2=l2, max_iter=max_iter)
         return gate
 
     def save(self, out_dir: str | Path) -> Path:
@@ -157,3 +142,25 @@ class EmbeddingGate(BaseGate):
             backbone=meta.get("backbone"),
             temperature=temp,
         )
+
+
+def fit_head(
+    x: FloatArray, y: Sequence[int] | np.ndarray, k: int, *, l2: float = 1e-3, max_iter: int = 200
+) -> tuple[FloatArray, FloatArray]:
+    """The linear softmax head on embeddings ``x`` ``(n, d)``: L2-regularised multinomial
+    logistic regression (L-BFGS from zeros); returns ``(weight (k, d), bias (k,))``."""
+    torch = require("torch")
+    xt = torch.tensor(np.asarray(x), dtype=torch.float64)
+    target = torch.tensor(list(np.asarray(y).tolist()), dtype=torch.long)
+    w = torch.zeros((k, xt.shape[1]), dtype=torch.float64, requires_grad=True)
+    b = torch.zeros(k, dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([w, b], max_iter=max_iter, line_search_fn="strong_wolfe")
+
+    def closure() -> Any:
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(xt @ w.T + b, target) + l2 * (w**2).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return w.detach().numpy().copy(), b.detach().numpy().copy()

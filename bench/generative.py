@@ -9,8 +9,8 @@ the large one is replayed from the recorded answers (mr ``llm_label``: gpt-3.5-t
 question, never the data set's text), so that ``--replay`` redoes every figure without a
 model::
 
-    python -m datashunt.generative.bench --per-task 60 --out bench/results/generative
-    python -m datashunt.generative.bench --replay bench/results/generative/answers.jsonl
+    python -m bench.generative --per-task 60 --out bench/results/generative
+    python -m bench.generative --replay bench/results/generative/answers.jsonl
 """
 
 from __future__ import annotations
@@ -24,14 +24,20 @@ from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
-from ..data import find_data_dir
-from ..types import Message
-from .confidence import MEASURES, SequenceConfidence, auroc, sequence_confidence
-from .policy import acceptable
+from datashunt.benchmark.baselines import route_lowest
+from datashunt.data import find_data_dir
+from datashunt.generative.confidence import (
+    MEASURES,
+    SequenceConfidence,
+    auroc,
+    sequence_confidence,
+)
+from datashunt.generative.policy import acceptable
+from datashunt.types import Message
 
 __all__ = [
     "OPTIONS",
@@ -43,6 +49,8 @@ __all__ = [
     "load_questions",
     "main",
 ]
+
+T = TypeVar("T")
 
 _EMOTIONS = "joy, sadness, anger, guilt, shame, fear, disgust"
 _TOPICS = "World, Sports, Business, Sci/Tech"
@@ -66,7 +74,7 @@ class Question:
     ref: int = 0
 
 
-def _sample(rows: list[Any], n: int, seed: int) -> list[Any]:
+def _sample(rows: list[T], n: int, seed: int) -> list[T]:
     idx = np.random.default_rng(seed).choice(len(rows), size=min(n, len(rows)), replace=False)
     return [rows[i] for i in idx]
 
@@ -141,13 +149,10 @@ def curve(
     go to the large model first."""
     s = np.asarray(scores, dtype=float)
     a, b = np.asarray(small_ok, dtype=bool), np.asarray(large_ok, dtype=bool)
-    order = np.argsort(s, kind="stable")
     rows = []
     for k in range(steps + 1):
         n_large = round(len(s) * k / steps)
-        asked = np.zeros(len(s), dtype=bool)
-        asked[order[:n_large]] = True
-        acc = float(np.where(asked, b, a).mean()) if len(s) else 0.0
+        acc = float(route_lowest(s, a, b, n_large).mean()) if len(s) else 0.0
         rows.append({"large_rate": n_large / max(len(s), 1), "accuracy": acc})
     return rows
 
@@ -191,7 +196,7 @@ def evaluate(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
 def _ask_all(
     questions: Sequence[Question], url: str | None, budget_s: float
 ) -> list[dict[str, Any]]:
-    from ..llm import LLMServer, OpenAICompatLLM
+    from datashunt.llm import LLMServer, OpenAICompatLLM
 
     local = url is None
     records: list[dict[str, Any]] = []
@@ -248,8 +253,8 @@ def _markdown(figures: dict[str, Any]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m datashunt.generative.bench``: ask, or replay, then write the figures."""
-    p = argparse.ArgumentParser(prog="python -m datashunt.generative.bench", description=__doc__)
+    """``python -m bench.generative``: ask, or replay, then write the figures."""
+    p = argparse.ArgumentParser(prog="python -m bench.generative", description=__doc__)
     p.add_argument("--data", help="the shared data folder (default: found as read_dataset does)")
     p.add_argument("--per-task", type=int, default=60, help="questions per task")
     p.add_argument("--seed", type=int, default=0)

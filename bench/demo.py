@@ -1,4 +1,5 @@
-"""``make demo``: the whole shunt end to end on embedded defaults, offline.
+"""``make demo`` (``python -m bench.demo``): the whole shunt end to end, offline, on embedded
+defaults.
 
 Trains (or reuses) a MiniLM gate on mr (movie-review sentences), calibrates δ on dev, starts
 the local LLM server, runs a fixed sample of the test split through :class:`DataShuntRunnable`
@@ -30,7 +31,7 @@ from datashunt import (
 )
 from datashunt.benchmark import TASKS
 from datashunt.benchmark.recorded import RecordedConfig, bench_recorded
-from datashunt.benchmark.recorded_cli import GATE_RECIPES
+from datashunt.benchmark.tasks import GATE_RECIPES
 from datashunt.errors import DataError, DataShuntError
 from datashunt.training import parse_target
 
@@ -126,8 +127,7 @@ def run_demo(args: argparse.Namespace) -> list[Row]:
     from langchain_core.prompts import ChatPromptTemplate
 
     from datashunt.llm.server import LLMServer
-
-    from .runnable import DataShuntRunnable
+    from langchain_datashunt import DataShuntRunnable
 
     t_all = time.perf_counter()
     train = read_dataset(args.data, split="train")
@@ -240,7 +240,7 @@ def _recorded_table(args: argparse.Namespace, gate: Any, labels: Sequence[str]) 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="datashunt-demo", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m bench.demo", description=__doc__)
     p.add_argument("--data", default="mr", help="bundled data set name or CSV/TSV path")
     p.add_argument("--sample", type=int, default=200, help="test inputs (fixed sample)")
     p.add_argument(

@@ -1,4 +1,4 @@
-"""A throwaway PostgreSQL cluster on 127.0.0.1, for the store tests and the load benchmark.
+"""A throwaway PostgreSQL cluster on 127.0.0.1, for the load benchmark and the store tests.
 
 It uses the server binaries of Debian's ``postgresql`` package (``make test`` installs it when
 missing). ``initdb`` refuses to run as root, so as root every server command runs as the
