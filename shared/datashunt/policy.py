@@ -68,6 +68,9 @@ class ShuntPolicy:
         conformal: split-conformal label sets (``ConformalSets.to_json()`` of
             :mod:`datashunt.training.conformal`): when set, hard pruning offers the conformal
             set instead of the ε rule, and a set of one label is answered by the gate.
+        gate_digest: the digest of the gate the policy was fitted on (its weights and label
+            order, ``HFGate.weights_digest``); a shunt refuses a gate with another digest.
+            ``None``: not pinned (gates without one, policies of earlier releases).
 
     Example:
         >>> policy = ShuntPolicy(labels=("negative", "positive"), threshold=0.9)
@@ -87,6 +90,7 @@ class ShuntPolicy:
     metrics: Mapping[str, Any] = field(default_factory=dict)
     guarantee: Mapping[str, Any] | None = None
     conformal: Mapping[str, Any] | None = None
+    gate_digest: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "labels", validate_labels(self.labels))
@@ -117,6 +121,8 @@ class ShuntPolicy:
                 f"got {type(self.target).__name__}"
             )
         object.__setattr__(self, "metrics", dict(self.metrics))
+        if self.gate_digest is not None and not isinstance(self.gate_digest, str):
+            raise ConfigError(f"gate_digest must be a string or null, got {self.gate_digest!r}")
         for name in ("guarantee", "conformal"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, Mapping):
@@ -141,6 +147,8 @@ class ShuntPolicy:
         """A JSON-ready dict."""
         d = asdict(self)
         d["labels"] = list(self.labels)
+        if d["gate_digest"] is None:
+            del d["gate_digest"]  # an unpinned policy keeps the JSON (and version) it had
         return d
 
     @classmethod

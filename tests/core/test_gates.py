@@ -10,6 +10,8 @@ import pytest
 from datashunt import ConfigError, HFGate, InputError, ModelNotFoundError, ShuntPolicy, load_gate
 from datashunt.gates import softmax
 
+LABELS = ("negative", "positive")
+
 
 def test_hf_gate_shapes_and_labels(tiny_bert: Path) -> None:
     gate = HFGate(tiny_bert)
@@ -131,3 +133,111 @@ def test_hf_int8_gate_answers_close_to_fp32(tiny_bert: Path) -> None:
         HFGate(tiny_bert, quantize="int4")
     with pytest.raises(ConfigError, match="max_batch_tokens"):
         HFGate(tiny_bert, max_batch_tokens=0)
+
+
+# ---- gate folders that must not be served (issue 27 item 7) -----------------------------------
+
+
+def _headless(tiny_bert: Path, out: Path) -> Path:
+    """The tiny BERT's encoder saved without its classifier head (what a backbone folder is)."""
+    from transformers import BertForSequenceClassification
+
+    shutil.copytree(tiny_bert, out)
+    (out / "model.safetensors").unlink()
+    BertForSequenceClassification.from_pretrained(str(tiny_bert)).bert.save_pretrained(str(out))
+    return out
+
+
+def test_a_folder_without_a_classifier_head_is_refused(tiny_bert: Path, tmp_path: Path) -> None:
+    from datashunt import GateError
+
+    with pytest.raises(GateError, match="no trained classifier head.*classifier.weight"):
+        HFGate(_headless(tiny_bert, tmp_path / "backbone"))
+
+
+def test_truncated_weights_name_the_file(tiny_bert: Path, tmp_path: Path) -> None:
+    from datashunt import GateError
+
+    d = Path(shutil.copytree(tiny_bert, tmp_path / "torn"))
+    w = d / "model.safetensors"
+    w.write_bytes(w.read_bytes()[: w.stat().st_size // 2])
+    with pytest.raises(GateError, match=r"torn/model\.safetensors .*truncated"):
+        HFGate(d)
+
+
+def test_cli_refuses_torn_and_headless_gates_in_one_line(
+    tiny_bert: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from datashunt.cli import main
+
+    data = tmp_path / "dev.csv"
+    data.write_text("text,label\n" + "good great,positive\nbad awful,negative\n" * 30)
+    torn = Path(shutil.copytree(tiny_bert, tmp_path / "torn"))
+    w = torn / "model.safetensors"
+    w.write_bytes(w.read_bytes()[:100])
+    headless = _headless(tiny_bert, tmp_path / "backbone")
+    for gate_dir, says in ((torn, "model.safetensors"), (headless, "classifier head")):
+        code = main(["calibrate", "--gate", str(gate_dir), "--data", str(data)])
+        err = capsys.readouterr().err
+        lines = [x for x in err.splitlines() if x.startswith("datashunt: error:")]
+        assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
+        assert says in lines[0] and "labels" not in lines[0]
+
+
+def test_the_policy_pins_the_gate_it_was_fitted_on(tiny_bert: Path, tmp_path: Path) -> None:
+    from datashunt import Budget, Shunt, calibrate
+    from datashunt.data import Dataset, Example
+
+    d = Path(shutil.copytree(tiny_bert, tmp_path / "gate"))
+    dev = Dataset(
+        tuple(
+            Example(f"good great {i}" if i % 2 else f"bad {i}", LABELS[i % 2]) for i in range(60)
+        ),
+        LABELS,
+    )
+    policy = calibrate(HFGate(d), dev, Budget(0.5)).policy
+    assert policy.gate_digest == HFGate(d).weights_digest
+    policy.save(d)
+    Shunt.from_dir(d)  # the gate it was fitted on: served
+    # labels swapped consistently in config.json and in the policy: refused
+    config = json.loads((d / "config.json").read_text())
+    config["id2label"] = {"0": "positive", "1": "negative"}
+    config["label2id"] = {"positive": 0, "negative": 1}
+    (d / "config.json").write_text(json.dumps(config))
+    saved = json.loads((d / "datashunt_policy.json").read_text())
+    saved["labels"] = ["positive", "negative"]
+    saved["class_recall"] = {}
+    (d / "datashunt_policy.json").write_text(json.dumps(saved))
+    with pytest.raises(ConfigError, match="calibrated for gate weights"):
+        Shunt.from_dir(d)
+
+
+def test_an_unpinned_policy_keeps_its_json_and_version() -> None:
+    policy = ShuntPolicy(LABELS, threshold=0.8)
+    assert "gate_digest" not in policy.to_dict()
+    pinned = policy.with_(gate_digest="0123456789abcdef")
+    assert ShuntPolicy.from_dict(pinned.to_dict()) == pinned
+    assert pinned.version != policy.version
+    with pytest.raises(ConfigError, match="gate_digest"):
+        ShuntPolicy(LABELS, gate_digest=12)  # type: ignore[arg-type]
+
+
+def test_bf16_gate_answers_close_to_fp32(tiny_bert: Path) -> None:
+    texts = ["good product", "awful", "it is fine i guess", "good " * 30]
+    fp32 = HFGate(tiny_bert).predict_proba(texts)
+    bf16 = HFGate(tiny_bert, quantize="bf16")
+    assert next(bf16.model.parameters()).dtype.is_floating_point
+    assert str(next(bf16.model.parameters()).dtype) == "torch.bfloat16"
+    np.testing.assert_allclose(bf16.predict_proba(texts), fp32, atol=0.02)
+    with pytest.raises(ConfigError, match="fp16.*needs a GPU"):
+        HFGate(tiny_bert, quantize="fp16")
+
+
+def test_one_input_takes_the_same_answer_as_a_batch(tiny_bert: Path) -> None:
+    gate = HFGate(tiny_bert)
+    texts = ["good product", "it is fine i guess, bad smell, awful", "a"]
+    batch = gate.predict_proba(texts)
+    one = np.vstack([gate.predict_proba([t]) for t in texts])
+    np.testing.assert_allclose(one, batch, atol=1e-5)
+    enc = gate.encode(["good"])
+    assert int(enc["attention_mask"].sum()) == enc["attention_mask"].shape[1]  # no padding

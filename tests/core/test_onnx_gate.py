@@ -33,20 +33,55 @@ def test_onnx_matches_torch_and_is_cached(tiny_bert: Path) -> None:
 def test_onnx_export_is_redone_when_the_weights_change(tiny_bert: Path, tmp_path: Path) -> None:
     import shutil
 
+    from transformers import BertForSequenceClassification
+
     from datashunt.gates import HFGate
     from datashunt.gates.onnx import ONNX_FILE
 
     copy = Path(shutil.copytree(tiny_bert, tmp_path / "gate"))
-    HFGate(copy, backend="onnx")
+    first = HFGate(copy, backend="onnx")
     stamp = (copy / (ONNX_FILE + ".json")).read_text(encoding="utf-8")
     weights = copy / "model.safetensors"
-    weights.write_bytes(weights.read_bytes())  # new mtime: a retrained model
+    weights.write_bytes(weights.read_bytes())  # the same bytes (a copy): the export is kept
     HFGate(copy, backend="onnx")
+    assert (copy / (ONNX_FILE + ".json")).read_text(encoding="utf-8") == stamp
+    model = BertForSequenceClassification.from_pretrained(str(copy))
+    with __import__("torch").no_grad():
+        model.classifier.bias += 1.0  # a retrained model: new weights, exported again
+    model.save_pretrained(str(copy))
+    second = HFGate(copy, backend="onnx")
+    assert second.weights_digest != first.weights_digest
     assert (copy / (ONNX_FILE + ".json")).read_text(encoding="utf-8") != stamp
+    np.testing.assert_allclose(
+        second.predict_logits(TEXTS), HFGate(copy).predict_logits(TEXTS), atol=1e-4
+    )
 
 
-def test_onnx_refuses_quantize(tiny_bert: Path) -> None:
+def test_onnx_int8_is_close_to_fp32_cached_and_numpy_only(tiny_bert: Path) -> None:
+    from datashunt.gates import HFGate
+    from datashunt.gates.onnx import ONNX_INT8_FILE
+
+    fp32 = HFGate(tiny_bert)
+    int8 = HFGate(tiny_bert, backend="onnx", quantize="int8", threads=1)
+    cached = tiny_bert / ONNX_INT8_FILE
+    assert int8._onnx.path == cached and cached.is_file()
+    assert int8._onnx.session.get_session_options().intra_op_num_threads == 1
+    # int8 MatMuls in the file: the weights are stored quantised
+    assert "MatMulInteger" in {n.op_type for n in __import__("onnx").load(str(cached)).graph.node}
+    np.testing.assert_allclose(int8.predict_proba(TEXTS), fp32.predict_proba(TEXTS), atol=0.02)
+    # the single-input path; activations are quantised with each call's own range, so one
+    # input alone is not bit-equal to the same input in a batch
+    one = np.vstack([int8.predict_proba([t]) for t in TEXTS])
+    np.testing.assert_allclose(one, int8.predict_proba(TEXTS), atol=0.02)
+    mtime = cached.stat().st_mtime_ns
+    HFGate(tiny_bert, backend="onnx", quantize="int8")
+    assert cached.stat().st_mtime_ns == mtime
+
+
+def test_onnx_refuses_other_precisions(tiny_bert: Path) -> None:
     from datashunt.gates import HFGate
 
     with pytest.raises(ConfigError, match="backend must be"):
-        HFGate(tiny_bert, backend="onnx", quantize="int8")
+        HFGate(tiny_bert, backend="onnx", quantize="bf16")
+    with pytest.raises(ConfigError, match="backend must be"):
+        HFGate(tiny_bert, backend="tensorrt")

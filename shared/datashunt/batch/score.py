@@ -21,9 +21,17 @@ from ..errors import ConfigError, DataShuntError, InputError
 from ..gates import load_gate
 from ..inputs import validate_text
 
-__all__ = ["GateScorer", "prob_columns", "read_input", "score_local", "score_ray"]
+__all__ = ["BACKENDS", "GateScorer", "prob_columns", "read_input", "score_local", "score_ray"]
 
 ROW = "_row"  # the input position: restores the order whatever the engine did with it
+#: ``--backend`` names and the ``HFGate`` options they stand for
+BACKENDS: dict[str, dict[str, str]] = {
+    "torch": {},
+    "int8": {"quantize": "int8"},
+    "bf16": {"quantize": "bf16"},
+    "onnx": {"backend": "onnx"},
+    "onnx-int8": {"backend": "onnx", "quantize": "int8"},
+}
 
 
 def prob_columns(k: int) -> list[str]:
@@ -83,7 +91,8 @@ class GateScorer:
 
     Args:
         gate_dir: the gate directory.
-        backend: ``"torch"``, ``"int8"`` or ``"onnx"``.
+        backend: a key of :data:`BACKENDS` (``"torch"``, ``"int8"``, ``"bf16"``, ``"onnx"``,
+            ``"onnx-int8"``).
         device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"`` (torch backend only); on a
             GPU the forward passes take up to 512 rows and 131,072 padded tokens at once.
         max_chars: longer texts are invalid rows (an error in the output, no gate pass).
@@ -107,11 +116,9 @@ class GateScorer:
         options: dict[str, Any] = {}
         if device != "cpu":
             options |= {"device": device, "batch_size": 512, "max_batch_tokens": 131_072}
-        if backend == "int8":
-            options["quantize"] = "int8"
-        elif backend == "onnx":
-            options["backend"] = "onnx"
-        self.gate = load_gate(gate_dir, **options)
+        if backend not in BACKENDS:
+            raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+        self.gate = load_gate(gate_dir, **options, **BACKENDS[backend])
         self.max_chars = max_chars
 
     def __call__(self, batch: Mapping[str, Any]) -> dict[str, np.ndarray]:

@@ -65,7 +65,10 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     from ..gates import load_gate
     from ..training import MaxAccuracy, Target, calibrate, check_calibration_rows, parse_target
 
-    gate = load_gate(existing_gate(args.gate))
+    # --backend/--quantize: calibrate the gate as it will serve (and write its ONNX file)
+    runtime = {"backend": args.backend} if args.backend != "torch" else {}
+    runtime |= {"quantize": args.quantize} if args.quantize else {}
+    gate = load_gate(existing_gate(args.gate), **runtime)
     dev = read_data(args, args.split, gate.labels)
     check_calibration_rows(len(dev), args.min_rows)  # before any LLM call is paid for
     target: Target
@@ -207,6 +210,17 @@ def register(sub: Any) -> None:
         default=MIN_CALIBRATION_ROWS,
         help=f"refuse fewer calibration rows (default {MIN_CALIBRATION_ROWS}; fewer than 100 "
         "are warned about)",
+    )
+    p.add_argument(
+        "--backend",
+        choices=("torch", "onnx"),
+        default="torch",
+        help="calibrate on this runtime (onnx exports and caches the ONNX file beside the gate)",
+    )
+    p.add_argument(
+        "--quantize",
+        choices=("int8", "bf16"),
+        help="calibrate the quantised gate (with --backend onnx: int8, the fastest CPU gate)",
     )
     p.add_argument("--dry-run", action="store_true", help="print the table, write nothing")
     p.set_defaults(func=_cmd_calibrate)

@@ -404,3 +404,12 @@ def _check_labels(gate: Gate, policy: ShuntPolicy) -> None:
             f"policy labels {list(policy.labels)} differ from the gate's "
             f"{list(gate.labels)}: calibrate the policy for this gate"
         )
+    # a policy pins the weights it was fitted on: labels swapped in both JSON files, or a
+    # retrained gate under an old policy, would otherwise pass the label check above
+    digest = getattr(gate, "weights_digest", None)
+    if policy.gate_digest is not None and digest is not None and digest != policy.gate_digest:
+        raise ConfigError(
+            f"the policy was calibrated for gate weights {policy.gate_digest}, but this gate's "
+            f"are {digest} (retrained, or its labels or policy edited): calibrate the policy "
+            "for this gate (`datashunt calibrate --gate DIR ...`)"
+        )

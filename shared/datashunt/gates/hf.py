@@ -9,9 +9,9 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ConfigError
+from ..errors import ConfigError, GateError
 from ..policy import POLICY_FILE
-from ._deps import check_remote_code, check_weights, require
+from ._deps import check_remote_code, check_weights, require, weights_digest
 from .base import BaseGate, FloatArray
 
 __all__ = ["HFGate", "quantize_int8"]
@@ -19,6 +19,8 @@ __all__ = ["HFGate", "quantize_int8"]
 # A token rarely spans more than this many characters; cutting the text first keeps a
 # multi-megabyte input from being tokenised in full only to be truncated afterwards.
 _CHARS_PER_TOKEN_CAP = 16
+_PRECISIONS = (None, "int8", "bf16", "fp16")
+_ONNX = (None, "int8")  # precisions the ONNX backend offers
 
 
 def _policy_temperature(model_dir: Path) -> float:
@@ -43,18 +45,26 @@ class HFGate(BaseGate):
         max_batch_tokens: a bucket holds at most this many (estimated, padded) tokens, so short
             inputs go in big batches and long ones in small ones: on CPU a batch of long inputs
             is no faster per input than one at a time, and its activations leave the cache.
-        quantize: ``"int8"`` stores every ``nn.Linear`` weight in int8, per output channel, and
-            quantises activations per batch (dynamic quantisation; about 2x faster on CPU, see
-            BENCHMARKS.md for the accuracy cost). ``None`` keeps fp32.
+        quantize: ``None`` keeps fp32. ``"int8"`` stores every weight matrix in int8, per
+            output channel, and quantises activations per call (dynamic quantisation; with
+            ``backend="onnx"`` the fastest CPU gate, see BENCHMARKS.md for speed and accuracy).
+            ``"bf16"`` runs the torch model in bfloat16 (CPUs with AVX-512 BF16/AMX, or a GPU);
+            ``"fp16"`` in float16 (a GPU only).
         allow_pickle: allow ``.bin`` weights (they can run code when loaded).
         trust_remote_code: allow model code from the directory.
         backend: ``"torch"``, or ``"onnx"`` to run the forward passes in ONNX Runtime (the
             model is exported once and cached beside it, see :mod:`datashunt.gates.onnx`;
-            needs ``datashunt[onnx]``; not combined with ``quantize``).
+            needs ``datashunt[onnx]``; with ``quantize`` ``None`` or ``"int8"``).
         device: where the torch forward passes run: ``"cpu"`` (default), ``"cuda"``,
             ``"cuda:N"``, or ``"auto"`` (a GPU when torch sees one). On a GPU, raise
             ``batch_size`` and ``max_batch_tokens`` (e.g. 512 and 65536): the CPU defaults
-            leave it idle. Not combined with ``quantize`` or the ONNX backend (CPU paths).
+            leave it idle. Not combined with int8 or the ONNX backend (CPU paths).
+        threads: ONNX Runtime's intra-op threads (``None``: ``$OMP_NUM_THREADS`` or all
+            cores); the torch backend follows ``torch.set_num_threads``.
+
+    Raises:
+        GateError: the directory holds no trained classifier head (a bare backbone), or its
+            weights file cannot be read (truncated, damaged); the message names the file.
 
     Example:
         >>> gate = HFGate("runs/gate")  # doctest: +SKIP
@@ -75,23 +85,28 @@ class HFGate(BaseGate):
         trust_remote_code: bool = False,
         backend: str = "torch",
         device: str = "cpu",
+        threads: int | None = None,
     ) -> None:
         from ._deps import resolve_backbone
 
-        if quantize not in (None, "int8"):
-            raise ConfigError(f"quantize must be None or 'int8', got {quantize!r}")
-        if backend not in ("torch", "onnx") or (backend == "onnx" and quantize):
+        if quantize not in _PRECISIONS:
+            raise ConfigError(f"quantize must be None, 'int8', 'bf16' or 'fp16', got {quantize!r}")
+        if backend not in ("torch", "onnx") or (backend == "onnx" and quantize not in _ONNX):
             raise ConfigError(
-                f"backend must be 'torch' or 'onnx' (onnx without quantize), got {backend!r}"
+                "backend must be 'torch' or 'onnx' (onnx with quantize None or 'int8'), got "
+                f"backend={backend!r}, quantize={quantize!r}"
             )
         if batch_size < 1 or max_batch_tokens < 1:
             raise ConfigError("batch_size and max_batch_tokens must be >= 1")
         torch = require("torch")
         device = _resolve_device(torch, device)
-        if device != "cpu" and (quantize or backend != "torch"):
+        if device != "cpu" and (quantize == "int8" or backend != "torch"):
             raise ConfigError(
-                f"device {device!r} runs the torch backend in fp32: int8 and ONNX are CPU paths"
+                f"device {device!r} runs the torch backend in fp32, bf16 or fp16: int8 and ONNX "
+                "are CPU paths"
             )
+        if device == "cpu" and quantize == "fp16":
+            raise ConfigError("quantize='fp16' needs a GPU (device='cuda'); on a CPU use 'bf16'")
         path = resolve_backbone(model_dir)
         check_weights(path, allow_pickle=allow_pickle)
         check_remote_code(path, trust_remote_code=trust_remote_code)
@@ -100,41 +115,52 @@ class HFGate(BaseGate):
         self.tokenizer: Any = transformers.AutoTokenizer.from_pretrained(
             str(path), local_files_only=True, trust_remote_code=trust_remote_code
         )
-        self.model: Any = transformers.AutoModelForSequenceClassification.from_pretrained(
-            str(path),
-            local_files_only=True,
-            use_safetensors=not allow_pickle,
-            trust_remote_code=trust_remote_code,
-        )
+        self.model: Any = _load_classifier(transformers, path, allow_pickle, trust_remote_code)
         self.device = device
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(quantize or "", torch.float32)
         self.model.to(device=device, dtype=torch.float32).eval()
         self.quantize = quantize
-        if quantize == "int8":
-            self.model = quantize_int8(self.model, copy=False)
         self.backend = backend
+        self.model_dir = path
+        self._digest: str | None = None
         self._onnx: Any = None
         if backend == "onnx":
             from .onnx import OnnxLogits, export_onnx
 
-            self._onnx = OnnxLogits(export_onnx(self.model, self.tokenizer, path))
+            onnx_path = export_onnx(
+                self.model, self.tokenizer, path, digest=self.weights_digest, quantize=quantize
+            )
+            self._onnx = OnnxLogits(onnx_path, threads=threads)
+        elif quantize == "int8":
+            self.model = quantize_int8(self.model, copy=False)
+        elif dtype is not torch.float32:
+            self.model.to(dtype=dtype)
         id2label = {int(i): str(n) for i, n in self.model.config.id2label.items()}
         labels = [id2label[i] for i in range(len(id2label))]
         super().__init__(labels, _policy_temperature(path) if temperature is None else temperature)
-        self.model_dir = path
         self.batch_size = batch_size
         self.max_batch_tokens = max_batch_tokens
         model_max = getattr(self.tokenizer, "model_max_length", max_length) or max_length
         self.max_length = int(min(max_length, model_max))
 
-    def encode(self, texts: Sequence[str]) -> Any:
-        """Tokenise one bucket (padded to its longest member, truncated to ``max_length``)."""
+    @property
+    def weights_digest(self) -> str:
+        """SHA-256 (16 hex digits) of the weights and the label order: what a policy pins.
+        Hashed on first use (about 0.1 s for MiniLM), then kept."""
+        if self._digest is None:
+            self._digest = weights_digest(self.model_dir)
+        return self._digest
+
+    def encode(self, texts: Sequence[str], tensors: str = "pt") -> Any:
+        """Tokenise one bucket (padded to its longest member, truncated to ``max_length``);
+        ``tensors="np"`` gives numpy arrays (what ONNX Runtime takes)."""
         cap = self.max_length * _CHARS_PER_TOKEN_CAP
         return self.tokenizer(
             [t[:cap] for t in texts],
-            padding=True,
+            padding=len(texts) > 1,  # one input needs no padding (nor its attention to it)
             truncation=True,
             max_length=self.max_length,
-            return_tensors="pt",
+            return_tensors=tensors,
         )
 
     def count_tokens(self, text: str) -> int:
@@ -171,14 +197,19 @@ class HFGate(BaseGate):
     def _forward(self, texts: list[str], *, features: bool) -> tuple[FloatArray, FloatArray | None]:
         """Logits and, with ``features``, the last hidden state mean-pooled over each input's
         tokens (padding excluded), from the same forward pass."""
+        if self._onnx is not None:
+            # no torch on this path: tokenise to numpy, one session call per bucket
+            if len(texts) == 1:  # the single-input path: no bucketing, no copies
+                return self._onnx(self.encode(texts, "np")), None
+            out = np.empty((len(texts), len(self.labels)), dtype=np.float64)
+            for idx in self.buckets(texts):
+                out[idx] = self._onnx(self.encode([texts[i] for i in idx], "np"))
+            return out, None
         out = np.empty((len(texts), len(self.labels)), dtype=np.float64)
         feats: FloatArray | None = None
         with self._torch.inference_mode():
-            for idx in self.buckets(texts):
+            for idx in self.buckets(texts) if len(texts) > 1 else [np.zeros(1, dtype=np.intp)]:
                 enc = self.encode([texts[i] for i in idx])
-                if self._onnx is not None:
-                    out[idx] = self._onnx(enc)
-                    continue
                 if self.device != "cpu":
                     enc = enc.to(self.device)
                 res = self.model(**enc, output_hidden_states=features)
@@ -191,6 +222,44 @@ class HFGate(BaseGate):
                         feats = np.empty((len(texts), pooled.shape[1]), dtype=np.float64)
                     feats[idx] = pooled.cpu().numpy()
         return out, feats
+
+
+def _load_classifier(transformers: Any, path: Path, allow_pickle: bool, remote: bool) -> Any:
+    """The classifier, refusing one whose weights are unreadable or incomplete.
+
+    transformers fills weights missing from the file with random values and only logs it; a
+    backbone without a head would then answer with a random head (confidence about 0.5)."""
+    weights = sorted(path.glob("*.safetensors")) or sorted(path.glob("*.bin"))
+    try:
+        model, info = transformers.AutoModelForSequenceClassification.from_pretrained(
+            str(path),
+            local_files_only=True,
+            use_safetensors=not allow_pickle,
+            trust_remote_code=remote,
+            output_loading_info=True,
+        )
+    except Exception as exc:  # safetensors, torch and transformers each raise their own
+        named = ", ".join(f"{p} ({p.stat().st_size:,} bytes)" for p in weights) or str(path)
+        raise GateError(
+            f"cannot load the gate's weights from {named}: {type(exc).__name__}: {exc}. The "
+            "file is damaged or truncated: copy it again, or re-train the gate"
+        ) from exc
+    missing = sorted(info.get("missing_keys") or ())
+    if missing:
+        head = [k for k in missing if not k.startswith(model.base_model_prefix + ".")]
+        shown = ", ".join(missing[:6]) + (
+            f" and {len(missing) - 6} more" if len(missing) > 6 else ""
+        )
+        if head:
+            raise GateError(
+                f"{path} holds no trained classifier head (missing weights: {shown}): it is a "
+                "backbone, not a gate, and would answer with a random head. Fine-tune one: "
+                f"`datashunt train-gate --backbone {path} --out DIR`"
+            )
+        raise GateError(
+            f"the weights in {path} are incomplete (missing: {shown}): copy the model again"
+        )
+    return model
 
 
 def _resolve_device(torch: Any, device: str) -> str:

@@ -2,10 +2,18 @@
 
 The torch model is exported with ``torch.onnx.export`` the first time a gate is opened with
 ``backend="onnx"``, and the file is kept beside the model (``datashunt_gate.onnx``, with a
-small JSON stamp naming the weights it came from); later opens, and every Ray actor of a batch
-job, load the cached file. A read-only model directory (the packaged backbone) caches under
-``~/.cache/datashunt/onnx/`` instead. The export is written to a temporary name and renamed,
-so actors that export at the same time never read half a file.
+small JSON stamp naming the weights' digest it came from); later opens, and every Ray actor
+of a batch job, load the cached file. ``quantize="int8"`` goes two steps further, the way
+Optimum does it for BERT-like models with ONNX Runtime's own tools: the transformer
+optimiser fuses attention, LayerNorm and GELU into single kernels, then dynamic quantisation
+stores every MatMul weight in int8 (activations are quantised per call; on a CPU with
+AVX-512 VNNI the products run in int8). The result is ``datashunt_gate.int8.onnx``.
+
+A read-only model directory (the packaged backbone) caches under ``~/.cache/datashunt/onnx/``
+instead. Each file is written to a temporary name and renamed, so actors that export at the
+same time never read half a file. The cache is keyed by the SHA-256 of the weights (see
+:func:`~datashunt.gates._deps.weights_digest`): a retrained model is exported again, a
+copied one is not.
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ import json
 import os
 import tempfile
 import warnings
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +31,12 @@ import numpy as np
 
 from ..errors import DataShuntError
 
-__all__ = ["ONNX_FILE", "OnnxLogits", "export_onnx"]
+__all__ = ["ONNX_FILE", "ONNX_INT8_FILE", "OnnxLogits", "export_onnx"]
 
 #: The exported model's file name, beside the model's weights.
 ONNX_FILE = "datashunt_gate.onnx"
+#: The optimised, int8-quantised export (``HFGate(backend="onnx", quantize="int8")``).
+ONNX_INT8_FILE = "datashunt_gate.int8.onnx"
 _OPSET = 17
 
 
@@ -39,69 +50,128 @@ def _require_ort() -> Any:
     return onnxruntime
 
 
-def _weights_stamp(model_dir: Path) -> str:
-    """What the export depends on: the weight files' names, sizes and modification times."""
-    parts = [
-        f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}"
-        for p in sorted(model_dir.glob("*.safetensors")) + sorted(model_dir.glob("*.bin"))
-    ]
-    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
-
-
-def _cache_path(model_dir: Path) -> Path:
+def _cache_dir(model_dir: Path) -> Path:
     if os.access(model_dir, os.W_OK):
-        return model_dir / ONNX_FILE
+        return model_dir
     key = hashlib.sha256(str(model_dir.resolve()).encode()).hexdigest()[:16]
     base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-    return base / "datashunt" / "onnx" / key / ONNX_FILE
+    return base / "datashunt" / "onnx" / key
 
 
-def export_onnx(model: Any, tokenizer: Any, model_dir: Path) -> Path:
+def _stamp_path(path: Path) -> Path:
+    return path.with_name(path.name + ".json")  # not datashunt_gate.json
+
+
+def _is_current(path: Path, stamp: Mapping[str, Any]) -> bool:
+    try:
+        return path.is_file() and json.loads(_stamp_path(path).read_text("utf-8")) == stamp
+    except (OSError, ValueError):
+        return False  # no stamp or a damaged one: export again
+
+
+def _write_atomically(path: Path, write: Callable[[str], None], stamp: Mapping[str, Any]) -> None:
+    """``write(tmp)`` then rename to ``path``; the stamp is written last, so a crash between
+    the two leaves a file that is exported again rather than one trusted by mistake."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".onnx.tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    _stamp_path(path).write_text(json.dumps(dict(stamp)), encoding="utf-8")
+
+
+def export_onnx(
+    model: Any, tokenizer: Any, model_dir: Path, *, digest: str, quantize: str | None = None
+) -> Path:
     """The ONNX file for ``model`` (exported now unless a current one is cached).
 
     Args:
         model: the torch ``AutoModelForSequenceClassification`` (fp32).
         tokenizer: its tokenizer (gives the input names and a sample batch).
         model_dir: the directory the model was loaded from (the cache sits beside it).
+        digest: the weights' digest; a cached file made from other weights is replaced.
+        quantize: ``None`` (fp32) or ``"int8"`` (optimised, then dynamically quantised).
     """
     import torch
 
-    path = _cache_path(model_dir)
-    stamp_file = path.with_name(path.name + ".json")  # not datashunt_gate.json
-    stamp = {"weights": _weights_stamp(model_dir), "torch": torch.__version__, "opset": _OPSET}
-    if path.is_file() and stamp_file.is_file():
-        try:
-            if json.loads(stamp_file.read_text(encoding="utf-8")) == stamp:
-                return path
-        except ValueError:
-            pass  # a damaged stamp: export again
-    path.parent.mkdir(parents=True, exist_ok=True)
+    ort = _require_ort()
+    cache = _cache_dir(model_dir)
+    path = cache / ONNX_FILE
+    stamp = {"weights": digest, "torch": torch.__version__, "opset": _OPSET}
+    if not _is_current(path, stamp):
+        _write_atomically(path, lambda tmp: _export(model, tokenizer, tmp), stamp)
+    if quantize is None:
+        return path
+    qpath = cache / ONNX_INT8_FILE
+    qstamp = {**stamp, "onnxruntime": ort.__version__, "quantize": quantize}
+    if not _is_current(qpath, qstamp):
+        _write_atomically(qpath, lambda tmp: _quantize_int8(path, model.config, tmp), qstamp)
+    return qpath
+
+
+def _export(model: Any, tokenizer: Any, out: str) -> None:
+    import torch
+
     sample = tokenizer(["an example", "another, longer example"], padding=True, return_tensors="pt")
     names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in sample]
     axes = {n: {0: "batch", 1: "tokens"} for n in names}
     axes["logits"] = {0: "batch"}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".onnx.tmp")
-    os.close(fd)
-    try:
-        with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
-            # the TorchScript exporter warns that it is deprecated; it needs no onnxscript
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                model,
-                tuple(sample[n] for n in names),
-                tmp,
-                input_names=names,
-                output_names=["logits"],
-                dynamic_axes=axes,
-                opset_version=_OPSET,
-                dynamo=False,
-            )
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    stamp_file.write_text(json.dumps(stamp), encoding="utf-8")
-    return path
+    with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
+        # the TorchScript exporter warns that it is deprecated; it needs no onnxscript
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model,
+            tuple(sample[n] for n in names),
+            out,
+            input_names=names,
+            output_names=["logits"],
+            dynamic_axes=axes,
+            opset_version=_OPSET,
+            dynamo=False,
+        )
+
+
+def _quantize_int8(fp32: Path, config: Any, out: str) -> None:
+    """Fuse the transformer's kernels (ONNX Runtime's BERT optimiser, what Optimum's
+    ``ORTOptimizer`` runs), then quantise every MatMul weight to int8, per output channel.
+
+    Per-channel weights keep a 6-layer MiniLM within 0.5 point of fp32 where per-tensor
+    ones lose more (BENCHMARKS.md); activations are unsigned 8-bit, which the VNNI kernels
+    take."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    with tempfile.TemporaryDirectory(dir=Path(out).parent) as tmp:
+        fused = Path(tmp) / "fused.onnx"
+        kind = "bert" if config.model_type in ("bert", "roberta", "distilbert") else None
+        if kind is None:
+            fused = fp32  # an architecture the fusions do not know: quantise it as it is
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                opt = optimize_model(
+                    str(fp32),
+                    model_type=kind,
+                    num_heads=int(getattr(config, "num_attention_heads", 0)),
+                    hidden_size=int(getattr(config, "hidden_size", 0)),
+                    opt_level=1,  # portable fusions only; level 2+ is ORT's own at load
+                )
+                opt.save_model_to_file(str(fused))
+        quantize_dynamic(
+            str(fused),
+            out,
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+            op_types_to_quantize=["MatMul"],
+            # the fused kernels live in ONNX Runtime's own domain, which shape inference does
+            # not know: their outputs are float
+            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+        )
 
 
 class OnnxLogits:
@@ -122,17 +192,20 @@ class OnnxLogits:
             threads = int(os.environ["OMP_NUM_THREADS"]) or None
         if threads is not None:
             options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.path = path
+        self.threads = threads
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.inputs = [i.name for i in self.session.get_inputs()]
 
-    def __call__(self, encoded: Any) -> np.ndarray:
-        """Logits for one bucket as the tokenizer returned it (torch tensors or arrays)."""
+    def __call__(self, encoded: Mapping[str, Any]) -> np.ndarray:
+        """Logits for one bucket as the tokenizer returned it (numpy arrays or torch tensors)."""
         feed = {
-            n: np.asarray(encoded[n].numpy() if hasattr(encoded[n], "numpy") else encoded[n])
+            n: np.asarray(
+                encoded[n].numpy() if hasattr(encoded[n], "numpy") else encoded[n], dtype=np.int64
+            )
             for n in self.inputs
         }
-        feed = {n: v.astype(np.int64, copy=False) for n, v in feed.items()}
         (logits,) = self.session.run(["logits"], feed)
         return np.asarray(logits, dtype=np.float64)

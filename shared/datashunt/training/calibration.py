@@ -249,6 +249,7 @@ def calibrate(
         class_recall=class_recall(probs, y, labels),
         target=target.to_json(),
         metrics=metrics,
+        gate_digest=getattr(gate, "weights_digest", None),  # pins the weights it was fitted on
         **policy_fields,
     )
     return CalibrationReport(
