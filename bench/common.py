@@ -30,6 +30,7 @@ __all__ = [
     "csv_list",
     "machine",
     "peak_rss_mb",
+    "pct",
     "sample",
     "timed",
 ]
@@ -56,6 +57,11 @@ def sample(
     if in_file_order:
         idx = np.sort(idx)
     return Dataset(tuple(ex[i] for i in idx), data.labels, data.name)
+
+
+def pct(x: float | None) -> str:
+    """A share as a percentage with one decimal, for the tables (``-`` for none)."""
+    return "-" if x is None else f"{100 * x:.1f}"
 
 
 def csv_list(value: str) -> list[str]:

@@ -39,7 +39,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")  # a small head: no need for every
 
 import numpy as np
 
-from bench.common import csv_list
+from bench.common import csv_list, pct
 from bench.deferral_cache import GATES, cache_path, texts_digest
 from datashunt.benchmark.baselines import route_lowest
 from datashunt.gates import softmax
@@ -482,7 +482,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def markdown_one(key: str, r: Mapping[str, Any], budgets: Sequence[float]) -> str:
-    pct = lambda x: f"{100 * x:.1f}"  # noqa: E731
     c = r["check"]
     bs = [f"{b:g}" for b in budgets]
     lines = [

@@ -58,7 +58,7 @@ def compute(name: str, gate_name: str, gate_dir: str, out: Path) -> None:
     t0 = time.perf_counter()
     gate = load_gate(gate_dir)  # as the bench loads it (HFGate: its default max length)
     gate.temperature = 1.0
-    arrays: dict[str, np.ndarray[Any, Any]] = {}
+    arrays: dict[str, Any] = {}
     for split in SPLITS:
         data = read_dataset(name, split=split, labels=gate.labels)
         probs, feats = gate.predict_proba_and_features(data.texts)

@@ -266,7 +266,7 @@ def conformal_splits(
         single.append((sizes == 1).mean())
         single_ok.append(hit[sizes == 1].mean() if (sizes == 1).any() else np.nan)
         multi = [st for st in sets if len(st) > 1]
-        saved.append(np.mean([full - tok(", ".join(st)) for st in multi]) if multi else 0.0)
+        saved.append(float(np.mean([full - tok(", ".join(st)) for st in multi])) if multi else 0.0)
     return {
         "alpha": alpha,
         "coverage_mean": float(np.mean(cover)),

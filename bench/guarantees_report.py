@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from bench.common import pct
+
 
 def markdown(res: dict[str, Any]) -> str:
     """The BENCHMARKS.md tables of a result."""
-    pct = lambda x: "-" if x is None else f"{100 * x:.1f}"  # noqa: E731
     lines = [
         "| data set | target | broken (population) | broken (test half) | expected on a test "
         "half if exactly valid | broken, uncertified | LLM share certified "

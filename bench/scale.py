@@ -26,6 +26,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -130,7 +131,7 @@ def gate_only(
             from datashunt.gates import HFGate
 
             HFGate(gate, backend="onnx")
-        scored, wall, peak = timed(lambda b=backend: score_local(cpu_table, gate, b, 256))
+        scored, wall, peak = timed(partial(score_local, cpu_table, gate, backend, 256))
         record(f"local-{backend}", scored, wall, peak)
     if device:
         from datashunt.gates import HFGate
@@ -150,9 +151,7 @@ def gate_only(
             tmp = WORK / f"ray-{w}-{backend}"
             shutil.rmtree(tmp, ignore_errors=True)
             try:
-                scored, wall, peak = timed(
-                    lambda w=w, b=backend, tmp=tmp: score_ray(table, gate, b, 256, w, tmp)
-                )
+                scored, wall, peak = timed(partial(score_ray, table, gate, backend, 256, w, tmp))
             finally:
                 ray.shutdown()
             record(f"ray-{w}w-{backend}", scored, wall, peak)
@@ -322,9 +321,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.backends_only:
         data, gold = _make_data(args.backends_only, WORK / f"gate-{args.backends_only}.parquet")
         path = Path(args.out)
-        report = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-        report["backends_one_thread"] = backends_one_thread(gate, data, gold, args.backends_only)
-        path.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+        merged = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+        merged["backends_one_thread"] = backends_one_thread(gate, data, gold, args.backends_only)
+        path.write_text(json.dumps(merged, indent=1) + "\n", encoding="utf-8")
         return 0
     workers = [int(w) for w in args.workers.split(",") if w]
     data, gold = _make_data(args.rows, WORK / f"gate-{args.rows}.parquet", args.base_data)
