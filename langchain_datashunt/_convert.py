@@ -188,19 +188,19 @@ def message_to_reply(message: BaseMessage) -> LLMReply:
     )
 
 
-def metadata_for(
-    decision: Any, *, recorded: bool, receipt: Mapping[str, Any] | None = None
-) -> dict[str, Any]:
-    """Run metadata that shows the gate's decision (and its receipt: the policy's version, δ,
-    the guarantee, the probability that the gate is wrong) in callbacks and traces."""
-    meta = {
+def metadata_for(decision: Any, shunt: Any, *, recorded: bool) -> dict[str, Any]:
+    """Run metadata that shows the gate's decision in callbacks and traces: its route, label,
+    confidence and candidates, and the policy that decided (its version, δ, guarantee)."""
+    policy = shunt.policy_of(decision)
+    return {
         "datashunt_route": decision.route,
         "datashunt_label": decision.label,
         "datashunt_confidence": round(float(decision.confidence), 6),
         "datashunt_candidates": list(decision.candidates),
         "datashunt_recorded": recorded,
+        "datashunt_policy_version": decision.policy_version or policy.version,
+        "datashunt_threshold": policy.threshold,
+        "datashunt_guarantee": policy.guarantee,
+        "datashunt_p_wrong": max(0.0, 1.0 - float(decision.confidence)),
+        "datashunt_drift": shunt.watch.drifted,
     }
-    if receipt is not None:
-        for key in ("policy_version", "threshold", "guarantee", "p_wrong", "drift"):
-            meta[f"datashunt_{key}"] = receipt.get(key)
-    return meta

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
@@ -24,19 +23,19 @@ except ImportError as exc:  # pragma: no cover - exercised only without langchai
     ) from exc
 
 from datashunt import (
-    Decision,
+    ConfigError,
     Gate,
     LLMReply,
     LLMRequest,
     Message,
     ModelCall,
     Rendered,
-    RetryPolicy,
     Shunt,
     ShuntPolicy,
+    ShuntResult,
 )
+from datashunt.engine import Item, Plan, ShuntOptions
 from datashunt.prompts import render_prompt
-from datashunt.store import CallStore
 
 from ._convert import as_messages, message_text, message_to_reply, model_name_of
 
@@ -94,49 +93,51 @@ def _reply(response: Any) -> LLMReply:
 class DataShuntMiddleware(AgentMiddleware):  # type: ignore[type-arg]
     """Agent middleware that shunts the model call through the gate.
 
-    Model calls run through the engine like every other path: retried under ``retry``,
-    recorded with the exact messages the model received. A call that still fails raises
-    :class:`datashunt.LLMError` to the agent (after it is recorded).
+    Model calls run through the engine like every other path: retried under the shunt's
+    ``retry``, recorded with the exact messages the model received; gate answers are audited
+    at the shunt's ``audit_rate``. A call that still fails raises :class:`datashunt.LLMError` to
+    the agent (after it is recorded) under ``on_llm_error="raise"`` (what :meth:`from_gate`
+    sets), or answers with the gate's label under ``"fallback"``.
 
     Args:
-        gate: the small model.
-        policy: threshold and pruning settings.
-        prompt_mode: how the gate helps the model (default ``"both"``).
-        store: records gate answers and model calls.
+        shunt: the core :class:`datashunt.Shunt` (gate, policy, prompt mode, store, retry...).
         instructions: text added to the system message on the model route; a template over the
             shunt variables (``candidates``, ``hint``, ``labels``, ...).
-        retry: how failed model calls are retried (default :class:`datashunt.RetryPolicy`).
 
     Example:
         .. code-block:: python
 
             from langchain.agents import create_agent
-            agent = create_agent(model, tools=[], middleware=[DataShuntMiddleware(gate, policy)])
+            middleware = DataShuntMiddleware.from_gate(gate, policy, store="calls.sqlite")
+            agent = create_agent(model, tools=[], middleware=[middleware])
             agent.invoke({"messages": [{"role": "user", "content": "Broke in a day."}]})
     """
 
-    def __init__(
-        self,
+    def __init__(self, shunt: Shunt, *, instructions: str = _INSTRUCTIONS) -> None:
+        super().__init__()
+        if not isinstance(shunt, Shunt):
+            raise ConfigError(
+                f"DataShuntMiddleware takes a built datashunt.Shunt, got {type(shunt).__name__}:"
+                " use DataShuntMiddleware.from_gate(gate, policy, ...) to build one"
+            )
+        self.shunt = shunt
+        self.instructions = instructions
+
+    @classmethod
+    def from_gate(
+        cls,
         gate: Gate,
         policy: ShuntPolicy | None = None,
         *,
-        prompt_mode: str = "both",
-        store: CallStore | str | Path | None = None,
         instructions: str = _INSTRUCTIONS,
-        noun: str = "text",
-        retry: RetryPolicy | None = None,
-    ) -> None:
-        super().__init__()
-        self.shunt = Shunt(
-            gate,
-            policy,
-            prompt_mode=prompt_mode,
-            store=store,
-            noun=noun,
-            retry=retry,
-            on_llm_error="raise",
-        )
-        self.instructions = instructions
+        **options: Any,
+    ) -> DataShuntMiddleware:
+        """Build the :class:`Shunt` from a gate, its policy and any :class:`ShuntOptions` as
+        keywords (default ``prompt_mode="both"``, ``on_llm_error="raise"``)."""
+        opts, rest = ShuntOptions.split({"prompt_mode": "both", "on_llm_error": "raise", **options})
+        if rest:
+            raise ConfigError(f"unknown options {sorted(rest)} for DataShuntMiddleware")
+        return cls(Shunt(gate, policy, options=opts), instructions=instructions)
 
     @property
     def name(self) -> str:
@@ -144,20 +145,27 @@ class DataShuntMiddleware(AgentMiddleware):  # type: ignore[type-arg]
 
     # ---- pure steps -------------------------------------------------------------------------
 
-    def _plan(self, request: ModelRequest) -> tuple[str, Decision, LLMRequest | None] | None:
-        """The gate's decision for this turn, or ``None`` when the turn is not a user question."""
+    def _plan(self, request: ModelRequest) -> Plan | None:
+        """The engine's plan for this turn, or ``None`` when the turn is not a user question."""
         if not request.messages or not isinstance(request.messages[-1], HumanMessage):
             return None
         text = message_text(request.messages[-1])
         if not text.strip():
             return None
-        decision = self.shunt.decide([text])[0]
-        llm_req = self.shunt.prepare([text], [decision])[0] if decision.route == "llm" else None
-        return text, decision, llm_req
+        return self.shunt.plan([text])
 
-    def _answer(self, text: str, decision: Decision) -> ModelResponse:
-        result = self.shunt.small_result(text, decision)
-        meta = {"datashunt": {"route": "small", "confidence": decision.confidence}}
+    def _response(self, result: ShuntResult) -> Any:
+        """The model's own response (a tool call or free text included: the agent reads it),
+        or the gate's label (gate route, or a failed call under ``on_llm_error="fallback"``)."""
+        if result.route == "llm" and result.reply is not None:
+            return result.reply.raw
+        meta = {
+            "datashunt": {
+                "route": result.route,
+                "source": result.source,
+                "confidence": result.decision.confidence,
+            }
+        }
         return ModelResponse(result=[AIMessage(content=result.label, response_metadata=meta)])
 
     def _with_hint(self, request: ModelRequest, llm_req: LLMRequest) -> ModelRequest:
@@ -165,6 +173,18 @@ class DataShuntMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         current = request.system_message.text if request.system_message else ""
         content = f"{current}\n\n{extra}" if current else extra
         return request.override(system_message=SystemMessage(content=content))
+
+    def _call_for(
+        self,
+        request: ModelRequest,
+        handler: Callable[[ModelRequest], ModelResponse] | None = None,
+        ahandler: Callable[[ModelRequest], Awaitable[ModelResponse]] | None = None,
+    ) -> Callable[[Item], _HandlerCall]:
+        def call(item: Item) -> _HandlerCall:
+            assert item.request is not None  # noqa: S101 - asked items carry a request
+            return _HandlerCall(self._with_hint(request, item.request), handler, ahandler)
+
+        return call
 
     # ---- hooks ------------------------------------------------------------------------------
 
@@ -174,12 +194,8 @@ class DataShuntMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         plan = self._plan(request)
         if plan is None:
             return handler(request)
-        text, decision, llm_req = plan
-        if llm_req is None:
-            return self._answer(text, decision)
-        call = _HandlerCall(self._with_hint(request, llm_req), handler=handler)
-        result = self.shunt.ask(llm_req, call)
-        return result.reply.raw if result.reply is not None else None
+        (result,) = self.shunt.run_plan(plan, self._call_for(request, handler=handler))
+        return self._response(result)  # type: ignore[arg-type]
 
     async def awrap_model_call(
         self, request: ModelRequest, handler: Callable[[ModelRequest], Awaitable[ModelResponse]]
@@ -187,9 +203,5 @@ class DataShuntMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         plan = await asyncio.to_thread(self._plan, request)
         if plan is None:
             return await handler(request)
-        text, decision, llm_req = plan
-        if llm_req is None:
-            return await asyncio.to_thread(self._answer, text, decision)
-        call = _HandlerCall(self._with_hint(request, llm_req), ahandler=handler)
-        result = await self.shunt.aask(llm_req, call)
-        return result.reply.raw if result.reply is not None else None
+        (result,) = await self.shunt.arun_plan(plan, self._call_for(request, ahandler=handler))
+        return self._response(result)  # type: ignore[arg-type]

@@ -13,13 +13,13 @@ from langchain_core.runnables.config import get_executor_for_config, patch_confi
 from langchain_core.runnables.utils import gather_with_concurrency
 from pydantic import ConfigDict, Field, PrivateAttr
 
-from datashunt import ConfigError, LLMReply, LLMRequest, Rendered, ShuntPolicy
+from datashunt import ConfigError, LLMReply, LLMRequest, Rendered, Shunt, ShuntPolicy
+from datashunt.engine import ShuntOptions
 
 from ._convert import as_messages, message_to_reply, with_image
 from .model_call import ChatModelCall
 from .output import ShuntOutput
-from .planning import check_inputs
-from .runnable import DataShuntRunnable
+from .runnable import DataShuntRunnable, _refuse_loose_options
 
 __all__ = ["ROUTER_TEMPLATE", "DataShuntRouter"]
 
@@ -115,12 +115,12 @@ class DataShuntRouter(RunnableSerializable[Any, Any]):
     and metadata; the destination runs as a child named after it.
 
     Args:
-        gate: the small model; its labels name the destinations (or see ``label_to_destination``).
+        shunt: the core :class:`datashunt.Shunt`; its labels name the destinations (or see
+            ``label_to_destination``). :meth:`from_gate` builds one with the router's defaults
+            (``prompt_mode="both"``: hint and pruning; inputs called "input").
         destinations: destination name -> runnable.
         llm: the chat model that picks among the pruned candidates when the gate is unsure;
             without one, the gate always decides.
-        policy: threshold and pruning settings.
-        prompt_mode: how the gate helps the chat model (default ``"both"``: hint and pruning).
         structured_output: ``None`` tries structured output restricted to the candidates and
             falls back to plain text; ``True`` requires it; ``False`` uses plain text.
         label_to_destination: maps gate labels to destination names when they differ.
@@ -128,8 +128,8 @@ class DataShuntRouter(RunnableSerializable[Any, Any]):
     Example:
         .. code-block:: python
 
-            router = DataShuntRouter(
-                gate=gate, policy=policy, llm=ChatOpenAI(model="gpt-4o-mini"),
+            router = DataShuntRouter.from_gate(
+                gate, policy, llm=ChatOpenAI(model="gpt-4o-mini"),
                 destinations={"refund": refund_chain, "shipping": shipping_chain},
             )
             router.invoke({"text": "Where is my parcel?"})
@@ -137,12 +137,9 @@ class DataShuntRouter(RunnableSerializable[Any, Any]):
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
-    gate: Any
+    shunt: Shunt
     destinations: dict[str, Runnable[Any, Any]]
     llm: BaseChatModel | None = None
-    policy: ShuntPolicy | None = None
-    prompt_mode: str = "both"
-    store: Any = None
     input_key: str = "text"
     structured_output: bool | None = None
     label_to_destination: dict[str, str] | None = None
@@ -152,9 +149,10 @@ class DataShuntRouter(RunnableSerializable[Any, Any]):
     _to_dest: dict[str, str] = PrivateAttr()
 
     def __init__(self, **kwargs: Any) -> None:
+        _refuse_loose_options(type(self).__name__, kwargs)
         super().__init__(**kwargs)
         # set up here, not in model_post_init, so our ConfigError is not wrapped by pydantic
-        labels = tuple(self.gate.labels)
+        labels = tuple(self.shunt.policy.labels)
         mapping = dict(self.label_to_destination or {lab: lab for lab in labels})
         missing = [lab for lab in labels if mapping.get(lab) not in self.destinations]
         if missing:
@@ -164,19 +162,26 @@ class DataShuntRouter(RunnableSerializable[Any, Any]):
                 "label_to_destination"
             )
         self._to_dest = mapping
-        policy = self.policy or ShuntPolicy(labels=labels)
-        if self.llm is None:
-            policy = policy.with_(threshold=0.0)  # no chat model: the gate always decides
+        shunt = self.shunt
+        if self.llm is None:  # no chat model: the gate always decides
+            policy = shunt.policy.with_(threshold=0.0)
+            shunt = Shunt(shunt.gate, policy, options=shunt.options.with_(store=shunt.store))
         self._classifier = _RoutingClassifier(
-            gate=self.gate,
+            shunt=shunt,
             llm=self.llm or RunnableLambda(_unavailable, name="choose_destination"),
-            policy=policy,
-            prompt_mode=self.prompt_mode,
-            store=self.store,
             input_key=self.input_key,
-            noun="input",
             structured_output=self.structured_output,
         )
+
+    @classmethod
+    def from_gate(
+        cls, gate: Any, policy: ShuntPolicy | None = None, **kwargs: Any
+    ) -> DataShuntRouter:
+        """Build the :class:`Shunt` from a gate, its policy and any :class:`ShuntOptions` given
+        as keywords (default ``prompt_mode="both"``, ``noun="input"``); the other keywords are
+        the router's own (``destinations=``, ``llm=``, ...)."""
+        options, rest = ShuntOptions.split({"prompt_mode": "both", "noun": "input", **kwargs})
+        return cls(shunt=Shunt(gate, policy, options=options), **rest)
 
     @property
     def classifier(self) -> DataShuntRunnable:
@@ -212,10 +217,9 @@ class DataShuntRouter(RunnableSerializable[Any, Any]):
         config: list[RunnableConfig],
         strict: bool = False,
     ) -> list[Any]:
-        if strict:  # one bad input fails the batch before any model or destination runs
-            check_inputs(self._classifier.shunt, inputs, self.input_key)
-        # one gate pass for the whole batch, each input's decision a child run
-        decisions = self._classifier.batch(inputs, config, return_exceptions=True)
+        # one gate pass for the whole batch, each input's decision a child run; under strict,
+        # one bad input (or a failed choice) fails the batch before any destination runs
+        decisions = self._classifier.batch(inputs, config, return_exceptions=not strict)
 
         def go(i: int) -> Any:
             d = decisions[i]
@@ -237,9 +241,7 @@ class DataShuntRouter(RunnableSerializable[Any, Any]):
         config: list[RunnableConfig],
         strict: bool = False,
     ) -> list[Any]:
-        if strict:
-            check_inputs(self._classifier.shunt, inputs, self.input_key)
-        decisions = await self._classifier.abatch(inputs, config, return_exceptions=True)
+        decisions = await self._classifier.abatch(inputs, config, return_exceptions=not strict)
 
         async def go(i: int) -> Any:
             d = decisions[i]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,34 +17,18 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import BaseMessage
 from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.runnables import Runnable, RunnableConfig, RunnableSerializable
-from langchain_core.runnables.config import get_executor_for_config, merge_configs
-from langchain_core.runnables.utils import gather_with_concurrency
+from langchain_core.runnables.config import merge_configs
 from pydantic import ConfigDict, Field, PrivateAttr
 
-from datashunt import (
-    DEFAULT_TEMPLATE,
-    LLMError,
-    RetryPolicy,
-    Shunt,
-    ShuntPolicy,
-    ShuntResult,
-    load_gate,
-)
+from datashunt import ConfigError, InputError, LLMError, Shunt, ShuntPolicy, ShuntResult, load_gate
+from datashunt.engine import Item, Plan, ShuntOptions
+from datashunt.prompts import DEFAULT_TEMPLATE
 from datashunt.registry import Follower, GateRegistry, as_registry
 
-from ._convert import metadata_for
+from ._convert import input_text, metadata_for
 from .model_call import ChatModelCall
 from .output import ShuntOutput
-from .planning import Item, event_data, plan_batch
-from .watching import (
-    DRIFT_EVENT,
-    RECEIPT_EVENT,
-    AlarmInbox,
-    aask_audit,
-    ask_audit,
-    audited,
-    merge_audit,
-)
+from .watching import DRIFT_EVENT, RECEIPT_EVENT, AlarmInbox, event_data
 
 __all__ = ["DECISION_EVENT", "DataShuntRunnable"]
 
@@ -65,24 +49,19 @@ class DataShuntRunnable(RunnableSerializable[Any, ShuntOutput]):
     ``datashunt_*`` metadata on the model's child run.
 
     Args:
-        gate: the small model (any :class:`datashunt.Gate`).
-        llm: any chat model (or runnable from a prompt value to a message).
-        policy: threshold and pruning settings (``datashunt calibrate`` writes one).
+        shunt: the core :class:`datashunt.Shunt` (gate, policy and every option: prompt mode,
+            store, retry, audits, drift, prices); or build one with :meth:`from_dir`,
+            :meth:`from_gate` or :meth:`from_registry`, which take the same options as keywords.
+        llm: any chat model (or runnable from a prompt value to a message). Give a chat model
+            ``max_retries=0`` so that retries are made (and counted) by the shunt, once.
         prompt: a prompt template (or any runnable) over the shunt variables; default a one-turn
             classification prompt.
-        prompt_mode: ``"none"``, ``"soft"``, ``"hard"`` or ``"both"``.
-        store: a :class:`datashunt.CallStore`, a URL or a SQLite path: every model call (and,
-            with ``record_small``, every gate answer) is recorded.
         input_key: the text's key when the input is a dict.
-        retry: how failed model calls (timeouts, refused connections, 429 with or without
-            ``Retry-After``, 5xx, empty answers) are retried before ``on_llm_error`` applies;
-            default :class:`datashunt.RetryPolicy`. Give the chat model ``max_retries=0`` so
-            that retries are counted here, once.
         stream_idle_timeout: seconds a stream may go without a chunk before the call counts as
             failed (and, if no text has reached the caller yet, is retried); ``None``: no limit.
-        audit_rate / audit_seed / drift / prices: as :class:`datashunt.Shunt`'s. Each
-            result's receipt is dispatched as the custom event ``"datashunt_receipt"``, a drift
-            alarm as ``"datashunt_drift"``.
+
+    Each result's receipt is dispatched as the custom event ``"datashunt_receipt"``, a drift
+    alarm as ``"datashunt_drift"``.
 
     Example:
         .. code-block:: python
@@ -100,59 +79,40 @@ class DataShuntRunnable(RunnableSerializable[Any, ShuntOutput]):
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
-    gate: Any
+    shunt: Shunt
     llm: Runnable[Any, BaseMessage] | BaseChatModel
-    policy: ShuntPolicy | None = None
     prompt: Runnable[dict[str, Any], Any] | None = None
-    prompt_mode: str = "soft"
-    transfer: Any = None
-    store: Any = None
-    record_small: bool = True
     input_key: str = "text"
-    on_llm_error: str = "fallback"
-    noun: str = "text"
-    synonyms: Mapping[str, Sequence[str]] | None = None
-    retry: RetryPolicy | None = None
     stream_idle_timeout: float | None = None
-    audit_rate: float = 0.0
-    audit_seed: int | None = None
-    drift: Any = None
-    prices: Mapping[str, Any] | None = None
     name: str | None = Field(default="DataShunt")
 
-    _shunt: Shunt = PrivateAttr()
     _prompt: Runnable[dict[str, Any], Any] = PrivateAttr()
     _alarms: AlarmInbox = PrivateAttr()
     _follower: Follower | None = PrivateAttr(default=None)
 
     def __init__(self, **kwargs: Any) -> None:
+        _refuse_loose_options(type(self).__name__, kwargs)
         super().__init__(**kwargs)
-        # set up here, not in model_post_init, so our ConfigError is not wrapped by pydantic
-        self._shunt = Shunt(
-            self.gate,
-            self.policy,
-            prompt_mode=self.prompt_mode,  # type: ignore[arg-type]
-            transfer=self.transfer,
-            store=self.store,
-            record_small=self.record_small,
-            on_llm_error=self.on_llm_error,  # type: ignore[arg-type]
-            retry=self.retry,
-            synonyms=self.synonyms,
-            noun=self.noun,
-            audit_rate=self.audit_rate,
-            audit_seed=self.audit_seed,
-            drift=self.drift,
-            prices=self.prices,
-        )
-        self._alarms = AlarmInbox(self._shunt)
+        self._alarms = AlarmInbox(self.shunt)
         self._prompt = self.prompt or ChatPromptTemplate.from_messages(
             [("human", DEFAULT_TEMPLATE)]
         )
 
     @classmethod
+    def from_gate(
+        cls, gate: Any, policy: ShuntPolicy | None = None, **kwargs: Any
+    ) -> DataShuntRunnable:
+        """Build the :class:`Shunt` from a gate, its policy and any :class:`ShuntOptions`
+        given as keywords (``prompt_mode=``, ``store=``, ``audit_rate=``, ...); the other
+        keywords are the runnable's own (``llm=``, ``prompt=``, ``input_key=``, ...)."""
+        options, rest = ShuntOptions.split(kwargs)
+        return cls(shunt=Shunt(gate, policy, options=options), **rest)
+
+    @classmethod
     def from_dir(cls, gate_dir: str | Path, **kwargs: Any) -> DataShuntRunnable:
-        """Load the gate and its saved policy from a directory (see ``datashunt calibrate``)."""
-        return cls(gate=load_gate(gate_dir), policy=ShuntPolicy.load(gate_dir), **kwargs)
+        """Load the gate and its saved policy from a directory (see ``datashunt calibrate``);
+        keywords as :meth:`from_gate`."""
+        return cls.from_gate(load_gate(gate_dir), ShuntPolicy.load(gate_dir), **kwargs)
 
     @classmethod
     def from_registry(
@@ -166,14 +126,13 @@ class DataShuntRunnable(RunnableSerializable[Any, ShuntOutput]):
     ) -> DataShuntRunnable:
         """Serve ``version`` of a gate registry (default its champion); with ``follow=True``
         keep serving the champion as ``datashunt loop`` promotes or rolls back (the swap
-        happens between decisions; ``runnable.follower.stop()`` ends it)."""
+        happens between decisions; ``runnable.follower.stop()`` ends it). Keywords as
+        :meth:`from_gate`."""
         reg = as_registry(registry)
-        gate, policy = reg.load(version)
-        runnable = cls(gate=gate, policy=policy, **kwargs)
-        name = version or reg.champion()
-        runnable._shunt.swap(gate, policy, version=name)  # records the version it serves
+        options, rest = ShuntOptions.split(kwargs)
+        runnable = cls(shunt=Shunt.from_registry(reg, version, options=options), **rest)
         if follow:
-            runnable._follower = runnable._shunt.follow(reg, interval=interval, pin=version)
+            runnable._follower = runnable.shunt.follow(reg, interval=interval, pin=version)
         return runnable
 
     @property
@@ -181,17 +140,28 @@ class DataShuntRunnable(RunnableSerializable[Any, ShuntOutput]):
         """The :class:`~datashunt.registry.Follower` of ``from_registry(follow=True)``."""
         return self._follower
 
-    @property
-    def shunt(self) -> Shunt:
-        """The core shunt this runnable drives (gate, policy, store, parser)."""
-        return self._shunt
-
     # ---- pure steps -------------------------------------------------------------------------
+
+    def _plan(self, inputs: Sequence[Any], run_ids: Sequence[str], strict: bool) -> Plan:
+        """The engine's plan of a batch: each input read as text and variables, then validated
+        once and decided in one gate pass."""
+        read: list[Any] = []
+        extras: list[dict[str, Any]] = []
+        for i, value in enumerate(inputs):
+            index = i if len(inputs) > 1 else None
+            try:
+                text, more = input_text(
+                    value, self.input_key, index, images=self.shunt.takes_images
+                )
+            except InputError as exc:
+                text, more = exc, {}
+            read.append(text)
+            extras.append(more)
+        return self.shunt.plan(read, extras=extras, run_ids=run_ids, strict=strict)
 
     def _call_config(self, item: Item, config: RunnableConfig) -> RunnableConfig:
         """The model's run config: the decision as ``datashunt_*`` metadata."""
-        receipt = self._shunt.receipt_of(item.decision).to_json()
-        meta = metadata_for(item.decision, recorded=self._shunt.store is not None, receipt=receipt)
+        meta = metadata_for(item.decision, self.shunt, recorded=self.shunt.store is not None)
         return merge_configs(config, {"metadata": meta})
 
     def _call(self, item: Item, config: RunnableConfig) -> ChatModelCall:
@@ -199,62 +169,13 @@ class DataShuntRunnable(RunnableSerializable[Any, ShuntOutput]):
         return ChatModelCall(self._prompt, self.llm, self._call_config(item, config), item.extras)
 
     @staticmethod
-    def _output(result: ShuntResult) -> ShuntOutput:
+    def _output(result: ShuntResult | Exception) -> ShuntOutput | Exception:
+        if isinstance(result, Exception):
+            return result
         return ShuntOutput.from_result(result, result.reply.raw if result.reply else None)
 
-    def _small(self, items: list[Item], run_ids: list[str]) -> list[ShuntOutput]:
-        results = self._shunt.small_results(
-            [it.text for it in items], [it.decision for it in items], run_ids
-        )
-        return [ShuntOutput.from_result(r) for r in results]
-
-    # ---- sync -------------------------------------------------------------------------------
-
-    def _ask(self, item: Item, config: RunnableConfig, run_id: str) -> ShuntOutput | Exception:
-        assert item.request is not None  # noqa: S101 - only called on the LLM route
-        try:
-            result = self._shunt.ask(item.request, self._call(item, config), run_id=run_id)
-        except LLMError as exc:
-            return exc
-        return self._output(result)
-
-    def _batch(
-        self,
-        inputs: list[Any],
-        run_manager: list[CallbackManagerForChainRun],
-        config: list[RunnableConfig],
-        strict: bool = False,
-    ) -> list[ShuntOutput | Exception]:
-        plan = plan_batch(self._shunt, inputs, self.input_key, strict=strict)
-        out: list[ShuntOutput | Exception | None] = plan.errors()
-        smalls, todo = plan.small, plan.asks
-        for item in plan.decided:
-            dispatch_custom_event(
-                DECISION_EVENT, event_data(item.decision), config=config[item.index]
-            )
-        small_ids = [str(run_manager[it.index].run_id) for it in smalls]
-        for item, small_out in zip(smalls, self._small(smalls, small_ids), strict=True):
-            out[item.index] = small_out
-        checks = audited(self._shunt, smalls)
-        if todo or checks:
-            with get_executor_for_config(config[0]) as executor:
-                audits = executor.map(
-                    lambda it: ask_audit(self._shunt, it, self._call(it, config[it.index])), checks
-                )
-                done = executor.map(
-                    lambda it: self._ask(it, config[it.index], str(run_manager[it.index].run_id)),
-                    todo,
-                )
-                for item, res in zip(todo, done, strict=True):
-                    out[item.index] = res
-                for item, check in zip(checks, audits, strict=True):
-                    out[item.index] = merge_audit(out[item.index], check)  # type: ignore[arg-type]
-        for name, data, cfg in self._events(out, config):
-            dispatch_custom_event(name, data, config=cfg)
-        return [o for o in out if o is not None]
-
     def _events(
-        self, out: Sequence[ShuntOutput | Exception | None], config: list[RunnableConfig]
+        self, out: Sequence[ShuntOutput | Exception], config: list[RunnableConfig]
     ) -> list[tuple[str, Any, RunnableConfig]]:
         """The receipt of each output and any drift alarm, as custom events to dispatch."""
         events: list[tuple[str, Any, RunnableConfig]] = [
@@ -264,6 +185,31 @@ class DataShuntRunnable(RunnableSerializable[Any, ShuntOutput]):
         ]
         events += [(DRIFT_EVENT, alarm, config[0]) for alarm in self._alarms.take()]
         return events
+
+    # ---- sync -------------------------------------------------------------------------------
+
+    def _batch(
+        self,
+        inputs: list[Any],
+        run_manager: list[CallbackManagerForChainRun],
+        config: list[RunnableConfig],
+        strict: bool = False,
+    ) -> list[ShuntOutput | Exception]:
+        plan = self._plan(inputs, [str(rm.run_id) for rm in run_manager], strict)
+        for item in plan.decided:
+            dispatch_custom_event(
+                DECISION_EVENT, event_data(item.decision), config=config[item.index]
+            )
+        done = self.shunt.run_plan(
+            plan,
+            lambda it: self._call(it, config[it.index]),
+            return_exceptions=True,
+            max_concurrency=config[0].get("max_concurrency"),
+        )
+        out = [self._output(r) for r in done]
+        for name, data, cfg in self._events(out, config):
+            dispatch_custom_event(name, data, config=cfg)
+        return out
 
     def invoke(
         self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
@@ -290,16 +236,6 @@ class DataShuntRunnable(RunnableSerializable[Any, ShuntOutput]):
 
     # ---- async ------------------------------------------------------------------------------
 
-    async def _aask(
-        self, item: Item, config: RunnableConfig, run_id: str
-    ) -> ShuntOutput | Exception:
-        assert item.request is not None  # noqa: S101 - only called on the LLM route
-        try:
-            result = await self._shunt.aask(item.request, self._call(item, config), run_id=run_id)
-        except LLMError as exc:
-            return exc
-        return self._output(result)
-
     async def _abatch(
         self,
         inputs: list[Any],
@@ -307,33 +243,22 @@ class DataShuntRunnable(RunnableSerializable[Any, ShuntOutput]):
         config: list[RunnableConfig],
         strict: bool = False,
     ) -> list[ShuntOutput | Exception]:
-        # the gate pass, off the event loop
-        plan = await asyncio.to_thread(
-            plan_batch, self._shunt, inputs, self.input_key, strict=strict
-        )
-        out: list[ShuntOutput | Exception | None] = plan.errors()
-        smalls, todo = plan.small, plan.asks
+        run_ids = [str(rm.run_id) for rm in run_manager]
+        plan = await asyncio.to_thread(self._plan, inputs, run_ids, strict)  # the gate pass
         for item in plan.decided:
             await adispatch_custom_event(
                 DECISION_EVENT, event_data(item.decision), config=config[item.index]
             )
-        small_ids = [str(run_manager[it.index].run_id) for it in smalls]
-        small_outs = await asyncio.to_thread(self._small, smalls, small_ids)
-        for item, res in zip(smalls, small_outs, strict=True):
-            out[item.index] = res
-        checks = audited(self._shunt, smalls)
-        done = await gather_with_concurrency(
-            config[0].get("max_concurrency"),
-            *(self._aask(it, config[it.index], str(run_manager[it.index].run_id)) for it in todo),
-            *(aask_audit(self._shunt, it, self._call(it, config[it.index])) for it in checks),
+        done = await self.shunt.arun_plan(
+            plan,
+            lambda it: self._call(it, config[it.index]),
+            return_exceptions=True,
+            max_concurrency=config[0].get("max_concurrency"),
         )
-        for item, res in zip(todo, done, strict=False):
-            out[item.index] = res
-        for item, check in zip(checks, done[len(todo) :], strict=True):
-            out[item.index] = merge_audit(out[item.index], check)  # type: ignore[arg-type]
+        out = [self._output(r) for r in done]
         for name, data, cfg in self._events(out, config):
             await adispatch_custom_event(name, data, config=cfg)
-        return [o for o in out if o is not None]
+        return out
 
     async def ainvoke(
         self,
@@ -368,8 +293,7 @@ class DataShuntRunnable(RunnableSerializable[Any, ShuntOutput]):
         already carried (adding the chunks up restores it)."""
         if isinstance(value, LLMError):
             raise value
-        out = self._output(value)
-        out.message = None
+        out = ShuntOutput.from_result(value)
         return out
 
     def _transform(
@@ -378,16 +302,17 @@ class DataShuntRunnable(RunnableSerializable[Any, ShuntOutput]):
         run_manager: CallbackManagerForChainRun,
         config: RunnableConfig,
     ) -> Iterator[ShuntOutput]:
-        (item,) = plan_batch(self._shunt, [_last(inputs)], self.input_key, strict=True).decided
+        plan = self._plan([_last(inputs)], [str(run_manager.run_id)], strict=True)
+        (item,) = plan.decided
         dispatch_custom_event(DECISION_EVENT, event_data(item.decision), config=config)
-        run_id = str(run_manager.run_id)
-        if item.request is None:
-            yield self._small([item], [run_id])[0]
+        if item.request is None:  # the gate answers (and an audit, when one is drawn)
+            (result,) = self.shunt.run_plan(plan, lambda it: self._call(it, config))
+            yield ShuntOutput.from_result(result)  # type: ignore[arg-type]
             return
         yield ShuntOutput.from_decision(item.decision)
-        call = self._call(item, config)
-        idle = self.stream_idle_timeout
-        for value in self._shunt.ask_stream(item.request, call, run_id=run_id, idle_timeout=idle):
+        call, idle = self._call(item, config), self.stream_idle_timeout
+        stream = self.shunt.ask_stream(item.request, call, run_id=item.run_id, idle_timeout=idle)
+        for value in stream:
             yield (
                 self._final(value) if isinstance(value, ShuntResult) else ShuntOutput(message=value)
             )
@@ -401,17 +326,17 @@ class DataShuntRunnable(RunnableSerializable[Any, ShuntOutput]):
         last: Any = None
         async for value in inputs:
             last = value
-        plan = await asyncio.to_thread(plan_batch, self._shunt, [last], self.input_key, strict=True)
+        run_ids = [str(run_manager.run_id)]
+        plan = await asyncio.to_thread(self._plan, [last], run_ids, True)
         (item,) = plan.decided
         await adispatch_custom_event(DECISION_EVENT, event_data(item.decision), config=config)
-        run_id = str(run_manager.run_id)
         if item.request is None:
-            yield (await asyncio.to_thread(self._small, [item], [run_id]))[0]
+            (result,) = await self.shunt.arun_plan(plan, lambda it: self._call(it, config))
+            yield ShuntOutput.from_result(result)  # type: ignore[arg-type]
             return
         yield ShuntOutput.from_decision(item.decision)
-        call = self._call(item, config)
-        idle = self.stream_idle_timeout
-        stream = self._shunt.aask_stream(item.request, call, run_id=run_id, idle_timeout=idle)
+        call, idle = self._call(item, config), self.stream_idle_timeout
+        stream = self.shunt.aask_stream(item.request, call, run_id=item.run_id, idle_timeout=idle)
         async for value in stream:
             yield (
                 self._final(value) if isinstance(value, ShuntResult) else ShuntOutput(message=value)
@@ -463,3 +388,13 @@ def _last(values: Iterator[Any]) -> Any:
     for last in values:  # noqa: B007
         pass
     return last
+
+
+def _refuse_loose_options(owner: str, kwargs: dict[str, Any]) -> None:
+    """Options belong to the :class:`Shunt`: a loose ``gate=`` or ``store=`` says how to pass it."""
+    loose = sorted(set(kwargs) & (ShuntOptions.names() | {"gate", "policy"}))
+    if loose:
+        raise ConfigError(
+            f"{owner} takes a built shunt: pass shunt=Shunt(gate, policy, ...) or use "
+            f"{owner}.from_gate(gate, policy, ...) / from_dir(...) for the options {loose}"
+        )

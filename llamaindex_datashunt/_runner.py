@@ -1,4 +1,4 @@
-"""The steps every LlamaIndex adapter shares: plan with the gate, answer small, ask the LLM.
+"""What every LlamaIndex adapter shares: its hold on the shunt, and how a LlamaIndex LLM is called.
 
 The LLM call itself belongs to the engine (:meth:`datashunt.Shunt.ask` / ``aask``: timing,
 retries, parsing, recording); :class:`LlamaIndexCall` only says how a LlamaIndex ``LLM`` is
@@ -18,18 +18,8 @@ from llama_index.core.base.llms.types import ChatMessage, ImageBlock, MessageRol
 from llama_index.core.llms import LLM
 from llama_index_instrumentation.dispatcher import active_instrument_tags, instrument_tags
 
-from datashunt import (
-    Decision,
-    LLMError,
-    LLMReply,
-    LLMRequest,
-    Message,
-    ModelCall,
-    Rendered,
-    Shunt,
-    ShuntResult,
-)
-from datashunt.engine.batch import with_audit
+from datashunt import LLMReply, LLMRequest, Message, ModelCall, Rendered, Shunt, ShuntResult
+from datashunt.engine import CallFor, Plan
 from datashunt.images import ImagePart, image_input, image_part, is_image_input
 
 from ._replies import to_reply
@@ -131,10 +121,11 @@ def _with_raw(response: Any) -> LLMReply:
 
 
 class ShuntRunner:
-    """The shared steps over one :class:`Shunt`.
+    """An adapter's hold on one :class:`Shunt`: the plan of one text and its run, sync and
+    async (the engine does the rest: gate answers, audits, the LLM call).
 
     Args:
-        shunt: the core shunt (gate, policy, prompt mode, template, store).
+        shunt: the core shunt (gate, policy, options).
     """
 
     def __init__(self, shunt: Shunt) -> None:
@@ -146,44 +137,21 @@ class ShuntRunner:
         self.shunt = shunt
         watch_events(shunt)  # receipts and drift alarms as instrumentation events
 
-    def plan(self, text: str) -> tuple[Decision, LLMRequest | None]:
-        """One gate pass; the LLM request too when the input is uncertain."""
-        decision = self.shunt.decide([text])[0]
-        if decision.route == "small":
-            return decision, None
-        return decision, self.shunt.prepare([text], [decision])[0]
+    def plan(self, text: str, run_id: str | None = None) -> Plan:
+        """Validate, one gate pass, prepare (:meth:`Shunt.plan`)."""
+        return self.shunt.plan([text], run_ids=[run_id])
 
-    async def aplan(self, text: str) -> tuple[Decision, LLMRequest | None]:
+    async def aplan(self, text: str, run_id: str | None = None) -> Plan:
         """:meth:`plan` in a thread: gate inference never runs on the event loop."""
-        return await asyncio.to_thread(self.plan, text)
+        return await asyncio.to_thread(self.plan, text, run_id)
 
-    def small(
-        self,
-        text: str,
-        decision: Decision,
-        run_id: str | None = None,
-        audit_llm: LLM | None = None,
-    ) -> ShuntResult:
-        """The gate's answer (recorded when the shunt records small answers); when the shunt's
-        ``audit_rate`` draws it, also put to ``audit_llm`` as an audit (see ``datashunt.Shunt``)."""
-        result = self.shunt.small_result(text, decision, run_id=run_id)
-        if audit_llm is None or not self.shunt.watch.audited([decision]):
-            return result
-        try:
-            audit: ShuntResult | Exception = self.shunt.ask(
-                self.shunt.audit_request(text, decision), LlamaIndexCall(audit_llm)
-            )
-        except LLMError as exc:
-            audit = exc
-        merged = with_audit(result, audit)
-        return merged if isinstance(merged, ShuntResult) else result
+    def run(self, plan: Plan, call: CallFor) -> ShuntResult:
+        """The one input's result (:meth:`Shunt.run_plan`: the gate's answer and its audit,
+        or the LLM call)."""
+        (result,) = self.shunt.run_plan(plan, call)
+        return result  # type: ignore[return-value]
 
-    async def asmall(
-        self,
-        text: str,
-        decision: Decision,
-        run_id: str | None = None,
-        audit_llm: LLM | None = None,
-    ) -> ShuntResult:
-        """:meth:`small` in a thread (the store write, and the audit when one is drawn)."""
-        return await asyncio.to_thread(self.small, text, decision, run_id, audit_llm)
+    async def arun(self, plan: Plan, call: CallFor) -> ShuntResult:
+        """Async :meth:`run`."""
+        (result,) = await self.shunt.arun_plan(plan, call)
+        return result  # type: ignore[return-value]

@@ -26,6 +26,7 @@ from llama_index.core.llms import LLM
 from pydantic import Field, PrivateAttr, SerializeAsAny
 
 from datashunt import Decision, InputError, LLMRequest, Shunt, ShuntResult
+from datashunt.engine import CallFor, Item
 from datashunt.prompts import render_prompt
 
 from ._runner import LlamaIndexCall, ShuntRunner, to_message
@@ -173,39 +174,37 @@ class DataShuntLLM(LLM):
 
     # ---- the steps: sync and async differ only in the awaited calls ---------------------------
 
+    def _chat_call(self, messages: Sequence[ChatMessage], kwargs: dict[str, Any]) -> CallFor:
+        def call(item: Item) -> LlamaIndexCall:
+            assert item.request is not None  # noqa: S101 - asked items carry a request
+            sent = self._inject_chat(item.request, messages)
+            return LlamaIndexCall(self.llm, messages=sent, **kwargs)
+
+        return call
+
+    def _complete_call(self, prompt: str, formatted: bool, kwargs: dict[str, Any]) -> CallFor:
+        def call(item: Item) -> LlamaIndexCall:
+            assert item.request is not None  # noqa: S101 - asked items carry a request
+            sent = self._inject_prompt(item.request, prompt)
+            return LlamaIndexCall(self.llm, prompt=sent, formatted=formatted, **kwargs)
+
+        return call
+
     def _chat(self, messages: Sequence[ChatMessage], kwargs: dict[str, Any]) -> ShuntResult:
-        text = self._text_of(messages)
-        decision, request = self._runner.plan(text)
-        if request is None:
-            return self._runner.small(text, decision, audit_llm=self.llm)
-        call = LlamaIndexCall(self.llm, messages=self._inject_chat(request, messages), **kwargs)
-        return self.shunt.ask(request, call)
+        plan = self._runner.plan(self._text_of(messages))
+        return self._runner.run(plan, self._chat_call(messages, kwargs))
 
     async def _achat(self, messages: Sequence[ChatMessage], kwargs: dict[str, Any]) -> ShuntResult:
-        text = self._text_of(messages)
-        decision, request = await self._runner.aplan(text)
-        if request is None:
-            return await self._runner.asmall(text, decision, audit_llm=self.llm)
-        call = LlamaIndexCall(self.llm, messages=self._inject_chat(request, messages), **kwargs)
-        return await self.shunt.aask(request, call)
+        plan = await self._runner.aplan(self._text_of(messages))
+        return await self._runner.arun(plan, self._chat_call(messages, kwargs))
 
     def _complete(self, prompt: str, formatted: bool, kwargs: dict[str, Any]) -> ShuntResult:
-        decision, request = self._runner.plan(prompt)
-        if request is None:
-            return self._runner.small(prompt, decision, audit_llm=self.llm)
-        call = LlamaIndexCall(
-            self.llm, prompt=self._inject_prompt(request, prompt), formatted=formatted, **kwargs
-        )
-        return self.shunt.ask(request, call)
+        plan = self._runner.plan(prompt)
+        return self._runner.run(plan, self._complete_call(prompt, formatted, kwargs))
 
     async def _acomplete(self, prompt: str, formatted: bool, kwargs: dict[str, Any]) -> ShuntResult:
-        decision, request = await self._runner.aplan(prompt)
-        if request is None:
-            return await self._runner.asmall(prompt, decision, audit_llm=self.llm)
-        call = LlamaIndexCall(
-            self.llm, prompt=self._inject_prompt(request, prompt), formatted=formatted, **kwargs
-        )
-        return await self.shunt.aask(request, call)
+        plan = await self._runner.aplan(prompt)
+        return await self._runner.arun(plan, self._complete_call(prompt, formatted, kwargs))
 
     # ---- pure steps ---------------------------------------------------------------------------
 

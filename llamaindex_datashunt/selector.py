@@ -19,6 +19,7 @@ from llama_index.core.tools.types import ToolMetadata
 from pydantic import ConfigDict, InstanceOf
 
 from datashunt import AnswerParser, ConfigError, LLMRequest, Shunt, ShuntResult
+from datashunt.engine import Plan
 from datashunt.parsing import normalize
 from datashunt.prompts import render_prompt
 
@@ -125,24 +126,13 @@ class DataShuntSelector(BaseSelector):
 
     def _select(self, choices: Sequence[ToolMetadata], query: QueryBundle) -> SelectorResult:
         index = self.choice_index(choices)
-        text = query.query_str
-        decision, request = self._runner.plan(text)
-        if request is None:
-            return self._selection(self._runner.small(text, decision, None, self._llm), index)
-        request = self._llm_request(request, choices, index)
-        result = self.shunt.ask(request, LlamaIndexCall(self._llm))
-        return self._selection(result, index)
+        plan = self._options_plan(self._runner.plan(query.query_str), choices, index)
+        return self._selection(self._runner.run(plan, LlamaIndexCall(self._llm)), index)
 
     async def _aselect(self, choices: Sequence[ToolMetadata], query: QueryBundle) -> SelectorResult:
         index = self.choice_index(choices)
-        text = query.query_str
-        decision, request = await self._runner.aplan(text)
-        if request is None:
-            small = await self._runner.asmall(text, decision, None, self._llm)
-            return self._selection(small, index)
-        request = self._llm_request(request, choices, index)
-        result = await self.shunt.aask(request, LlamaIndexCall(self._llm))
-        return self._selection(result, index)
+        plan = self._options_plan(await self._runner.aplan(query.query_str), choices, index)
+        return self._selection(await self._runner.arun(plan, LlamaIndexCall(self._llm)), index)
 
     # ---- pure steps, shared by _select and _aselect -------------------------------------------
 
@@ -187,6 +177,12 @@ class DataShuntSelector(BaseSelector):
                 )
             out[label] = found[0]
         return out
+
+    def _options_plan(
+        self, plan: Plan, choices: Sequence[ToolMetadata], index: Mapping[str, int]
+    ) -> Plan:
+        """The plan with the selector's own prompt for the LLM."""
+        return plan.with_requests(lambda _item, req: self._llm_request(req, choices, index))
 
     def _llm_request(
         self, request: LLMRequest, choices: Sequence[ToolMetadata], index: Mapping[str, int]

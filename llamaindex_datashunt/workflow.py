@@ -15,6 +15,7 @@ from llama_index_instrumentation.dispatcher import active_instrument_tags
 from pydantic import Field
 
 from datashunt import Decision, LLMRequest, Shunt, ShuntResult
+from datashunt.engine import Item, Plan
 
 from ._runner import LlamaIndexCall, ShuntRunner
 
@@ -115,8 +116,9 @@ class DataShuntWorkflow(Workflow):
     @step
     async def classify(self, ctx: Context, ev: ShuntStartEvent) -> ConfidentEvent | UncertainEvent:
         """One gate pass (in a thread); route to the gate or the LLM."""
-        decision, request = await self._runner.aplan(ev.text)
         run_id = _workflow_run_id()
+        (item,) = (await self._runner.aplan(ev.text, run_id)).decided
+        decision, request = item.decision, item.request
         route = decision.route
         ctx.write_event_to_stream(
             ShuntProgressEvent(
@@ -135,8 +137,10 @@ class DataShuntWorkflow(Workflow):
 
     @step
     async def answer_small(self, ctx: Context, ev: ConfidentEvent) -> StopEvent:
-        """The gate's label is the answer (recorded if the shunt records small answers)."""
-        result = await self._runner.asmall(ev.text, ev.decision, ev.run_id)
+        """The gate's label is the answer (recorded if the shunt records small answers; put
+        to the LLM as well when the shunt's ``audit_rate`` draws it)."""
+        item = Item(0, ev.text, ev.decision, run_id=ev.run_id)
+        result = await self._runner.arun(Plan((item,)), LlamaIndexCall(self._llm))
         ctx.write_event_to_stream(_done("answered_by_gate", ev.text, result))
         return StopEvent(result=result)
 
@@ -156,7 +160,8 @@ class DataShuntWorkflow(Workflow):
                 message=f"asking the LLM among {', '.join(request.candidates)}",
             )
         )
-        result = await self.shunt.aask(request, LlamaIndexCall(self._llm), run_id=ev.run_id)
+        item = Item(0, ev.text, d, request, run_id=ev.run_id)
+        result = await self._runner.arun(Plan((item,)), LlamaIndexCall(self._llm))
         ctx.write_event_to_stream(_done("llm_answered", ev.text, result))
         return StopEvent(result=result)
 

@@ -107,7 +107,7 @@ def test_user_text_never_alters_the_template(text: str, mode: str) -> None:
 @given(text=st.one_of(TEXT, SURROGATES), answer=ANSWERS)
 def test_langchain_runnable_any_text_any_answer(text: str, answer: str) -> None:
     chat = CountingChat(answer=lambda _prompt: answer)
-    runnable = DataShuntRunnable(
+    runnable = DataShuntRunnable.from_gate(
         gate=KeywordGate(), policy=ShuntPolicy(labels=LABELS), llm=chat, retry=FAST
     )
     [out] = runnable.batch([{"text": text}], return_exceptions=True)
@@ -126,7 +126,7 @@ def test_langchain_runnable_any_text_any_answer(text: str, answer: str) -> None:
 @SETTINGS
 @given(value=NOT_TEXT)
 def test_langchain_runnable_non_string_inputs(value: Any) -> None:
-    runnable = DataShuntRunnable(
+    runnable = DataShuntRunnable.from_gate(
         gate=KeywordGate(), policy=ShuntPolicy(labels=LABELS), llm=CountingChat()
     )
     with pytest.raises(InputError):

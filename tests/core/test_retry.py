@@ -213,7 +213,7 @@ async def test_async_shunt_paths_retry(tmp_path: Path) -> None:
 
 
 def _runnable(llm: Any, **kw: Any) -> DataShuntRunnable:
-    return DataShuntRunnable(
+    return DataShuntRunnable.from_gate(
         gate=KeywordGate(), policy=ShuntPolicy(labels=LABELS), llm=llm, retry=FAST, **kw
     )
 

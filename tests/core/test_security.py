@@ -70,7 +70,7 @@ def test_hard_pruning_rejects_an_injected_pruned_label_end_to_end() -> None:
     assert res.parsed is not None and "not among the candidates" in res.parsed.reason
 
     chat = CountingChat(answer=_obedient)
-    runnable = DataShuntRunnable(gate=gate, policy=policy, llm=chat, prompt_mode="hard")
+    runnable = DataShuntRunnable.from_gate(gate=gate, policy=policy, llm=chat, prompt_mode="hard")
     out = runnable.invoke(attack)
     assert out.source == "fallback" and out.label == "Business"
     assert out.candidates == ["Business", "Sci/Tech"]
@@ -79,7 +79,7 @@ def test_hard_pruning_rejects_an_injected_pruned_label_end_to_end() -> None:
 @pytest.mark.parametrize("attack", INJECTIONS)
 def test_injection_through_the_langchain_runnable(attack: str) -> None:
     chat = CountingChat(answer=_obedient)
-    runnable = DataShuntRunnable(gate=KeywordGate(), policy=ShuntPolicy(labels=LABELS), llm=chat)
+    runnable = DataShuntRunnable.from_gate(gate=KeywordGate(), policy=ShuntPolicy(labels=LABELS), llm=chat)
     out = runnable.invoke({"text": attack, "unused": "{text}"})
     assert out.label in LABELS
     assert chat.prompts[0].startswith("Classify this text as one of:")

@@ -126,7 +126,7 @@ def _chat(server: LLMServer, proxy: FaultProxy, timeout: float = 30) -> ChatOpen
 
 
 def _runnable(server: LLMServer, proxy: FaultProxy, **kw: Any) -> DataShuntRunnable:
-    return DataShuntRunnable(
+    return DataShuntRunnable.from_gate(
         gate=KeywordGate(),
         policy=ShuntPolicy(labels=LABELS),
         llm=_chat(server, proxy, kw.pop("timeout", 30)),

@@ -41,7 +41,7 @@ def _chat(server: LLMServer, **kw: Any) -> ChatOpenAI:
 
 def test_runnable_batch_records_real_answers(live_server: LLMServer, tmp_path: Path) -> None:
     store = CallStore(tmp_path / "calls.sqlite")
-    shunt = DataShuntRunnable(
+    shunt = DataShuntRunnable.from_gate(
         gate=KeywordGate(), policy=ShuntPolicy(labels=LABELS), llm=_chat(live_server), store=store
     )
     outs = shunt.batch([*UNSURE, "a great great thing"], config={"max_concurrency": 2})
@@ -57,7 +57,7 @@ def test_runnable_batch_records_real_answers(live_server: LLMServer, tmp_path: P
 
 
 async def test_runnable_async_and_stream(live_server: LLMServer) -> None:
-    shunt = DataShuntRunnable(
+    shunt = DataShuntRunnable.from_gate(
         gate=KeywordGate(), policy=ShuntPolicy(labels=LABELS), llm=_chat(live_server)
     )
     outs = await shunt.abatch(UNSURE[:2])
@@ -81,7 +81,7 @@ def test_callback_handler_on_chat_openai(live_server: LLMServer, tmp_path: Path)
 
 def test_router_with_real_model(live_server: LLMServer) -> None:
     gate = KeywordGate({"refund": ["refund"], "shipping": ["parcel"]})
-    router = DataShuntRouter(
+    router = DataShuntRouter.from_gate(
         gate=gate,
         policy=ShuntPolicy(labels=gate.labels),
         llm=_chat(live_server),

@@ -41,7 +41,7 @@ def _core(url: str, store: CallStore) -> Any:
 
 def _langchain(url: str, store: CallStore) -> Any:
     chat = ChatOpenAI(base_url=url, api_key="x", model="m", max_retries=0, timeout=5)  # type: ignore[arg-type]
-    runnable = DataShuntRunnable(
+    runnable = DataShuntRunnable.from_gate(
         gate=KeywordGate(), policy=ShuntPolicy(labels=LABELS), llm=chat, store=store, retry=RETRY
     )
     out = runnable.invoke(UNSURE)

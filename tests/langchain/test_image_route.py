@@ -73,7 +73,7 @@ def test_uncertain_images_go_to_the_multimodal_model(digits: dict[str, Any], tmp
 
     llm = MultimodalOracle(gold=digits["gold"])
     store = tmp_path / "calls.db"
-    shunt = DataShuntRunnable(
+    shunt = DataShuntRunnable.from_gate(
         gate=gate,
         llm=llm,
         policy=ShuntPolicy(labels=gate.labels, threshold=0.5),
@@ -103,7 +103,7 @@ async def test_pil_paths_and_messages_async_and_stream(digits: dict[str, Any]) -
     gate: HFImageGate = digits["gate"]
     paths = sorted(digits["test"].glob("*/*.png"))
     llm = MultimodalOracle(gold=digits["gold"])
-    shunt = DataShuntRunnable(
+    shunt = DataShuntRunnable.from_gate(
         gate=gate, llm=llm, policy=ShuntPolicy(labels=gate.labels, threshold=1.0)
     )
     out = await shunt.ainvoke(Image.open(paths[0]))
@@ -126,7 +126,7 @@ def test_router_sends_the_image_to_the_chooser(digits: dict[str, Any]) -> None:
     paths = sorted(digits["test"].glob("*/*.png"))
     llm = MultimodalOracle(gold=digits["gold"])
     destinations = {lab: RunnableLambda(lambda x, lab=lab: f"to {lab}") for lab in gate.labels}
-    router = DataShuntRouter(
+    router = DataShuntRouter.from_gate(
         gate=gate,
         policy=ShuntPolicy(labels=gate.labels, threshold=1.0),
         destinations=destinations,

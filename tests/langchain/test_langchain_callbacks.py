@@ -86,7 +86,7 @@ def test_a_shunts_custom_prompt_is_recorded_as_sent(tmp_path: Path) -> None:
     prompt = ChatPromptTemplate.from_messages(
         [("system", "Labels: {candidates}."), ("human", "Which? {text}")]
     )
-    shunt = DataShuntRunnable(
+    shunt = DataShuntRunnable.from_gate(
         gate=KeywordGate(), policy=ShuntPolicy(labels=("negative", "positive")), llm=llm,
         prompt=prompt,
     )  # fmt: skip

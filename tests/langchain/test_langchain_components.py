@@ -33,7 +33,7 @@ def _router(llm: Any = None, **kw: Any) -> tuple[DataShuntRouter, list[str]]:
     gate = KeywordGate(ROUTES)
     policy = ShuntPolicy(labels=gate.labels, threshold=0.9)
     destinations = {"refund": dest("refund"), "shipping": dest("shipping")}
-    return DataShuntRouter(gate=gate, policy=policy, destinations=destinations, llm=llm, **kw), seen
+    return DataShuntRouter.from_gate(gate=gate, policy=policy, destinations=destinations, llm=llm, **kw), seen
 
 
 def test_router_confident_goes_straight_to_destination() -> None:
@@ -68,7 +68,7 @@ def test_router_batch_async_and_stream() -> None:
     gate_router, seen = _router(CountingChat(answer=lambda p: "shipping"))
     outs = gate_router.batch([{"text": "money back"}, {"text": "??"}, {"text": "delivery late"}])
     assert outs == ["refund: money back", "shipping: ??", "shipping: delivery late"]
-    assert gate_router.gate.calls == 1  # one gate pass for the batch
+    assert gate_router.shunt.gate.calls == 1  # one gate pass for the batch
     aouts = asyncio.run(gate_router.abatch([{"text": "refund"}, {"text": "??"}]))
     assert aouts == ["refund: refund", "shipping: ??"]
     assert list(gate_router.stream({"text": "parcel"})) == ["shipping: parcel"]
@@ -77,8 +77,8 @@ def test_router_batch_async_and_stream() -> None:
 def test_router_validates_destinations() -> None:
     gate = KeywordGate(ROUTES)
     with pytest.raises(ConfigError, match="have no destination"):
-        DataShuntRouter(gate=gate, destinations={"refund": RunnableLambda(str)})
-    mapped = DataShuntRouter(
+        DataShuntRouter.from_gate(gate=gate, destinations={"refund": RunnableLambda(str)})
+    mapped = DataShuntRouter.from_gate(
         gate=gate,
         destinations={"a": RunnableLambda(lambda x: "A"), "b": RunnableLambda(lambda x: "B")},
         label_to_destination={"refund": "a", "shipping": "b"},
@@ -92,7 +92,7 @@ def test_router_destination_error_with_return_exceptions() -> None:
     def boom(x: Any) -> str:
         raise RuntimeError("destination down")
 
-    router = DataShuntRouter(
+    router = DataShuntRouter.from_gate(
         gate=gate, destinations={"refund": RunnableLambda(boom), "shipping": RunnableLambda(str)}
     )
     out = router.batch([{"text": "refund"}, {"text": "parcel"}], return_exceptions=True)
@@ -125,7 +125,7 @@ def test_callback_handler_records_each_call_once(tmp_path: Path) -> None:
     assert rec.input_text == "classify: meh" and rec.prompt == "classify: meh"
     assert rec.messages == [{"role": "user", "content": "classify: meh"}]
     # a shunt that records itself marks its calls: the handler skips them
-    shunt = DataShuntRunnable(
+    shunt = DataShuntRunnable.from_gate(
         gate=KeywordGate(),
         policy=ShuntPolicy(labels=("negative", "positive")),
         llm=llm,
@@ -139,7 +139,7 @@ def test_callback_handler_records_errors_and_shunt_metadata(tmp_path: Path) -> N
     store = CallStore(tmp_path / "c.sqlite")
     handler = DataShuntCallbackHandler(store)
     llm = CountingChat(answer=lambda p: TimeoutError("read timeout"))
-    shunt = DataShuntRunnable(
+    shunt = DataShuntRunnable.from_gate(
         gate=KeywordGate(), policy=ShuntPolicy(labels=("negative", "positive")), llm=llm
     )
     out = shunt.invoke("so so", config={"callbacks": [handler]})
@@ -166,7 +166,7 @@ def _agent(llm: Any, mw: Any) -> Any:
 def test_middleware_answers_confident_turns_without_the_model(tmp_path: Path) -> None:
     store = CallStore(tmp_path / "c.sqlite")
     llm = CountingChat(answer=lambda p: "negative")
-    mw = DataShuntMiddleware(
+    mw = DataShuntMiddleware.from_gate(
         KeywordGate(), ShuntPolicy(labels=("negative", "positive")), store=store
     )
     agent = _agent(llm, mw)
@@ -181,7 +181,7 @@ def test_middleware_answers_confident_turns_without_the_model(tmp_path: Path) ->
 
 async def test_middleware_async() -> None:
     llm = CountingChat(answer=lambda p: "negative")
-    mw = DataShuntMiddleware(KeywordGate(), ShuntPolicy(labels=("negative", "positive")))
+    mw = DataShuntMiddleware.from_gate(KeywordGate(), ShuntPolicy(labels=("negative", "positive")))
     agent = _agent(llm, mw)
     out = await agent.ainvoke({"messages": [{"role": "user", "content": "awful"}]})
     assert out["messages"][-1].content == "negative" and llm.calls == 0

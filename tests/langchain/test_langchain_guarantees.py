@@ -37,7 +37,7 @@ def test_receipts_in_output_events_and_run_metadata(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     policy = ShuntPolicy(labels=LABELS, threshold=0.9, guarantee={"kind": "precision"})
-    shunt = DataShuntRunnable(
+    shunt = DataShuntRunnable.from_gate(
         gate=KeywordGate(), policy=policy, llm=CountingChat(answer=lambda p: "negative"),
         store=tmp_path / "c.sqlite", audit_rate=1.0, audit_seed=1, prices={"*": (1.0, 1.0)},
     )  # fmt: skip
@@ -63,7 +63,7 @@ def test_receipts_in_output_events_and_run_metadata(
 async def test_async_audits_and_drift_event() -> None:
     policy = ShuntPolicy(labels=LABELS, threshold=0.9, metrics={REFERENCE_KEY: [0.99] * 200})
     llm = CountingChat(answer=lambda p: "positive")
-    shunt = DataShuntRunnable(
+    shunt = DataShuntRunnable.from_gate(
         gate=KeywordGate(), policy=policy, llm=llm, drift=True, audit_rate=1.0
     )
     handler = _Collect()

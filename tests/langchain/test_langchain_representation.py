@@ -13,7 +13,7 @@ from tests.support.lc_fakes import CountingChat
 
 async def test_representation_alarm_is_the_drift_custom_event() -> None:
     gate = VectorGate()
-    runnable = DataShuntRunnable(
+    runnable = DataShuntRunnable.from_gate(
         gate=gate,
         policy=ShuntPolicy(labels=gate.labels),
         llm=CountingChat(answer=lambda p: "positive"),

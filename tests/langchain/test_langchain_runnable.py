@@ -23,7 +23,7 @@ POLICY = ShuntPolicy(labels=LABELS, threshold=0.9)
 
 
 def _shunt(llm: Any, gate: Any = None, **kw: Any) -> DataShuntRunnable:
-    return DataShuntRunnable(gate=gate or KeywordGate(), policy=POLICY, llm=llm, **kw)
+    return DataShuntRunnable.from_gate(gate=gate or KeywordGate(), policy=POLICY, llm=llm, **kw)
 
 
 def test_confident_input_never_calls_the_model() -> None:
@@ -47,7 +47,7 @@ def test_hard_prompt_removes_ruled_out_labels() -> None:
     gate = ArrayGate(labels, [[0.01, 0.01, 0.6, 0.38]])
     policy = ShuntPolicy(labels=labels, threshold=0.9, class_recall=dict.fromkeys(labels, 0.95))
     llm = CountingChat(answer=lambda p: "Sci/Tech")
-    out = DataShuntRunnable(gate=gate, policy=policy, llm=llm, prompt_mode="hard").invoke("chips")
+    out = DataShuntRunnable.from_gate(gate=gate, policy=policy, llm=llm, prompt_mode="hard").invoke("chips")
     assert "one of: Business, Sci/Tech." in llm.prompts[0] and "smaller model" not in llm.prompts[0]
     assert (
         out.label == "Sci/Tech"

@@ -49,7 +49,7 @@ def _check(store: CallStore, llm: CountingChat, n: int) -> None:
 def parts(tmp_path: Path) -> tuple[DataShuntRunnable, CountingChat, CallStore]:
     store = CallStore(tmp_path / "c.sqlite")
     llm = CountingChat(answer=lambda p: "negative")
-    shunt = DataShuntRunnable(
+    shunt = DataShuntRunnable.from_gate(
         gate=KeywordGate(),
         policy=ShuntPolicy(labels=LABELS),
         llm=llm,
@@ -97,7 +97,7 @@ async def test_astream(parts: tuple[DataShuntRunnable, CountingChat, CallStore])
 def test_router_records_what_the_chooser_model_received(tmp_path: Path) -> None:
     store = CallStore(tmp_path / "c.sqlite")
     llm = CountingChat(answer=lambda p: "negative")
-    router = DataShuntRouter(
+    router = DataShuntRouter.from_gate(
         gate=KeywordGate(),
         policy=ShuntPolicy(labels=LABELS),
         llm=llm,
@@ -119,7 +119,7 @@ def test_middleware_records_the_agent_messages(tmp_path: Path) -> None:
 
     store = CallStore(tmp_path / "c.sqlite")
     llm = CountingChat(answer=lambda p: "negative")
-    mw = DataShuntMiddleware(KeywordGate(), ShuntPolicy(labels=LABELS), store=store)
+    mw = DataShuntMiddleware.from_gate(KeywordGate(), ShuntPolicy(labels=LABELS), store=store)
     agent = create_agent(model=llm, tools=[], middleware=[mw], system_prompt="Be brief.")
     agent.invoke({"messages": [{"role": "user", "content": UNSURE[0]}]})
     recs = [r for r in store.iter() if r.route == "llm"]
@@ -133,7 +133,7 @@ def test_middleware_records_the_agent_messages(tmp_path: Path) -> None:
 def test_batch_validates_every_input_before_any_paid_call(tmp_path: Path) -> None:
     store = CallStore(tmp_path / "c.sqlite")
     llm = CountingChat(answer=lambda p: "negative")
-    shunt = DataShuntRunnable(
+    shunt = DataShuntRunnable.from_gate(
         gate=KeywordGate(), policy=ShuntPolicy(labels=LABELS), llm=llm, store=store
     )
     with pytest.raises(InputError, match="input 2 is empty"):
@@ -151,7 +151,7 @@ def test_batch_validates_every_input_before_any_paid_call(tmp_path: Path) -> Non
 async def test_failed_calls_record_the_configured_model(tmp_path: Path) -> None:
     store = CallStore(tmp_path / "c.sqlite")
     llm = CountingChat(answer=lambda p: TimeoutError("read timeout"), model_name="gpt-x")
-    shunt = DataShuntRunnable(
+    shunt = DataShuntRunnable.from_gate(
         gate=KeywordGate(),
         policy=ShuntPolicy(labels=LABELS),
         llm=llm,
@@ -170,7 +170,7 @@ async def test_router_batch_validates_every_input_before_any_call(tmp_path: Path
     store = CallStore(tmp_path / "c.sqlite")
     llm = CountingChat(answer=lambda p: "negative")
     seen: list[Any] = []
-    router = DataShuntRouter(
+    router = DataShuntRouter.from_gate(
         gate=KeywordGate(),
         policy=ShuntPolicy(labels=LABELS),
         llm=llm,

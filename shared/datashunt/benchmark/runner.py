@@ -139,7 +139,7 @@ def bench_dataset(
         methods[key] = score(
             y, labels, answers[key], gate_s + prep_s, small_correct, strict=key == "llm"
         )
-        if s.transfer is not None:
+        if s.options.transfer is not None:
             saved = sum(_words_saved(r.text, r.variables.get("text", r.text)) for r in requests)
             methods[key]["transfer_words_saved"] = saved
             methods[key]["transfer_s"] = round(prep_s, 3)

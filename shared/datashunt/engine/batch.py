@@ -3,24 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
 
-from ..errors import DataShuntError, LLMError
+from ..errors import DataShuntError
 from ..types import ShuntResult
 
-__all__ = ["Outcome", "caught", "complete", "with_audit"]
+__all__ = ["Outcome", "complete", "with_audit"]
 
 Outcome = ShuntResult | Exception
-
-
-def caught(fn: Any, return_exceptions: bool) -> Outcome:
-    try:
-        result: ShuntResult = fn()
-    except LLMError as exc:
-        if return_exceptions:
-            return exc
-        raise
-    return result
 
 
 def with_audit(small: Outcome | None, audit: Outcome) -> Outcome | None:

@@ -9,28 +9,28 @@ model; with none, the shunt's own ``llm`` / ``allm`` callables are used.
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import AsyncIterator, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError, InputError, LLMError
+from ..errors import ConfigError, InputError
 from ..gates import Gate, load_gate
+from ..inputs import validate_text
 from ..policy import ShuntPolicy
 from ..registry import Follower, GateRegistry, as_registry
-from ..types import Decision, LLMRequest, ShuntResult
-from .batch import Outcome, caught, complete, with_audit
-from .calls import AsyncLLMCall, FunctionCall, LLMCall, ModelCall, Rendered
-from .exchange import Exchange, aexchange, exchange
-from .steps import ShuntSteps
-from .streaming import astream_ask, stream_ask
+from ..types import ShuntResult
+from .asking import Asking
+from .batch import Outcome
+from .calls import AsyncLLMCall, LLMCall
+from .options import ShuntOptions
+from .plan import Item, Plan
+from .run import CallFor, arun_plan, run_plan
 
 __all__ = ["Shunt"]
 
 
-class Shunt(ShuntSteps):
+class Shunt(Asking):
     """Route each input to the gate or the LLM, prompt the LLM with the gate's help, log it all.
 
     Args:
@@ -39,6 +39,8 @@ class Shunt(ShuntSteps):
             labels with δ = 0.9 (calibrate instead: ``datashunt calibrate``).
         llm: a sync callable ``LLMRequest -> LLMReply | str``.
         allm: an async one; ``arun`` falls back to running ``llm`` in a thread.
+        options: every other setting as one :class:`ShuntOptions` value; each of its fields
+            may also be given as a keyword (merged over ``options``):
         prompt_mode: ``"none"``, ``"soft"``, ``"hard"`` or ``"both"`` (see
             :mod:`datashunt.prompts`).
         template: the prompt template (``str.format`` syntax over the shunt variables).
@@ -74,9 +76,16 @@ class Shunt(ShuntSteps):
         *,
         llm: LLMCall | None = None,
         allm: AsyncLLMCall | None = None,
-        **options: Any,
+        options: ShuntOptions | None = None,
+        **loose: Any,
     ) -> None:
-        super().__init__(gate, policy, **options)
+        opts, unknown = ShuntOptions.split({**loose, "options": options})
+        if unknown:
+            raise ConfigError(
+                f"unknown Shunt options {sorted(unknown)}; the options are "
+                f"{sorted(ShuntOptions.names())}"
+            )
+        super().__init__(gate, policy, opts)
         self.llm, self.allm = llm, allm
 
     @classmethod
@@ -114,122 +123,108 @@ class Shunt(ShuntSteps):
         follower.check()
         return follower.start() if start else follower
 
-    # ---- one LLM call: the lifecycle ---------------------------------------------------------
+    # ---- the whole request: plan, then run the plan -----------------------------------------
 
-    def own_call(self, *, sync: bool) -> ModelCall[Any]:
-        """The shunt's own ``llm`` / ``allm`` as a :class:`ModelCall`.
-
-        Raises:
-            ConfigError: no LLM is configured (or only an async one, for a sync path).
-        """
-        if self.llm is None and (sync or self.allm is None):
-            if self.allm is not None:
-                raise ConfigError(
-                    "this shunt has only an async LLM (allm): use arun/arun_batch, or pass llm="
-                )
-            raise ConfigError("no LLM configured: pass llm= (and/or allm=) to Shunt")
-        return FunctionCall(self.llm, self.allm, self.model_name)
-
-    def ask(
+    def plan(
         self,
-        request: LLMRequest,
-        call: ModelCall[Any] | None = None,
+        inputs: Sequence[object],
         *,
-        run_id: str | None = None,
-        record: bool = True,
-    ) -> ShuntResult:
-        """Ask the LLM about one request: render, send under the retry policy, parse, record.
+        extras: Sequence[Mapping[str, Any]] | None = None,
+        run_ids: Sequence[str | None] | None = None,
+        strict: bool = True,
+        indexed: bool | None = None,
+    ) -> Plan:
+        """Validate each input once, make one gate pass over the valid ones, prepare the LLM
+        requests: every path's first step.
 
         Args:
-            request: from :meth:`prepare`.
-            call: how to call the model (an adapter's); default the shunt's own ``llm``.
-            run_id: stored with the record.
-            record: write the call to the store (the benchmark turns this off).
+            inputs: texts (an image gate also takes bytes, PIL images and paths); an
+                :class:`InputError` in place of an input (an adapter that could not read one)
+                stays in its slot.
+            extras: an adapter's further template variables per input.
+            run_ids: stored with each input's record.
+            strict: raise the first input error before anything is decided or paid for.
+            indexed: name inputs by index in errors (default: when there are several).
 
         Raises:
-            LLMError: the call failed and ``on_llm_error="raise"`` (after recording).
+            InputError: for a bare string, or (``strict``) the first invalid input.
+            GateError: if the gate's output has the wrong shape.
         """
-        call = call if call is not None else self.own_call(sync=True)
-        t0 = time.perf_counter()
-        try:
-            rendered = call.render(request)
-        except Exception as exc:  # a template error is recorded, then fallback or raise
-            return self._conclude(call, request, None, Exchange.failed(exc, t0), run_id, record)
-        # any provider error is retried per self.retry, then recorded: fallback or raise
-        done = exchange(call, rendered.payload, self.retry, t0)
-        return self._conclude(call, request, rendered, done, run_id, record)
-
-    async def aask(
-        self,
-        request: LLMRequest,
-        call: ModelCall[Any] | None = None,
-        *,
-        run_id: str | None = None,
-        record: bool = True,
-    ) -> ShuntResult:
-        """Async :meth:`ask`: the call is awaited, the store write runs in a thread."""
-        call = call if call is not None else self.own_call(sync=False)
-        t0 = time.perf_counter()
-        try:
-            rendered = await call.arender(request)
-        except Exception as exc:
-            failed = Exchange.failed(exc, t0)
-            return await asyncio.to_thread(
-                self._conclude, call, request, None, failed, run_id, record
+        if isinstance(inputs, str | bytes):
+            raise InputError("expected a list of inputs, got a single string: pass [text]")
+        named = len(inputs) > 1 if indexed is None else indexed
+        checked: list[str | InputError] = []
+        for i, value in enumerate(inputs):
+            at = i if named else None
+            try:
+                if isinstance(value, InputError):
+                    raise value
+                checked.append(
+                    validate_text(self.as_input(value, at), index=at, max_chars=self.max_chars)
+                )
+            except InputError as exc:
+                if strict:
+                    raise
+                checked.append(exc)
+        valid = [(i, t) for i, t in enumerate(checked) if isinstance(t, str)]
+        texts = [t for _, t in valid]
+        decisions = self.gate_pass(texts)
+        requests = iter(self.prepare(texts, decisions))
+        slots: list[Item | InputError | None] = [
+            c if isinstance(c, InputError) else None for c in checked
+        ]
+        for (i, text), d in zip(valid, decisions, strict=True):
+            slots[i] = Item(
+                i,
+                text,
+                d,
+                next(requests) if d.route == "llm" else None,
+                dict(extras[i]) if extras is not None else {},
+                run_ids[i] if run_ids is not None else None,
             )
-        done = await aexchange(call, rendered.payload, self.retry, t0)
-        return await asyncio.to_thread(
-            self._conclude, call, request, rendered, done, run_id, record
-        )
+        return Plan(tuple(s for s in slots if s is not None))
 
-    def ask_stream(
+    def run_plan(
         self,
-        request: LLMRequest,
-        call: ModelCall[Any],
+        plan: Plan,
+        call: CallFor = None,
         *,
-        run_id: str | None = None,
-        idle_timeout: float | None = None,
-    ) -> Iterator[Any]:
-        """Stream one call: the model's chunks as they come, then the :class:`ShuntResult`.
+        return_exceptions: bool = False,
+        max_concurrency: int | None = None,
+    ) -> list[Outcome]:
+        """Answer a plan: the gate's answers (recorded in one transaction), the audits drawn
+        among them, and the LLM calls through :meth:`ask`, at most ``max_concurrency`` (default
+        the shunt's) at a time; results in input order.
 
-        A stream is retried only while no text has reached the caller; ``idle_timeout``
-        bounds the wait for each next chunk.
+        Args:
+            plan: from :meth:`plan`.
+            call: how the model is called (a :class:`ModelCall`, or a function giving one per
+                :class:`Item`); default the shunt's own ``llm``.
+            return_exceptions: input errors and failed calls (``on_llm_error="raise"``) in
+                place of their results, instead of raised.
+
+        Raises:
+            InputError: an input error in the plan, without ``return_exceptions``.
+            LLMError: a failed call with ``on_llm_error="raise"``, without ``return_exceptions``.
         """
-        return stream_ask(self, request, call, run_id=run_id, idle_timeout=idle_timeout)
-
-    def aask_stream(
-        self,
-        request: LLMRequest,
-        call: ModelCall[Any],
-        *,
-        run_id: str | None = None,
-        idle_timeout: float | None = None,
-    ) -> AsyncIterator[Any]:
-        """Async :meth:`ask_stream`."""
-        return astream_ask(self, request, call, run_id=run_id, idle_timeout=idle_timeout)
-
-    def _conclude(
-        self,
-        call: ModelCall[Any],
-        request: LLMRequest,
-        rendered: Rendered[Any] | None,
-        done: Exchange,
-        run_id: str | None,
-        record: bool,
-    ) -> ShuntResult:
-        return self.finish(
-            request,
-            done.reply,
-            error=done.error,
-            latency_s=done.latency_s,
-            run_id=run_id,
-            record=record,
-            attempts=done.attempts,
-            messages=rendered.messages if rendered is not None else None,
-            model_name=call.model_name,
+        return run_plan(
+            self, plan, call, return_exceptions=return_exceptions, max_concurrency=max_concurrency
         )
 
-    # ---- the paths: single and batch, sync and async -----------------------------------------
+    async def arun_plan(
+        self,
+        plan: Plan,
+        call: CallFor = None,
+        *,
+        return_exceptions: bool = False,
+        max_concurrency: int | None = None,
+    ) -> list[Outcome]:
+        """Async :meth:`run_plan` (the calls concurrent; nothing blocks the event loop)."""
+        return await arun_plan(
+            self, plan, call, return_exceptions=return_exceptions, max_concurrency=max_concurrency
+        )
+
+    # ---- the core's own paths: single and batch, sync and async ------------------------------
 
     def run(self, text: str) -> ShuntResult:
         """Answer one input."""
@@ -241,25 +236,8 @@ class Shunt(ShuntSteps):
 
     def run_batch(self, texts: Sequence[str], *, return_exceptions: bool = False) -> list[Outcome]:
         """Answer a batch: one gate pass, then the LLM for the uncertain subset, in threads."""
-        slots, asks, audits = self._start(texts, return_exceptions)
-        if asks or audits:
-            call = self.own_call(sync=True)
-            workers = min(self.max_concurrency, len(asks) + len(audits))
-
-            def one(i: int) -> Outcome:
-                return caught(lambda: self.ask(asks[i], call), return_exceptions)
-
-            def audit(i: int) -> Outcome:
-                return caught(lambda: self.ask(audits[i], call), True)
-
-            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="datashunt") as pool:
-                checked = pool.map(audit, list(audits))
-                for i, res in zip(asks, pool.map(one, list(asks)), strict=True):
-                    slots[i] = res
-                for i, res in zip(audits, checked, strict=True):
-                    slots[i] = with_audit(slots[i], res)
-            self.watch.observe_audits([slots[i] for i in audits])  # the drift alarm's audit test
-        return complete(slots)
+        plan = self.plan(texts, strict=not return_exceptions, indexed=True)
+        return self.run_plan(plan, return_exceptions=return_exceptions)
 
     async def arun_batch(
         self,
@@ -269,60 +247,7 @@ class Shunt(ShuntSteps):
         max_concurrency: int | None = None,
     ) -> list[Outcome]:
         """Async :meth:`run_batch`: the gate pass runs in a thread; LLM calls are concurrent."""
-        slots, asks, audits = await asyncio.to_thread(self._start, texts, return_exceptions)
-        call = self.own_call(sync=False) if asks or audits else None
-        sem = asyncio.Semaphore(max_concurrency or self.max_concurrency)
-
-        async def one(i: int) -> Outcome:
-            async with sem:  # held through the backoff too: a throttled LLM gets fewer calls
-                try:
-                    return await self.aask(asks[i], call)
-                except LLMError as exc:
-                    if return_exceptions:
-                        return exc
-                    raise
-
-        async def audit(i: int) -> Outcome:
-            async with sem:
-                try:
-                    return await self.aask(audits[i], call)
-                except LLMError as exc:
-                    return exc
-
-        done = await asyncio.gather(*(one(i) for i in asks), *(audit(i) for i in audits))
-        for i, res in zip([*asks, *audits], done, strict=True):
-            slots[i] = res if i not in audits else with_audit(slots[i], res)
-        self.watch.observe_audits([slots[i] for i in audits])  # the drift alarm's audit test
-        return complete(slots)
-
-    def _start(
-        self, texts: Sequence[str], return_exceptions: bool
-    ) -> tuple[list[Outcome | None], dict[int, LLMRequest], dict[int, LLMRequest]]:
-        """Validate the whole batch before any paid call, one gate pass, the small answers
-        (recorded in one transaction), and the LLM requests and audits by input index."""
-        checked = self.validate(texts)
-        slots: list[Outcome | None] = [None] * len(checked)
-        valid: list[tuple[int, str]] = []
-        for i, c in enumerate(checked):
-            if isinstance(c, InputError):
-                if not return_exceptions:
-                    raise c
-                slots[i] = c
-            else:
-                valid.append((i, c))
-        good = [t for _, t in valid]
-        decisions = self.decide(good)
-        requests = iter(self.prepare(good, decisions))
-        asks: dict[int, LLMRequest] = {}
-        small: list[tuple[int, str, Decision]] = []
-        for (i, text), d in zip(valid, decisions, strict=True):
-            if d.route == "llm":
-                asks[i] = next(requests)
-            else:
-                small.append((i, text, d))
-        done = self.small_results([t for _, t, _ in small], [d for _, _, d in small])
-        for (i, _, _), res in zip(small, done, strict=True):
-            slots[i] = res
-        picked = self.watch.audited([d for _, _, d in small])
-        audits = {small[j][0]: self.audit_request(small[j][1], small[j][2]) for j in picked}
-        return slots, asks, audits
+        plan = await asyncio.to_thread(self.plan, texts, strict=not return_exceptions, indexed=True)
+        return await self.arun_plan(
+            plan, return_exceptions=return_exceptions, max_concurrency=max_concurrency
+        )

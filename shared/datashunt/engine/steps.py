@@ -1,6 +1,7 @@
-"""The shunt's configuration and its pure steps: decide, prepare, parse, conclude.
+"""The shunt's configuration and its first pure steps: validate, decide, prepare.
 
-Every path (sync, async, batch, streaming, both adapters) runs these same steps; only
+Every path (sync, async, batch, streaming, both adapters) runs these same steps; reading the
+answer and concluding are in :mod:`~datashunt.engine.conclude`, and only
 :mod:`datashunt.engine.shunt` adds I/O (the gate pass off the event loop, LLM calls, retries).
 Audits and the drift alarm live in :mod:`~datashunt.engine.watch`, receipts in ``receipts``."""
 
@@ -8,34 +9,31 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
-from pathlib import Path
-from typing import Any, Literal
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from ..errors import ConfigError, GateError, InputError, LLMError, StoreError
+from ..errors import ConfigError, GateError, InputError
 from ..gates import Gate
 from ..gates.base import FeatureGate
-from ..images import as_input, images_of
-from ..inputs import DEFAULT_MAX_CHARS, validate_text
-from ..llm.retry import RetryPolicy, status_of
-from ..parsing import AnswerParser, label_distribution_from_logprobs
+from ..images import as_input
+from ..inputs import validate_text
+from ..llm.retry import RetryPolicy
+from ..parsing import AnswerParser
 from ..policy import ShuntPolicy
-from ..prompts import DEFAULT_TEMPLATE, PROMPT_MODES, PromptMode, build_request, hard_candidates
-from ..store import CallRecord, CallStore, open_store
-from ..transfer import PromptTransfer, TransferResult
-from ..types import Decision, LLMReply, LLMRequest, Message, ParsedAnswer, ShuntResult
-from .receipts import Price, Receipt, make_receipt, price_table
-from .records import call_record, describe_error
-from .watch import DriftMonitor, Watch
+from ..prompts import PromptMode, build_request, hard_candidates
+from ..store import open_store
+from ..transfer import TransferResult
+from ..types import Decision, LLMReply, LLMRequest
+from .options import OnError, ShuntOptions
+from .receipts import Receipt, make_receipt, price_table
+from .watch import Watch
 
 __all__ = ["OnError", "Serving", "ShuntSteps"]
 
 log = logging.getLogger("datashunt")
-
-OnError = Literal["fallback", "raise"]
 
 #: how many replaced policies a shunt remembers for inputs decided before a swap
 _RECENT_POLICIES = 8
@@ -59,56 +57,53 @@ class Serving:
 
 
 class ShuntSteps:
-    """Validated configuration plus the pure steps of a shunt (see :class:`Shunt`)."""
+    """Validated configuration plus the pure steps of a shunt (see :class:`Shunt`).
+
+    Args:
+        gate: the small model.
+        policy: its policy (default: δ = 0.9 over the gate's labels).
+        options: every other setting, one :class:`ShuntOptions` value.
+    """
 
     def __init__(
-        self,
-        gate: Gate,
-        policy: ShuntPolicy | None = None,
-        *,
-        prompt_mode: PromptMode = "soft",
-        template: str = DEFAULT_TEMPLATE,
-        transfer: PromptTransfer | None = None,
-        store: CallStore | str | Path | None = None,
-        record_small: bool = True,
-        on_llm_error: OnError = "fallback",
-        retry: RetryPolicy | None = None,
-        max_concurrency: int = 8,
-        max_chars: int = DEFAULT_MAX_CHARS,
-        synonyms: Mapping[str, Sequence[str]] | None = None,
-        noun: str = "text",
-        model_name: str | None = None,
-        audit_rate: float = 0.0,
-        audit_seed: int | None = None,
-        drift: DriftMonitor | bool | None = None,
-        prices: Mapping[str, Price | tuple[float, float]] | None = None,
+        self, gate: Gate, policy: ShuntPolicy | None = None, options: ShuntOptions | None = None
     ) -> None:
+        opts = options if options is not None else ShuntOptions()
         policy = policy or ShuntPolicy(labels=tuple(gate.labels))
         _check_labels(gate, policy)
         self._serving = Serving(gate, policy, policy.version)
         self._recent: dict[str, ShuntPolicy] = {}
         self._swap_lock = threading.Lock()
-        if on_llm_error not in ("fallback", "raise"):
-            raise ConfigError(f"on_llm_error must be 'fallback' or 'raise', got {on_llm_error!r}")
-        if max_concurrency < 1:
-            raise ConfigError(f"max_concurrency must be >= 1, got {max_concurrency}")
-        if prompt_mode not in PROMPT_MODES:
-            raise ConfigError(f"prompt_mode must be one of {PROMPT_MODES}, got {prompt_mode!r}")
-        self.prompt_mode: PromptMode = prompt_mode
-        self.template = template
-        self.transfer = transfer
-        self.store = open_store(store)
-        self.record_small = record_small
-        self.on_llm_error: OnError = on_llm_error
-        self.retry = retry if retry is not None else RetryPolicy()
-        self.max_concurrency = max_concurrency
-        self.max_chars = max_chars
-        self.noun = noun
-        self.model_name = model_name
-        self.parser = AnswerParser(policy.labels, synonyms)
-        self.prices = price_table(prices)
-        self._drift_from_policy = drift is True
-        self.watch = Watch(policy, audit_rate=audit_rate, audit_seed=audit_seed, drift=drift)
+        self.options = opts
+        self.store = open_store(opts.store)
+        self.retry = opts.retry if opts.retry is not None else RetryPolicy()
+        self.parser = AnswerParser(policy.labels, opts.synonyms)
+        self.prices = price_table(opts.prices)
+        self._drift_from_policy = opts.drift is True
+        self.watch = Watch(
+            policy, audit_rate=opts.audit_rate, audit_seed=opts.audit_seed, drift=opts.drift
+        )
+
+    # the options read on every request, as attributes
+    @property
+    def prompt_mode(self) -> PromptMode:
+        """See :class:`ShuntOptions`."""
+        return self.options.prompt_mode
+
+    @property
+    def max_chars(self) -> int:
+        """See :class:`ShuntOptions`."""
+        return self.options.max_chars
+
+    @property
+    def max_concurrency(self) -> int:
+        """See :class:`ShuntOptions`."""
+        return self.options.max_concurrency
+
+    @property
+    def model_name(self) -> str | None:
+        """See :class:`ShuntOptions`."""
+        return self.options.model_name
 
     # ---- what it serves with: one gate and policy, swapped as one ----------------------------
 
@@ -209,15 +204,24 @@ class ShuntSteps:
             validate_text(self.as_input(t, i), index=i, max_chars=self.max_chars)
             for i, t in enumerate(texts)
         ]
+        return self.gate_pass(batch)
+
+    def gate_pass(self, batch: Sequence[str]) -> list[Decision]:
+        """The decisions for texts already validated (:meth:`validate`): the one gate pass
+        every path makes, fed to the drift alarm.
+
+        Raises:
+            GateError: if the gate's output has the wrong shape.
+        """
         if not batch:
             return []
         serving = self._serving  # read once: a swap meanwhile applies to the next batch
         feats = None
         if self.watch.wants_features and isinstance(serving.gate, FeatureGate):
             # the representation test: the same forward pass, never a second one
-            raw, feats = serving.gate.predict_proba_and_features(batch)
+            raw, feats = serving.gate.predict_proba_and_features(list(batch))
         else:
-            raw = serving.gate.predict_proba(batch)
+            raw = serving.gate.predict_proba(list(batch))
         probs = np.asarray(raw, dtype=np.float64)
         k = len(serving.policy.labels)
         if probs.shape != (len(batch), k):
@@ -258,20 +262,20 @@ class ShuntSteps:
         """LLM requests for the LLM-routed inputs (Prompt Transferring applied in one pass)."""
         todo = [(t, d) for t, d in zip(texts, decisions, strict=True) if d.route == "llm"]
         transferred: list[TransferResult | None] = [None] * len(todo)
-        if self.transfer is not None and todo:
-            transferred = list(self.transfer.apply([t for t, _ in todo]))
-        mode, noun = self.prompt_mode, self.noun
+        opts = self.options
+        if opts.transfer is not None and todo:
+            transferred = list(opts.transfer.apply([t for t, _ in todo]))
+        mode, noun, template = opts.prompt_mode, opts.noun, opts.template
         return [
-            build_request(
-                self.template, self.policy_of(d), d, mode, text, tr.text if tr else text, noun
-            )
+            build_request(template, self.policy_of(d), d, mode, text, tr.text if tr else text, noun)
             for (text, d), tr in zip(todo, transferred, strict=True)
         ]
 
     def audit_request(self, text: str, decision: Decision) -> LLMRequest:
         """The audit of a gate answer: every label on offer, no hint (``audit_rate``)."""
+        opts = self.options
         return build_request(
-            self.template, self.policy_of(decision), decision, "none", text, text, self.noun, True
+            opts.template, self.policy_of(decision), decision, "none", text, text, opts.noun, True
         )
 
     def receipt_of(self, decision: Decision, reply: LLMReply | None = None, **kw: Any) -> Receipt:
@@ -279,123 +283,6 @@ class ShuntSteps:
         policy = self.policy_of(decision)
         args = (policy, decision.policy_version or policy.version, decision, self.prices)
         return make_receipt(*args, reply=reply, drift=self.watch.drifted, **kw)
-
-    # ---- read the answer and conclude -----------------------------------------------------
-
-    def parse(self, reply: LLMReply, request: LLMRequest) -> ParsedAnswer:
-        """Map the reply to a label among the request's candidates, with ``C_l``."""
-        allowed = list(request.candidates) or list(self.policy.labels)
-        parser = self.parser.with_aliases(request.aliases) if request.aliases else self.parser
-        parsed = parser.parse(reply.text, allowed)
-        if reply.logprobs and parsed.ok:
-            dist = label_distribution_from_logprobs(reply.logprobs, parser, allowed)
-            if dist is not None and parsed.label is not None:
-                return ParsedAnswer(parsed.label, True, parsed.reason, dist.get(parsed.label), dist)
-        return parsed
-
-    def small_result(
-        self, text: str, decision: Decision, *, run_id: str | None = None
-    ) -> ShuntResult:
-        """The result for a gate-answered input (recorded if ``record_small``)."""
-        return self.small_results([text], [decision], [run_id])[0]
-
-    def small_results(
-        self,
-        texts: Sequence[str],
-        decisions: Sequence[Decision],
-        run_ids: Sequence[str | None] | None = None,
-    ) -> list[ShuntResult]:
-        """Results for gate-answered inputs, recorded in one store transaction."""
-        results = [
-            ShuntResult(d.label, "small", "small", d, receipt=self.receipt_of(d)) for d in decisions
-        ]
-        self.watch.emit(results)
-        if self.store is None or not self.record_small or not results:
-            return results
-        ids = list(run_ids) if run_ids is not None else [None] * len(results)
-        recs = [
-            call_record(t, d, run_id=rid) for t, d, rid in zip(texts, decisions, ids, strict=True)
-        ]
-        try:
-            self.store.add_many(recs)
-        except StoreError as exc:
-            log.warning("%s", exc)  # the answers must still reach the caller
-            return [replace(r, extra={**r.extra, "store_error": str(exc)}) for r in results]
-        return [replace(r, record_id=rec.id) for r, rec in zip(results, recs, strict=True)]
-
-    def finish(
-        self,
-        request: LLMRequest,
-        reply: LLMReply | str | None,
-        *,
-        error: BaseException | str | None = None,
-        latency_s: float | None = None,
-        run_id: str | None = None,
-        record: bool = True,
-        attempts: int = 1,
-        messages: Sequence[Message] | None = None,
-        model_name: str | None = None,
-    ) -> ShuntResult:
-        """Turn an LLM reply (or failure) into a result and record it.
-
-        Args:
-            messages: what the model received (default: ``request.prompt`` as one user message).
-            model_name: the configured model, recorded when the reply names none.
-
-        Raises:
-            LLMError: when the call failed and ``on_llm_error="raise"`` (after recording).
-        """
-        d = request.decision
-        if isinstance(reply, str):
-            reply = LLMReply(text=reply)
-        if reply is not None and not isinstance(reply, LLMReply):
-            error = f"LLM callable returned {type(reply).__name__}, expected LLMReply or str"
-            reply = None
-        err = error if error is None or isinstance(error, str) else describe_error(error)
-        parsed = self.parse(reply, request) if reply is not None and err is None else None
-        if parsed is not None and parsed.ok and parsed.label is not None:
-            result = ShuntResult(parsed.label, "llm", "llm", d, reply, parsed, None, latency_s)
-        else:
-            result = ShuntResult(d.label, "llm", "fallback", d, reply, parsed, err, latency_s)
-        rc = self.receipt_of(d, reply, model=model_name or self.model_name, audited=request.audit)
-        result = replace(result, attempts=attempts, receipt=rc)
-        self.watch.emit([result])
-        if record and self.store is not None:
-            asked = Message("user", request.prompt, images_of(request.text))
-            sent = tuple(messages) if messages is not None else (asked,)
-            rec = call_record(
-                request.text,
-                d,
-                run_id=run_id,
-                request=request,
-                messages=sent,
-                reply=reply,
-                parsed=parsed,
-                error=err,
-                latency_s=latency_s,
-                model=model_name or self.model_name,
-                attempts=attempts,
-            )
-            result = self._stored(result, rec)
-        if err is not None and self.on_llm_error == "raise":
-            tries = f" after {attempts} attempts" if attempts > 1 else ""
-            cause = error if isinstance(error, BaseException) else None
-            raise LLMError(
-                f"the LLM call failed{tries}: {err}",
-                status=status_of(cause) if cause is not None else None,
-                attempts=attempts,
-            ) from cause
-        return result
-
-    def _stored(self, result: ShuntResult, rec: CallRecord) -> ShuntResult:
-        assert self.store is not None  # noqa: S101 - callers check
-        try:
-            rid = self.store.add(rec)
-        except StoreError as exc:
-            # The answer must still reach the caller: the failure is logged and marked.
-            log.warning("%s", exc)
-            return replace(result, extra={**result.extra, "store_error": str(exc)})
-        return replace(result, record_id=rid)
 
 
 def _check_labels(gate: Gate, policy: ShuntPolicy) -> None:
