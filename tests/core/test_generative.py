@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 
 from bench.generative import curve, evaluate, main
-from bench.generative import curve, evaluate, main
 from datashunt import Budget, CallStore, ConfigError, LLMError, LLMReply, MaxAccuracy, Message
 from datashunt.generative import (
     GenerativePolicy,
