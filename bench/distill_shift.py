@@ -10,7 +10,7 @@
 4. A control: the same store with each LLM answer replaced by the gold label (same C_l, so the
    same inputs pass δ_l), to tell the method's effect from the teacher's quality.
 
-Run: ``make distill-shift`` or ``.venv/bin/python bench/distill_shift.py [--fresh]``.
+Run: ``make distill-shift`` or ``.venv/bin/python -m bench.distill_shift [--fresh]``.
 """
 
 from __future__ import annotations

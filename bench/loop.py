@@ -50,6 +50,7 @@ from datashunt import (
 from datashunt.data import read_text_column
 from datashunt.llm.replay import ColumnReplayLLM
 from datashunt.loop import LoopConfig, run_round
+from datashunt.loop.evidence import score_at_threshold
 from datashunt.registry import GateRegistry
 from datashunt.training.targets import PrecisionFloor
 
@@ -90,7 +91,7 @@ def ensure_base_gate(
     return gate_dir
 
 
-class TestEval:
+class ChampionOnTest:
     """The champion on the test splits: MR (LLM share, precision, shunt accuracy with the
     recorded answers) and amazon-mds (forgetting)."""
 
@@ -118,8 +119,10 @@ class TestEval:
         p = np.asarray(gate.predict_proba(self.mr.texts))
         pred = [labels[i] for i in p.argmax(axis=1)]
         gold = [e.label for e in self.mr.examples]
+        gate_acc, llm_share, small_acc = score_at_threshold(
+            p, np.array([labels.index(g) for g in gold]), policy.threshold
+        )
         small = p.max(axis=1) >= policy.threshold
-        right = np.array([a == g for a, g in zip(pred, gold, strict=True)])
         routed = [
             self.answers.get(e.text) or pred[i] if not small[i] else pred[i]
             for i, e in enumerate(self.mr.examples)
@@ -127,9 +130,9 @@ class TestEval:
         pa = np.asarray(gate.predict_proba(self.amazon.texts)).argmax(axis=1)
         amazon = [labels[i] == e.label for i, e in zip(pa, self.amazon.examples, strict=True)]
         out = {
-            "mr_test_llm_share": float((~small).mean()),
-            "mr_test_small_accuracy": float(right[small].mean()) if small.any() else float("nan"),
-            "mr_test_gate_accuracy": float(right.mean()),
+            "mr_test_llm_share": llm_share,
+            "mr_test_small_accuracy": float("nan") if small_acc is None else small_acc,
+            "mr_test_gate_accuracy": gate_acc,
             "mr_test_shunt_accuracy": float(
                 np.mean([a == g for a, g in zip(routed, gold, strict=True)])
             ),
@@ -155,7 +158,7 @@ def run_variant(
     variant: str,
     base: Path,
     data: dict[str, Dataset],
-    evaluate: TestEval,
+    evaluate: ChampionOnTest,
     answers: dict[str, str],
     args: argparse.Namespace,
 ) -> dict[str, Any]:
@@ -325,7 +328,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     amazon_test = sample(read_dataset("amazon-mds", split="test"), args.amazon_eval, args.seed)
     mr_test = sample(mr["test"], args.mr_eval, args.seed) if args.mr_eval else mr["test"]
     base = ensure_base_gate(Path(args.work), args, amazon_train, mr["dev"])
-    evaluate = TestEval(mr_test, amazon_test, answers, max_length=args.max_length)
+    evaluate = ChampionOnTest(mr_test, amazon_test, answers, max_length=args.max_length)
     results = {}
     for variant in csv_list(args.variants):
         results[variant] = run_variant(variant, base, data, evaluate, answers, args)

@@ -21,7 +21,15 @@ from ..policy import ShuntPolicy
 from ..training.calibration import LogitsGate, calibrate
 from ..training.targets import Target
 
-__all__ = ["EvidenceSlice", "GateEvidence", "SliceResult", "Verdict", "evaluate_gate", "judge"]
+__all__ = [
+    "EvidenceSlice",
+    "GateEvidence",
+    "SliceResult",
+    "Verdict",
+    "evaluate_gate",
+    "judge",
+    "score_at_threshold",
+]
 
 #: a slice with fewer inputs than this is reported but does not decide (too noisy)
 MIN_SLICE = 30
@@ -86,9 +94,11 @@ class GateEvidence:
         return asdict(self)
 
 
-def _score(
+def score_at_threshold(
     probs: FloatArray, gold: np.ndarray, threshold: float
 ) -> tuple[float, float, float | None]:
+    """(accuracy of the gate's label, LLM share, small-route accuracy or ``None`` when no input
+    stays small) of routing at δ = ``threshold``; ``gold`` holds label indices."""
     conf, pred = probs.max(axis=1), probs.argmax(axis=1)
     right = pred == gold
     small = conf >= threshold
@@ -118,10 +128,10 @@ def evaluate_gate(
             continue
         probs = softmax(logits_of(sl.texts), t)
         gold = np.array([index[lab] for lab in sl.labels])
-        acc, rate, prec = _score(probs, gold, delta)
+        acc, rate, prec = score_at_threshold(probs, gold, delta)
         results.append(SliceResult(sl.name, len(sl.texts), acc, rate, prec, sl.reference))
     y = np.array([index[e.label] for e in calib.examples])
-    _, rate, prec = _score(softmax(np.stack(list(table.values())), t), y, delta)
+    _, rate, prec = score_at_threshold(softmax(np.stack(list(table.values())), t), y, delta)
     certified = report.certified
     evidence = GateEvidence(
         name=name,
