@@ -8,6 +8,13 @@ from __future__ import annotations
 
 from typing import Any
 
+try:
+    import langchain_core  # noqa: F401
+except ImportError as exc:  # pragma: no cover - exercised in tests/core/test_packaging.py
+    raise ImportError(
+        "langchain_datashunt needs LangChain: pip install 'datashunt[langchain]'"
+    ) from exc
+
 from .callbacks import AsyncDataShuntCallbackHandler, DataShuntCallbackHandler
 from .chat_model import DataShuntChatModel
 from .output import ShuntOutput

@@ -12,6 +12,13 @@ Thin adapters over :class:`datashunt.Shunt`:
 
 from __future__ import annotations
 
+try:
+    import llama_index.core  # noqa: F401
+except ImportError as exc:  # pragma: no cover - exercised in tests/core/test_packaging.py
+    raise ImportError(
+        "llamaindex_datashunt needs LlamaIndex: pip install 'datashunt[llamaindex]'"
+    ) from exc
+
 from .events import ShuntDriftEvent, ShuntReceiptEvent
 from .generative import DataShuntGenerativeLLM
 from .handler import DataShuntEventHandler

@@ -1,7 +1,9 @@
-"""Reading labelled text: CSV, TSV (with or without header), JSONL, and the bundled data sets.
+"""Reading labelled text: CSV, TSV (with or without header), JSONL, and the named data sets.
 
-``read_dataset("amazon-mds", split="train")`` finds ``../shared/data`` (or ``$DATASHUNT_DATA_DIR``);
-any file path works with explicit column names.
+``read_dataset("example-reviews", split="train")`` reads the example set that ships in the
+package; ``read_dataset("amazon-mds", split="train")`` finds ``../shared/data`` (or
+``$DATASHUNT_DATA_DIR``); any file path works with explicit column names. The names and their
+files: :mod:`datashunt.catalog`.
 """
 
 from __future__ import annotations
@@ -10,20 +12,29 @@ import csv
 import hashlib
 import io
 import json
-import os
 import sys
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
+from .catalog import (
+    EXAMPLE_DATASET,
+    KNOWN_DATASETS,
+    DatasetSpec,
+    dataset_path,
+    example_data_path,
+    find_data_dir,
+)
 from .errors import DataError
 
 __all__ = [
+    "EXAMPLE_DATASET",
     "KNOWN_DATASETS",
     "Dataset",
     "DatasetSpec",
     "Example",
     "decode_bytes",
+    "example_data_path",
     "find_data_dir",
     "read_dataset",
     "read_text_column",
@@ -65,90 +76,6 @@ class Dataset:
     def head(self, n: int) -> Dataset:
         """The first ``n`` examples (same label set)."""
         return Dataset(self.examples[:n], self.labels, self.name)
-
-
-@dataclass(frozen=True)
-class DatasetSpec:
-    """How to read one of the bundled data sets."""
-
-    files: Mapping[str, str]
-    text_cols: tuple[str, ...]
-    label_col: str
-    label_names: Mapping[str, str] = field(default_factory=dict)
-    split_col: str | None = None
-    group_col: str | None = None
-    header: bool = True
-    # For a file that holds two splits (AG News dev.tsv is our train *and* dev pool): the
-    # split taken by a hash of the text, so it is fixed and independent of row order.
-    hash_splits: Mapping[str, tuple[int, int]] = field(default_factory=dict)
-    # Columns holding a large model's recorded answer per row (first: the default one).
-    answer_cols: tuple[str, ...] = ()
-
-
-_SENTIMENT = {"0": "negative", "1": "positive"}
-KNOWN_DATASETS: dict[str, DatasetSpec] = {
-    "amazon-mds": DatasetSpec(
-        files={s: "amazon-mds/reviews.csv" for s in ("train", "dev", "test")},
-        text_cols=("title", "text"),
-        label_col="label",
-        label_names=_SENTIMENT,
-        split_col="split",
-        group_col="domain",
-    ),
-    "sst2": DatasetSpec(
-        files={s: f"sst2/{s}.tsv" for s in ("train", "dev", "test")},
-        text_cols=("sentence",),
-        label_col="label",
-        label_names=_SENTIMENT,
-    ),
-    "agnews": DatasetSpec(
-        files={"train": "agnews/dev.tsv", "dev": "agnews/dev.tsv", "test": "agnews/test.tsv"},
-        text_cols=("text",),
-        label_col="label",
-        header=False,
-        hash_splits={"train": (0, 8), "dev": (8, 10)},
-    ),
-    # Recorded answers of real large models ride along in extra columns (read them with
-    # read_text_column, or replay them with datashunt.llm.ColumnReplayLLM).
-    "mr": DatasetSpec(
-        files={s: "mr/mr.csv" for s in ("train", "dev", "test")},
-        text_cols=("text",),
-        label_col="label",
-        split_col="split",
-        answer_cols=("llm_label",),
-    ),
-    "isear": DatasetSpec(
-        files={s: "isear/isear.csv" for s in ("train", "dev", "test")},
-        text_cols=("text",),
-        label_col="label",
-        split_col="split",
-        answer_cols=("gpt35_label", "llama2_70b_label"),
-    ),
-}
-
-
-def find_data_dir() -> Path:
-    """``$DATASHUNT_DATA_DIR``, else the first ``shared/data`` beside the working directory or
-    the source tree.
-
-    Raises:
-        DataError: saying where it looked and how to point at the data.
-    """
-    env = os.environ.get("DATASHUNT_DATA_DIR")
-    candidates = [Path(env)] if env else []
-    here = Path(__file__).resolve()
-    for base in (Path.cwd(), *Path.cwd().parents[:2], *here.parents[:4]):
-        candidates.append(base.parent / "shared" / "data")
-    for c in candidates:
-        if c.is_dir() and any(c.iterdir()):
-            return c
-    raise DataError(
-        "the bundled data folder was not found (looked at "
-        + ", ".join(str(c) for c in candidates[:4])
-        + ", ...). Set DATASHUNT_DATA_DIR to the folder holding amazon-mds/, sst2/, agnews/, mr/, "
-        "isear/, "
-        "or pass a CSV/TSV/JSONL path with --text-col and --label-col"
-    )
 
 
 def _hash_bucket(text: str, buckets: int = 10) -> int:
@@ -241,7 +168,7 @@ def read_text_column(
     spec = KNOWN_DATASETS.get(str(source))
     if spec is not None:
         files = sorted(set(spec.files.values()))
-        paths = [find_data_dir() / f for f in files]
+        paths = [dataset_path(spec, f) for f in files]
         cols, header = spec.text_cols, spec.header
     else:
         paths = [Path(source).expanduser()]
@@ -279,8 +206,8 @@ def read_dataset(
     """Read labelled examples from a bundled data set name or a file.
 
     Args:
-        source: a bundled name (``"amazon-mds"``, ``"sst2"``, ``"agnews"``, ``"mr"``,
-            ``"isear"``), or a ``.csv``/``.tsv``/``.jsonl`` path.
+        source: a named set (``"example-reviews"``, which ships; ``"amazon-mds"``, ``"sst2"``,
+            ``"agnews"``, ``"mr"``, ``"isear"``), or a ``.csv``/``.tsv``/``.jsonl`` path.
         split: for a bundled set, ``"train"``, ``"dev"`` or ``"test"``; for a file with a
             ``split_col``, the value to keep.
         text_col: the text column, or several joined with ". " (e.g. ``["title", "text"]``);
@@ -305,7 +232,7 @@ def read_dataset(
     if spec is not None:
         if split is None or split not in spec.files:
             raise DataError(f"{name} needs split= one of {sorted(spec.files)}, got {split!r}")
-        path = find_data_dir() / spec.files[split]
+        path = dataset_path(spec, spec.files[split])
         text_col = text_col or spec.text_cols
         label_col = label_col or spec.label_col
         label_names = label_names or spec.label_names

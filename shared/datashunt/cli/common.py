@@ -67,7 +67,8 @@ def add_data_args(p: argparse.ArgumentParser, split: str) -> None:
     p.add_argument(
         "--data",
         required=True,
-        help="a bundled data set (amazon-mds, sst2, agnews, mr, isear) or a .csv/.tsv/.jsonl file",
+        help="example-reviews (ships with datashunt), an evaluation set (amazon-mds, sst2, "
+        "agnews, mr, isear: DATASHUNT_DATA_DIR) or a .csv/.tsv/.jsonl file",
     )
     p.add_argument("--split", default=split, help=f"split to read (default {split})")
     p.add_argument("--text-col", help="text column(s), comma-separated (joined with '. ')")

