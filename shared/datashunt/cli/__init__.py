@@ -29,7 +29,18 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for documentation and tests)."""
     # Imported here, not above: `python -m datashunt.cli.distill` must find its module unloaded.
-    from . import batch, bench, distill, gates, monitor, predict, server, store, train
+    from . import (
+        batch,
+        bench,
+        bootstrap,
+        distill,
+        gates,
+        monitor,
+        predict,
+        server,
+        store,
+        train,
+    )
 
     parser = _Parser(
         prog="datashunt",
@@ -37,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
         "the gate, predict, inspect the call store, distil, benchmark, serve a local LLM.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    for group in (train, predict, store, monitor, distill, gates, bench, batch, server):
+    for group in (train, predict, store, monitor, distill, gates, bootstrap, bench, batch, server):
         group.register(sub)
     return parser
 

@@ -1,0 +1,222 @@
+"""The stream policies of ``bench/stream.py``: one pass over a stream, no gold label read.
+
+Every policy sees, per input, its embedding and, only when it asks, the LLM's recorded parsed
+answer (``-1`` = unreadable). It returns what it answered and where; ``bench/stream.py`` scores
+that against gold afterwards. The student, its schedule (a round every ``every`` new readable
+answers) and the fallback (an unreadable answer is replaced by the current student's label) are
+shared by every policy; only the routing rule differs:
+
+* ``datashunt``: :func:`datashunt.labelfree.train_round` each round (student, deferral score
+  chosen on held-out answers, certified fidelity δ); a challenger replaces the champion only
+  when it keeps more of the same held-out answers at the same certified target. After takeover
+  a decaying share of inputs (:class:`~datashunt.labelfree.Exploration`) still goes to the
+  LLM, drawn uniformly: the audits on which later certificates are computed;
+* ``margin``: Cache & Distil's rule, the LLM when the margin is below ``param``;
+* ``ocl``: OCL's MLP rule (:class:`~datashunt.labelfree.OCLHead`), the LLM when its output is
+  above ``param``, or with probability ``0.8 ** updates``;
+* ``llm``: every input to the LLM (the student only stands in for unreadable answers).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from datashunt.labelfree import (
+    EmbeddingStudent,
+    Exploration,
+    OCLHead,
+    Round,
+    RoundConfig,
+    certify_fidelity,
+    margin_score,
+    train_round,
+)
+from datashunt.labelfree.rounds import score_of
+
+FloatArray = np.ndarray[Any, np.dtype[np.float64]]
+IntArray = np.ndarray[Any, np.dtype[np.int64]]
+BoolArray = np.ndarray[Any, np.dtype[np.bool_]]
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    """The shared schedule and the datashunt policy's settings."""
+
+    every: int = 250
+    round: RoundConfig = field(default_factory=RoundConfig)
+    exploration: Exploration = field(default_factory=Exploration)
+    seed: int = 0
+
+
+@dataclass
+class Trace:
+    """What a policy did along the stream (positions in stream order).
+
+    Attributes:
+        pred: the label index answered, ``-1`` for no label.
+        asked: whether the LLM was asked.
+        kept: whether the student answered alone.
+        promotions: ``(position, round)`` of each gate taken into service (datashunt).
+        rounds: the number of student refits.
+    """
+
+    pred: IntArray
+    asked: BoolArray
+    kept: BoolArray
+    promotions: list[tuple[int, Round]] = field(default_factory=list)
+    rounds: int = 0
+
+
+class _Memory:
+    """The answers seen so far and which of them are held out (never trained on)."""
+
+    def __init__(self) -> None:
+        self.rows: list[int] = []
+        self.y: list[int] = []
+        self.held: list[bool] = []
+        self.new = 0
+
+    def add(self, row: int, answer: int, held: bool) -> None:
+        if answer < 0:
+            return
+        self.rows.append(row)
+        self.y.append(answer)
+        self.held.append(held)
+        self.new += 1
+
+    def part(self, held: bool) -> tuple[IntArray, IntArray]:
+        m = np.asarray(self.held, dtype=bool) == held
+        return np.asarray(self.rows, dtype=np.int64)[m], np.asarray(self.y, dtype=np.int64)[m]
+
+
+def _fit(student: EmbeddingStudent, x: FloatArray, mem: _Memory) -> bool:
+    rows, y = mem.part(False)
+    if len(np.unique(y)) < 2:
+        return False
+    student.fit_indices(x[rows], y)
+    return True
+
+
+def run_policy(
+    policy: str,
+    x: FloatArray,
+    answers: IntArray,
+    labels: tuple[str, ...],
+    config: SimConfig,
+    param: float = 0.5,
+) -> Trace:
+    """Run ``policy`` over the stream ``x`` (already in stream order).
+
+    Args:
+        policy: ``datashunt``, ``margin``, ``ocl`` or ``llm``.
+        x: ``(n, d)`` embeddings in stream order.
+        answers: the LLM's recorded label index per input, ``-1`` when unreadable: read only
+            where the policy asks.
+        param: ``margin``'s margin threshold or ``ocl``'s output threshold.
+    """
+    if policy == "datashunt":
+        return _datashunt(x, answers, labels, config)
+    n, k = len(x), len(labels)
+    rng = np.random.default_rng(config.seed)
+    pred = np.full(n, -1, dtype=np.int64)
+    asked = np.zeros(n, dtype=bool)
+    student = EmbeddingStudent(labels, l2=config.round.l2)
+    ocl = OCLHead(k, seed=config.seed)
+    mem, probs, rounds = _Memory(), np.zeros((n, k)), 0
+    defer = np.ones(n)  # ocl: its MLP's output for the inputs still to come
+    pending: list[int] = []  # ocl: answered positions not yet learnt by its MLP
+    for t in range(n):
+        if not student.fitted or policy == "llm":
+            ask = True
+        elif policy == "margin":
+            ask = bool(margin_score(probs[t : t + 1])[0] < param)
+        else:
+            ask = bool(defer[t] > param or rng.random() < ocl.explore_probability(rounds))
+        asked[t] = ask
+        if ask:
+            a = int(answers[t])
+            mem.add(t, a, held=False)
+            if policy == "ocl" and a >= 0 and student.fitted:
+                pending.append(t)
+            pred[t] = a if a >= 0 else (int(probs[t].argmax()) if student.fitted else -1)
+        else:
+            pred[t] = int(probs[t].argmax())
+        refit = mem.new >= config.every and _fit(student, x, mem)
+        if refit:
+            mem.new, rounds = 0, rounds + 1
+            probs[t + 1 :] = student.predict_proba(x[t + 1 :])
+        if policy == "ocl" and (len(pending) >= ocl.batch or refit):
+            if pending:  # probs[t] is still what the student said before the answer came
+                ocl.partial_fit(probs[pending], answers[pending])
+                pending = []
+            defer[t + 1 :] = ocl.defer_probability(probs[t + 1 :])
+    return Trace(pred, asked, ~asked, rounds=rounds)
+
+
+def _datashunt(x: FloatArray, answers: IntArray, labels: tuple[str, ...], cfg: SimConfig) -> Trace:
+    n, k = len(x), len(labels)
+    rng = np.random.default_rng(cfg.seed)
+    pred = np.full(n, -1, dtype=np.int64)
+    asked = np.zeros(n, dtype=bool)
+    kept = np.zeros(n, dtype=bool)
+    mem = _Memory()
+    latest: EmbeddingStudent | None = None
+    champion: Round | None = None
+    probs = np.zeros((n, k))  # the latest student's probabilities (the unreadable fallback)
+    cprobs = np.zeros((n, k))  # the champion's
+    cscore = np.zeros(n)
+    trace = Trace(pred, asked, kept)
+    since = -1  # inputs since the first takeover
+    for t in range(n):
+        audit = False
+        if champion is not None:
+            since += 1
+            audit = bool(rng.random() < cfg.exploration.rate(since))
+        keep = champion is not None and not audit and cscore[t] >= champion.certificate.threshold
+        if keep:
+            kept[t] = True
+            pred[t] = int(cprobs[t].argmax())
+        else:
+            asked[t] = True
+            a = int(answers[t])
+            uniform = champion is None or audit  # drawn regardless of the score
+            held = uniform and rng.random() < cfg.round.holdout
+            mem.add(t, a, held)
+            pred[t] = a if a >= 0 else (int(probs[t].argmax()) if latest is not None else -1)
+        if mem.new < cfg.every:
+            continue
+        rows, y = mem.part(False)
+        hrows, hy = mem.part(True)
+        if len(np.unique(y)) < 2:
+            continue
+        mem.new = 0
+        r = train_round(x[rows], y, x[hrows], hy, labels, cfg.round, previous=latest, seed=t)
+        trace.rounds += 1
+        latest = r.student
+        rest = slice(t + 1, n)
+        probs[rest] = latest.predict_proba(x[rest])
+        if not r.certificate.certified:
+            continue
+        if champion is not None and not _better(r, champion, x[hrows], hy, cfg.round):
+            continue
+        champion = r
+        cprobs[rest] = probs[rest]
+        cscore[rest] = r.score(x[rest], probs[rest])
+        trace.promotions.append((t, r))
+    return trace
+
+
+def _better(new: Round, old: Round, xh: FloatArray, yh: IntArray, cfg: RoundConfig) -> bool:
+    """Whether ``new`` keeps more held-out inputs than ``old`` re-certified on the same ones."""
+    p = old.student.predict_proba(xh)
+    s = score_of(old.certificate.score, p, old.head)
+    again = certify_fidelity(
+        {old.certificate.score: s},
+        p.argmax(axis=1) == yh,
+        target=cfg.target,
+        confidence=cfg.confidence,
+    )
+    return not again.certified or new.certificate.small_share > again.small_share

@@ -1,0 +1,168 @@
+"""One learning round from LLM answers only: fit the student, choose the deferral score, certify.
+
+The round is what ``datashunt bootstrap`` runs once and what a shadowing / serving shunt runs
+each time enough new answers have arrived (``bench/stream.py`` runs it along a whole stream):
+
+1. the student (:class:`~.student.EmbeddingStudent`) is fitted on the training answers,
+   continuing from the previous round's head;
+2. the :class:`~.deferral.AgreementHead` is fitted on out-of-fold probabilities of the training
+   answers (K folds of the same student), so it learns how often an honest student agrees;
+3. every deferral score is computed on the held-out answers and the fidelity target is certified
+   (:func:`~.fidelity.certify_fidelity`: the best certified score, Bonferroni over scores).
+
+Nothing here reads a gold label.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..errors import ConfigError
+from ..training.deferral import stratified_folds
+from .deferral import SCORES, AgreementHead
+from .fidelity import FidelityCertificate, certify_fidelity
+from .student import EmbeddingStudent, FloatArray
+
+__all__ = ["Round", "RoundConfig", "train_round"]
+
+
+@dataclass(frozen=True)
+class RoundConfig:
+    """What a round fits and certifies.
+
+    Attributes:
+        target: fidelity floor (agreement with the LLM on the small route).
+        confidence: the certificate's confidence.
+        scores: deferral scores offered: ``max``, ``margin``, ``agree`` (learned).
+        l2: the student head's L2 penalty.
+        replay: newer answers' extra weight (:class:`~.student.EmbeddingStudent`).
+        folds: out-of-fold folds for the agreement head.
+        holdout: the share of uniform answers held out for certification.
+        estimate_needed: when nothing certifies, estimate how many more answers would.
+    """
+
+    target: float = 0.95
+    confidence: float = 0.95
+    scores: tuple[str, ...] = ("max", "margin", "agree")
+    l2: float = 1e-3
+    replay: float = 0.0
+    folds: int = 5
+    holdout: float = 0.3
+    estimate_needed: bool = True
+
+    def __post_init__(self) -> None:
+        unknown = [s for s in self.scores if s not in (*SCORES, "agree")]
+        if not self.scores or unknown:
+            raise ConfigError(
+                f"unknown deferral score(s) {unknown or '(none given)'}: choose from "
+                f"{[*SCORES, 'agree']}"
+            )
+        if self.folds < 2:
+            raise ConfigError(f"folds must be >= 2, got {self.folds}")
+        if not 0.0 < self.holdout < 1.0:
+            raise ConfigError(f"holdout must be in (0, 1), got {self.holdout}")
+
+
+@dataclass
+class Round:
+    """A fitted student, its deferral score and its certificate.
+
+    Example:
+        >>> r = train_round(x_tr, y_tr, x_ho, y_ho, labels, RoundConfig())  # doctest: +SKIP
+        >>> keep = r.keep(x_new)  # True: the student answers alone  # doctest: +SKIP
+    """
+
+    student: EmbeddingStudent
+    certificate: FidelityCertificate
+    head: AgreementHead | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def score(self, x: Any, probs: FloatArray | None = None) -> FloatArray:
+        """The chosen deferral score of each input (higher = keep)."""
+        p = self.student.predict_proba(x) if probs is None else probs
+        return score_of(self.certificate.score, p, self.head)
+
+    def keep(self, x: Any, probs: FloatArray | None = None) -> np.ndarray[Any, Any]:
+        """Whether the student answers each input alone (always False when not certified)."""
+        s = self.score(x, probs)
+        return np.asarray(s >= self.certificate.threshold) & self.certificate.certified
+
+
+def score_of(name: str, probs: FloatArray, head: AgreementHead | None) -> FloatArray:
+    """Score ``name`` of ``probs``; ``agree`` needs the fitted head."""
+    if name == "agree":
+        if head is None:
+            raise ConfigError("the 'agree' score needs a fitted AgreementHead")
+        return head.score(probs)
+    return SCORES[name](probs)
+
+
+def out_of_fold_probs(
+    student: EmbeddingStudent, x: FloatArray, y: np.ndarray[Any, Any], folds: int, seed: int = 0
+) -> FloatArray:
+    """Each training answer's probabilities from a student fitted on the other folds (each
+    fold's student warm-starts from ``student``'s head: a few iterations each)."""
+    out = np.zeros((len(y), len(student.labels)))
+    idx = np.arange(len(y))
+    for fold in stratified_folds(y, folds, seed):
+        rest = np.setdiff1d(idx, fold)
+        if len(np.unique(y[rest])) < 2:
+            out[fold] = student.predict_proba(x[fold])
+            continue
+        s = EmbeddingStudent(student.labels, l2=student.l2, replay=student.replay)
+        s.weight, s.bias = student.weight, student.bias
+        out[fold] = s.fit_indices(x[rest], y[rest]).predict_proba(x[fold])
+    return out
+
+
+def train_round(
+    x_train: Any,
+    y_train: Any,
+    x_holdout: Any,
+    y_holdout: Any,
+    labels: Sequence[str],
+    config: RoundConfig,
+    *,
+    previous: EmbeddingStudent | None = None,
+    seed: int = 0,
+) -> Round:
+    """Fit, choose and certify (see the module docstring).
+
+    Args:
+        x_train, y_train: embeddings and LLM label indices of the training answers, oldest
+            first (readable answers only).
+        x_holdout, y_holdout: the same for the held-out answers (a uniform random part of the
+            traffic, never trained on).
+        labels: the label names.
+        previous: the last round's student: its head is the starting point.
+
+    Raises:
+        DataError: fewer than two distinct labels among the training answers.
+    """
+    xt = np.asarray(x_train, dtype=np.float64)
+    yt = np.asarray(y_train, dtype=np.int64)
+    student = EmbeddingStudent(tuple(labels), l2=config.l2, replay=config.replay)
+    if previous is not None and previous.weight is not None:
+        student.weight, student.bias = previous.weight, previous.bias
+    student.fit_indices(xt, yt)
+    head = None
+    if "agree" in config.scores:
+        oof = out_of_fold_probs(student, xt, yt, min(config.folds, max(2, len(yt) // 10)), seed)
+        head = AgreementHead().fit(oof, yt)
+    xh = np.asarray(x_holdout, dtype=np.float64)
+    yh = np.asarray(y_holdout, dtype=np.int64)
+    probs = student.predict_proba(xh) if len(yh) else np.zeros((0, len(labels)))
+    agree = probs.argmax(axis=1) == yh
+    scores = {name: score_of(name, probs, head) for name in config.scores}
+    cert = certify_fidelity(
+        scores,
+        agree,
+        target=config.target,
+        confidence=config.confidence,
+        estimate_needed=config.estimate_needed,
+    )
+    return Round(student, cert, head, {"holdout_agreement": float(agree.mean()) if len(yh) else 0})

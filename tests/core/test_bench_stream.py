@@ -1,0 +1,103 @@
+"""bench/stream.py: the whole stream path runs with the gold column removed; the schema."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bench import stream
+from bench.stream_sim import SimConfig, run_policy
+from datashunt.labelfree import RoundConfig
+
+KEYS = {
+    "data",
+    "teacher",
+    "policy",
+    "accuracy",
+    "llm_share",
+    "last2000_share",
+    "fidelity_target",
+    "fidelity_violation_rate",
+    "repetitions",
+    "orders",
+    "wall_s",
+}
+
+
+def write_mr(root: Path, n: int, *, gold: bool, seed: int = 0) -> tuple[list[str], np.ndarray]:
+    """A synthetic mr.csv (texts, the LLM's answers, gold only if asked) and its embeddings."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n)
+    x = np.array([[2.5, 0.0], [-2.5, 0.0]])[y] + rng.normal(size=(n, 2))
+    x = np.concatenate([x, rng.normal(size=(n, 6)) * 0.3], axis=1)
+    labels = ("negative", "positive")
+    answer = np.where(rng.random(n) < 0.97, y, 1 - y)
+    (root / "mr").mkdir(parents=True)
+    texts = [f"sentence {i}" for i in range(n)]
+    with (root / "mr" / "mr.csv").open("w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["split", "text", "llm_label", *(["label"] if gold else [])])
+        for i in range(n):
+            ans = "" if i % 25 == 0 else labels[answer[i]]  # 4 % unreadable
+            w.writerow(["train", texts[i], ans, *([labels[y[i]]] if gold else [])])
+    return texts, x
+
+
+def run_main(tmp_path: Path, *, gold: bool) -> dict:
+    data = tmp_path / "data"
+    texts, x = write_mr(data, 800, gold=gold)
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    np.save(stream.cache_file(texts, cache), x)  # no encoder in a unit test
+    out = tmp_path / "res" / "stream.json"
+    argv = ["--data", "mr", "--orders", "1", "--target", "0.9", "--bisect", "5"]
+    argv += ["--data-dir", str(data), "--cache", str(cache), "--out", str(out)]
+    assert stream.main(argv) == 0
+    assert out.with_suffix(".md").is_file() and out.with_suffix(".png").is_file()
+    return json.loads(out.read_text())
+
+
+def test_the_whole_path_runs_without_gold(tmp_path: Path) -> None:
+    res = run_main(tmp_path, gold=False)
+    runs = {r["policy"]: r for r in res["runs"]}
+    assert set(runs) == {"datashunt", "margin", "ocl", "llm", "offline-gold"}
+    for r in res["runs"]:
+        assert set(r) - {"accuracy_with_fallback"} == KEYS
+        assert r["accuracy"] is None  # nothing to score against: and nothing was read
+    assert runs["llm"]["llm_share"] == 1.0
+    assert 0.0 < runs["datashunt"]["llm_share"] < 1.0  # it took over without any gold label
+
+
+def test_schema_and_figures_with_gold(tmp_path: Path) -> None:
+    res = run_main(tmp_path, gold=True)
+    runs = {r["policy"]: r for r in res["runs"]}
+    assert runs["llm"]["accuracy_with_fallback"] >= runs["llm"]["accuracy"]
+    ds = runs["datashunt"]
+    assert ds["fidelity_target"] == 0.9 and ds["repetitions"] >= 1
+    assert 0.0 <= ds["fidelity_violation_rate"] <= 1.0
+    assert ds["accuracy"] > 0.85
+    for p in ("margin", "ocl"):  # equal calls, up to the bisection's precision
+        assert abs(runs[p]["llm_share"] - ds["llm_share"]) < 0.1
+
+
+def test_routing_does_not_depend_on_gold(tmp_path: Path) -> None:
+    texts, x = write_mr(tmp_path, 900, gold=True)
+    with_gold = stream.load_stream(tmp_path / "mr" / "mr.csv", "llm_label", "mr")
+    without = stream.load_stream(
+        tmp_path / "mr" / "mr.csv", "llm_label", "mr", gold_column="absent"
+    )
+    assert without.gold is None and with_gold.gold is not None
+    cfg = SimConfig(every=200, round=RoundConfig(target=0.9))
+    a = run_policy("datashunt", x, with_gold.answers, with_gold.labels, cfg)
+    b = run_policy("datashunt", x, without.answers, without.labels, cfg)
+    assert (a.asked == b.asked).all() and (a.pred == b.pred).all()
+    assert a.kept.any()
+
+
+def test_unknown_run_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit, match="unknown run"):
+        stream.main(["--data", "nope", "--out", str(tmp_path / "s.json")])
