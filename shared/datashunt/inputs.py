@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from .errors import InputError
 
-__all__ = ["DEFAULT_MAX_CHARS", "validate_text", "validate_texts"]
+__all__ = ["DEFAULT_MAX_CHARS", "Checked", "validate_text", "validate_texts"]
 
 #: Inputs longer than this are refused by default: the gate truncates safely, but a prompt of
 #: millions of characters is almost always a bug upstream (a whole file passed as one review).
@@ -44,12 +44,20 @@ def validate_text(text: object, *, index: int | None = None, max_chars: int | No
     return text
 
 
+class Checked(list[str]):
+    """Texts the engine has validated already (:meth:`datashunt.Shunt.plan`): a gate given
+    these does not check them a second time."""
+
+
 def validate_texts(texts: object, *, max_chars: int | None = None) -> list[str]:
-    """Validate a batch: a sequence (not a single string) of valid texts.
+    """Validate a batch: a sequence (not a single string) of valid texts; a :class:`Checked`
+    batch is returned as it is.
 
     Raises:
         InputError: for a bare string (pass ``[text]``) or any invalid element.
     """
+    if isinstance(texts, Checked):
+        return texts
     if isinstance(texts, str | bytes):
         raise InputError("expected a list of texts, got a single string: pass [text]")
     if not isinstance(texts, Sequence):

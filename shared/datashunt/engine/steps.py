@@ -19,7 +19,7 @@ from ..errors import ConfigError, GateError, InputError
 from ..gates import Gate
 from ..gates.base import FeatureGate
 from ..images import as_input
-from ..inputs import validate_text
+from ..inputs import Checked, validate_text
 from ..llm.retry import RetryPolicy
 from ..parsing import AnswerParser
 from ..policy import ShuntPolicy
@@ -219,9 +219,9 @@ class ShuntSteps:
         feats = None
         if self.watch.wants_features and isinstance(serving.gate, FeatureGate):
             # the representation test: the same forward pass, never a second one
-            raw, feats = serving.gate.predict_proba_and_features(list(batch))
+            raw, feats = serving.gate.predict_proba_and_features(Checked(batch))
         else:
-            raw = serving.gate.predict_proba(list(batch))
+            raw = serving.gate.predict_proba(Checked(batch))
         probs = np.asarray(raw, dtype=np.float64)
         k = len(serving.policy.labels)
         if probs.shape != (len(batch), k):

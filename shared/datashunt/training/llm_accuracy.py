@@ -94,22 +94,18 @@ def measure_llm_sample(
     shunt = Shunt(
         gate, policy, llm=llm, prompt_mode="none", max_concurrency=max_concurrency, retry=retry
     )
-    valid = [
-        (int(i), t)
-        for i, t in zip(idx, shunt.validate([dev.examples[i].text for i in idx]), strict=True)
-    ]
-    todo = [(i, t) for i, t in valid if isinstance(t, str)]
-    texts = [t for _, t in todo]
-    decisions = shunt.decide(texts)
-    rows = [i for (i, _), d in zip(todo, decisions, strict=True) if d.route == "llm"]
-    requests = shunt.prepare(texts, decisions)
+    plan = shunt.plan([dev.examples[i].text for i in idx], strict=False, indexed=True)
+    rows = [int(idx[it.index]) for it in plan.asks]  # δ = 1: every valid input is asked
+    requests = [it.request for it in plan.asks]
     out = np.full(n, np.nan)
     reasons: Counter[str] = Counter()
     failed = done = 0
     pool = ThreadPoolExecutor(max_workers=max_concurrency)
     try:
         futures = {
-            pool.submit(shunt.ask, r, record=False): i for i, r in zip(rows, requests, strict=True)
+            pool.submit(shunt.ask, r, record=False): i
+            for i, r in zip(rows, requests, strict=True)
+            if r is not None
         }
         for fut in as_completed(futures):
             i, res = futures[fut], fut.result()
