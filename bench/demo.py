@@ -35,7 +35,7 @@ from datashunt.benchmark.tasks import GATE_RECIPES
 from datashunt.errors import DataError, DataShuntError
 from datashunt.training import parse_target
 
-__all__ = ["SENTIMENT_TEMPLATE", "Row", "main"]
+__all__ = ["SENTIMENT_TEMPLATE", "Row", "demo_runnable", "main"]
 
 
 #: The task prompt the demo gives the LLM. Small models are very sensitive to wording: on 60
@@ -122,12 +122,27 @@ def _chat_model(base_url: str, api_key: str, model: str) -> Any:
     )
 
 
-def run_demo(args: argparse.Namespace) -> list[Row]:
-    """Run the demo; returns the table rows (also printed)."""
+def demo_runnable(gate: Any, policy: Any, llm: Any, mode: str, store: CallStore) -> Any:
+    """The runnable of one table row: the sentiment prompt, ``mode`` pruning, the store."""
     from langchain_core.prompts import ChatPromptTemplate
 
-    from datashunt.llm.server import LLMServer
     from langchain_datashunt import DataShuntRunnable
+
+    return DataShuntRunnable(
+        gate,
+        policy,
+        prompt=ChatPromptTemplate.from_messages([("human", SENTIMENT_TEMPLATE)]),
+        llm=llm,
+        prompt_mode=mode,
+        store=store,
+        noun="review",
+        record_small=False,
+    )
+
+
+def run_demo(args: argparse.Namespace) -> list[Row]:
+    """Run the demo; returns the table rows (also printed)."""
+    from datashunt.llm.server import LLMServer
 
     t_all = time.perf_counter()
     train = read_dataset(args.data, split="train")
@@ -167,16 +182,7 @@ def run_demo(args: argparse.Namespace) -> list[Row]:
             ("Data Shunt, hard prompt", policy, "hard"),
         ]
         for name, pol, mode in variants:
-            runnable = DataShuntRunnable(
-                prompt=ChatPromptTemplate.from_messages([("human", SENTIMENT_TEMPLATE)]),
-                gate=gate,
-                policy=pol,
-                llm=llm,
-                prompt_mode=mode,
-                store=store,
-                noun="review",
-                record_small=False,
-            )
+            runnable = demo_runnable(gate, pol, llm, mode, store)
             t0 = time.perf_counter()
             outs = _run(runnable, texts, name, args.batch, args.concurrency)
             rows.append(_row(name, outs, gold, time.perf_counter() - t0))
