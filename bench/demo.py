@@ -128,7 +128,7 @@ def demo_runnable(gate: Any, policy: Any, llm: Any, mode: str, store: CallStore)
 
     from langchain_datashunt import DataShuntRunnable
 
-    return DataShuntRunnable(
+    return DataShuntRunnable.from_gate(
         gate,
         policy,
         prompt=ChatPromptTemplate.from_messages([("human", SENTIMENT_TEMPLATE)]),

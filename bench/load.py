@@ -152,7 +152,7 @@ async def run_load(
         timeout=timeout,
         callbacks=[counter.handler],
     )
-    runnable = DataShuntRunnable(
+    runnable = DataShuntRunnable.from_gate(
         gate=gate, policy=policy, llm=llm, store=store, retry=RetryPolicy(attempts=3)
     )
     latencies: list[float] = [0.0] * len(texts)
