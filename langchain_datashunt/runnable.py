@@ -127,10 +127,14 @@ class DataShuntRunnable(RunnableSerializable[Any, ShuntOutput]):
         """Serve ``version`` of a gate registry (default its champion); with ``follow=True``
         keep serving the champion as ``datashunt loop`` promotes or rolls back (the swap
         happens between decisions; ``runnable.follower.stop()`` ends it). Keywords as
-        :meth:`from_gate`."""
+        :meth:`from_gate`; on a registry with no gate yet, ``labels=[...]`` starts shadowing
+        (see :meth:`datashunt.Shunt.shadow`) and ``follow=True`` takes over when
+        ``datashunt bootstrap`` registers the first gate."""
         reg = as_registry(registry)
-        options, rest = ShuntOptions.split(kwargs)
-        runnable = cls(shunt=Shunt.from_registry(reg, version, options=options), **rest)
+        names = ShuntOptions.names() | {"options", "labels"}
+        shunt_kw = {k: v for k, v in kwargs.items() if k in names}
+        rest = {k: v for k, v in kwargs.items() if k not in names}
+        runnable = cls(shunt=Shunt.from_registry(reg, version, **shunt_kw), **rest)
         if follow:
             runnable._follower = runnable.shunt.follow(reg, interval=interval, pin=version)
         return runnable

@@ -24,13 +24,23 @@ class AlarmInbox:
     """Collects drift alarms from the engine until the runnable dispatches them as events."""
 
     def __init__(self, shunt: Shunt) -> None:
+        self.shunt = shunt
         self.pending: list[DriftAlarm] = []
         shunt.watch.listeners.append(self.pending.append)
 
     def take(self) -> list[dict[str, Any]]:
-        """The alarms since the last call, as event payloads."""
+        """The alarms since the last call, as event payloads (with what the shunt serves
+        now: ``shadowing`` when the alarm sent it back to the LLM, see ``on_drift``)."""
         out = [
-            {"at": a.at, "statistic": a.statistic, "pvalue": a.pvalue, "detail": a.describe()}
+            {
+                "at": a.at,
+                "test": a.test,
+                "statistic": a.statistic,
+                "pvalue": a.pvalue,
+                "detail": a.describe(),
+                "serving": self.shunt.serving.version,
+                "shadowing": self.shunt.shadowing,
+            }
             for a in self.pending
         ]
         self.pending.clear()

@@ -34,12 +34,17 @@ class ShuntReceiptEvent(BaseEvent):
 
 
 class ShuntDriftEvent(BaseEvent):
-    """The drift alarm fired: live gate confidences no longer match the calibration ones."""
+    """The drift alarm fired: live gate confidences (or the LLM's agreement with the gate on
+    audits: ``test="audit"``) no longer match the calibration ones. ``shadowing`` says the
+    shunt went back to sending every input to the LLM (``on_drift="shadow"``)."""
 
     at: int
     statistic: float
     pvalue: float
     detail: str
+    test: str = "confidence"
+    serving: str | None = None
+    shadowing: bool = False
 
     @classmethod
     def class_name(cls) -> str:
@@ -52,17 +57,29 @@ def _receipt(result: ShuntResult) -> None:
         _dispatcher.event(ShuntReceiptEvent(route=result.route, label=result.label, receipt=data))
 
 
-def _drift(alarm: DriftAlarm) -> None:
-    _dispatcher.event(
-        ShuntDriftEvent(
-            at=alarm.at, statistic=alarm.statistic, pvalue=alarm.pvalue, detail=alarm.describe()
+class _Drift:
+    """Dispatches one shunt's drift alarms, with what the shunt serves after them."""
+
+    def __init__(self, shunt: Shunt) -> None:
+        self.shunt = shunt
+
+    def __call__(self, alarm: DriftAlarm) -> None:
+        _dispatcher.event(
+            ShuntDriftEvent(
+                at=alarm.at,
+                statistic=alarm.statistic,
+                pvalue=alarm.pvalue,
+                detail=alarm.describe(),
+                test=alarm.test,
+                serving=self.shunt.serving.version,
+                shadowing=self.shunt.shadowing,
+            )
         )
-    )
 
 
 def watch_events(shunt: Shunt) -> None:
     """Dispatch ``shunt``'s receipts and drift alarms as events (once per shunt)."""
     if _receipt not in shunt.watch.on_result:
         shunt.watch.on_result.append(_receipt)
-    if _drift not in shunt.watch.listeners:
-        shunt.watch.listeners.append(_drift)
+    if not any(isinstance(f, _Drift) for f in shunt.watch.listeners):
+        shunt.watch.listeners.append(_Drift(shunt))

@@ -12,6 +12,7 @@ import sys
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,7 +23,7 @@ from llama_index.core.tools.types import ToolMetadata
 
 import datashunt.engine.steps as engine_steps
 import datashunt.inputs as inputs
-from datashunt import Shunt, ShuntPolicy
+from datashunt import CallStore, Shunt, ShuntPolicy
 from datashunt.engine import Watch
 from langchain_datashunt import DataShuntMiddleware, DataShuntRouter, DataShuntRunnable
 from llamaindex_datashunt import DataShuntLLM, DataShuntSelector, DataShuntWorkflow
@@ -68,6 +69,8 @@ def tally(monkeypatch: pytest.MonkeyPatch) -> Tally:
 
 
 def _shunt(gate: KeywordGate, **options: Any) -> Shunt:
+    if options.pop("shadow", False):  # no gate yet: the labels are all the shunt knows
+        return Shunt.shadow(LABELS, **options)
     return Shunt(gate, ShuntPolicy(labels=LABELS, threshold=0.9), **options)
 
 
@@ -207,3 +210,14 @@ def test_every_path_audits_every_gate_answer_at_rate_one(path: str) -> None:
     assert result.source == "small" and result.extra["audit"]["source"] == "llm"
     assert result.extra["audit"]["label"] == "negative"  # what every fake LLM answers
     assert result.receipt.audited
+
+
+@pytest.mark.parametrize("path", sorted(PATHS))
+def test_every_path_can_shadow(path: str, tmp_path: Path) -> None:
+    store = tmp_path / "calls.sqlite"
+    texts = PATHS[path](KeywordGate(), {"shadow": True, "store": store})
+    recs = list(CallStore(store).iter())
+    # every input went to the LLM (no gate yet), recorded with the label it answered
+    assert sorted(r.input_text for r in recs) == sorted(texts)
+    assert {r.route for r in recs} == {"llm"} and {r.parsed_label for r in recs} == {"negative"}
+    assert all(r.candidates == list(LABELS) for r in recs)

@@ -21,9 +21,10 @@ from ..transfer import PromptTransfer
 from .drift import DriftMonitor
 from .receipts import Price
 
-__all__ = ["OnError", "ShuntOptions"]
+__all__ = ["OnDrift", "OnError", "ShuntOptions"]
 
 OnError = Literal["fallback", "raise"]
+OnDrift = Literal["warn", "shadow"]
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,9 @@ class ShuntOptions:
         audit_seed: seeds the audit draw.
         drift: ``True`` (or a :class:`DriftMonitor`) to watch for drift.
         prices: model -> price per million tokens ``(input, output)``, for receipts' cost.
+        on_drift: what a drift alarm's audit test does: ``"warn"`` (log and event only), or
+            ``"shadow"`` (back to shadowing: every input to the LLM until the registry promotes
+            another gate; the default of :meth:`Shunt.shadow`).
 
     Example:
         >>> ShuntOptions(prompt_mode="hard", audit_rate=0.05).audit_rate
@@ -71,6 +75,7 @@ class ShuntOptions:
     audit_seed: int | None = None
     drift: DriftMonitor | bool | None = None
     prices: Mapping[str, Price | tuple[float, float]] | None = None
+    on_drift: OnDrift = "warn"
 
     def __post_init__(self) -> None:
         if self.on_llm_error not in ("fallback", "raise"):
@@ -87,6 +92,8 @@ class ShuntOptions:
             )
         if not 0.0 <= self.audit_rate <= 1.0:
             raise ConfigError(f"audit_rate must be in [0, 1], got {self.audit_rate}")
+        if self.on_drift not in ("warn", "shadow"):
+            raise ConfigError(f"on_drift must be 'warn' or 'shadow', got {self.on_drift!r}")
         if self.max_chars < 1:
             raise ConfigError(f"max_chars must be >= 1, got {self.max_chars}")
 

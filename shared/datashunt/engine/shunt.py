@@ -26,6 +26,7 @@ from .calls import AsyncLLMCall, LLMCall
 from .options import ShuntOptions
 from .plan import Item, Plan
 from .run import CallFor, arun_plan, run_plan
+from .shadow import SHADOW_VERSION, ShadowGate, shadow_policy
 
 __all__ = ["Shunt"]
 
@@ -95,17 +96,59 @@ class Shunt(Asking):
 
     @classmethod
     def from_registry(
-        cls, registry: GateRegistry | str | Path, version: str | None = None, **kwargs: Any
+        cls,
+        registry: GateRegistry | str | Path,
+        version: str | None = None,
+        *,
+        labels: Sequence[str] | None = None,
+        **kwargs: Any,
     ) -> Shunt:
-        """A shunt serving ``version`` of a gate registry (default its champion).
+        """A shunt serving ``version`` of a gate registry (default its champion); on a
+        registry with no champion yet, a shadowing shunt over ``labels`` (:meth:`shadow`).
 
-        To keep serving the champion as it changes, call :meth:`follow` on the result.
+        To keep serving the champion as it changes, call :meth:`follow` on the result: a
+        shadowing shunt takes over when ``datashunt bootstrap`` registers its first gate.
+
+        Raises:
+            ConfigError: the registry has no champion and no ``labels`` were given.
         """
         reg = as_registry(registry)
         name = version or reg.champion()
+        if name is None:
+            if labels is None:
+                raise ConfigError(
+                    f"the registry {reg} has no gate yet: pass labels=[...] to start shadowing "
+                    "(every input to the LLM, recorded for `datashunt bootstrap`)"
+                )
+            return cls.shadow(labels, **kwargs)
         gate, policy = reg.load(name)
+        if labels is not None and tuple(labels) != tuple(policy.labels):
+            raise ConfigError(
+                f"labels {list(labels)} differ from the registry's {list(policy.labels)}"
+            )
         shunt = cls(gate, policy, **kwargs)
         shunt._serving = replace(shunt._serving, version=name)
+        return shunt
+
+    @classmethod
+    def shadow(cls, labels: Sequence[str], **kwargs: Any) -> Shunt:
+        """A shunt with no gate yet: every input goes to the LLM as the user's chain would
+        send it (every label on offer, no hint) and each answer is recorded with its parsed
+        label, for ``datashunt bootstrap`` to learn the first gate from. Keywords as the
+        constructor's; in this mode audits are on (``audit_rate=0.05``) and a drift alarm's
+        audit test sends the shunt back to shadowing (``on_drift="shadow"``) unless given.
+
+        Example:
+            >>> shunt = Shunt.shadow(["negative", "positive"], llm=lambda r: "positive")
+            >>> shunt.run("Great blender.").source, shunt.shadowing
+            ('llm', True)
+        """
+        defaults: dict[str, Any] = {"audit_rate": 0.05, "on_drift": "shadow"}
+        options = kwargs.pop("options", None)
+        if options is None:
+            kwargs = {**defaults, **kwargs}
+        shunt = cls(ShadowGate(labels), shadow_policy(labels), options=options, **kwargs)
+        shunt._serving = replace(shunt._serving, version=SHADOW_VERSION)
         return shunt
 
     def follow(

@@ -27,8 +27,10 @@ from ..prompts import PromptMode, build_request, hard_candidates
 from ..store import open_store
 from ..transfer import TransferResult
 from ..types import Decision, LLMReply, LLMRequest
+from .drift import DriftAlarm
 from .options import OnError, ShuntOptions
 from .receipts import Receipt, make_receipt, price_table
+from .shadow import SHADOW_VERSION, ShadowGate, is_shadow, is_shadow_policy, shadow_policy
 from .watch import Watch
 
 __all__ = ["OnError", "Serving", "ShuntSteps"]
@@ -80,9 +82,14 @@ class ShuntSteps:
         self.parser = AnswerParser(policy.labels, opts.synonyms)
         self.prices = price_table(opts.prices)
         self._drift_from_policy = opts.drift is True
+        # a shadowing shunt has no calibration yet: its monitor comes with its first gate
+        drift = None if is_shadow(gate) and opts.drift is True else opts.drift
         self.watch = Watch(
-            policy, audit_rate=opts.audit_rate, audit_seed=opts.audit_seed, drift=opts.drift
+            policy, audit_rate=opts.audit_rate, audit_seed=opts.audit_seed, drift=drift
         )
+        #: registry versions this shunt went back to shadowing from (never served again)
+        self.refused: set[str] = set()
+        self.watch.listeners.append(self._on_alarm)
 
     # the options read on every request, as attributes
     @property
@@ -158,6 +165,31 @@ class ShuntSteps:
                 self.watch.rebase(policy)
         log.info("datashunt: now serving gate %s (policy %s)", version or "?", new.policy_version)
         return old
+
+    @property
+    def shadowing(self) -> bool:
+        """Whether the shunt has no gate yet (or went back to none): every input to the LLM."""
+        return is_shadow(self._serving.gate)
+
+    def back_to_shadow(self, why: str) -> Serving:
+        """Stop answering with the gate: every input goes to the LLM again, and the version
+        served now is refused until the registry promotes another. Returns the old serving."""
+        old = self._serving
+        if old.version is not None:
+            self.refused.add(old.version)
+        labels = old.policy.labels
+        self.swap(ShadowGate(labels), shadow_policy(labels), version=SHADOW_VERSION)
+        log.warning(
+            "datashunt: %s: back to shadowing (every input to the LLM) from gate %s until the "
+            "registry promotes another version",
+            why,
+            old.version or "?",
+        )
+        return old
+
+    def _on_alarm(self, alarm: DriftAlarm) -> None:
+        if alarm.test == "audit" and self.options.on_drift == "shadow" and not self.shadowing:
+            self.back_to_shadow(f"the drift alarm's audit test fired ({alarm.describe()})")
 
     def policy_of(self, decision: Decision) -> ShuntPolicy:
         """The policy that made ``decision`` (the served one when it is unknown)."""
@@ -245,6 +277,9 @@ class ShuntSteps:
             why = "gate output not finite: asking the LLM"
             return Decision("llm", labels[0], 0.0, uniform, labels, why, version)
         probs = {lab: float(p) for lab, p in zip(labels, row, strict=True)}
+        if is_shadow(serving.gate):  # every label on offer, as the user's chain asks
+            why = "shadowing: no gate yet, the LLM answers"
+            return Decision("llm", labels[0], float(row.max()), probs, labels, why, version)
         top = int(np.argmax(row))
         conf = float(row[top])
         delta = policy.threshold
@@ -265,11 +300,16 @@ class ShuntSteps:
         opts = self.options
         if opts.transfer is not None and todo:
             transferred = list(opts.transfer.apply([t for t, _ in todo]))
-        mode, noun, template = opts.prompt_mode, opts.noun, opts.template
-        return [
-            build_request(template, self.policy_of(d), d, mode, text, tr.text if tr else text, noun)
-            for (text, d), tr in zip(todo, transferred, strict=True)
-        ]
+        noun, template = opts.noun, opts.template
+        out = []
+        for (text, d), tr in zip(todo, transferred, strict=True):
+            policy = self.policy_of(d)
+            # shadowing: the request the user's chain would send (no hint, no pruning)
+            mode = "none" if is_shadow_policy(policy) else opts.prompt_mode
+            out.append(
+                build_request(template, policy, d, mode, text, tr.text if tr else text, noun)
+            )
+        return out
 
     def audit_request(self, text: str, decision: Decision) -> LLMRequest:
         """The audit of a gate answer: every label on offer, no hint (``audit_rate``)."""

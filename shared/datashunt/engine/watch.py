@@ -29,6 +29,7 @@ from .drift import DriftAlarm, DriftMonitor, EmbeddingDrift
 Outcome = ShuntResult | Exception
 
 __all__ = [
+    "AUDIT_REFERENCE_KEY",
     "REFERENCE_KEY",
     "DriftMonitor",
     "EmbeddingDrift",
@@ -41,6 +42,9 @@ log = logging.getLogger("datashunt")
 
 #: The key under ``ShuntPolicy.metrics`` holding the calibration confidences' quantiles.
 REFERENCE_KEY = "confidence_quantiles"
+#: The policy metric with the LLM's (disagreements, answers) against the gate on held-out
+#: inputs it answers alone: the audit test's reference (``datashunt bootstrap`` writes it).
+AUDIT_REFERENCE_KEY = "audit_reference"
 
 
 def reference_confidences(conf: Sequence[float] | np.ndarray, points: int = 200) -> list[float]:
@@ -61,6 +65,9 @@ def monitor_for(policy: ShuntPolicy, **options: Any) -> DriftMonitor | None:
         return None
     n = policy.metrics.get("n")
     n_ref = int(n) if n else None
+    audit = policy.metrics.get(AUDIT_REFERENCE_KEY)  # (disagreements, audits) on held-out data
+    if audit is not None and "audit_reference" not in options:
+        options = {**options, "audit_reference": (int(audit[0]), int(audit[1]))}
     return DriftMonitor(ref, threshold=policy.threshold, reference_n=n_ref, **options)
 
 

@@ -77,7 +77,9 @@ class Follower:
             if marker == self._marker and serving == self._served:
                 return False
             target = self.target()
-            if target is None or target == serving:
+            if target is None or target == serving or target in self.shunt.refused:
+                # a version the shunt went back to shadowing from stays refused until the
+                # registry promotes another
                 self._marker, self._served = marker, serving
                 return False
             gate, policy = self.registry.load(target)  # slow part: before the swap
