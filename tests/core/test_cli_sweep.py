@@ -59,6 +59,11 @@ def _cases(tmp: Path) -> dict[str, list[list[str]]]:
         "monitor": [["--store", absent_store]],
         "bench": [["--data", f"{MISSING}/d.csv", "--llm-column", "llm_label", "--no-plot"]],
         "llm-server": [["--model", f"{MISSING}/m.gguf"]],
+        "bootstrap": [  # a student from the LLM's answers alone: no store, bad store, one label
+            ["--store", absent_store, "--labels", "a,b", "--registry", empty_registry],
+            ["--store", "foo://bar", "--labels", "a,b", "--registry", empty_registry],
+            ["--store", absent_store, "--labels", "a", "--registry", empty_registry],
+        ],
         "batch": [
             ["--data", f"{MISSING}/d.csv", "--out", str(tmp / "o.parquet")]
             + ["--gate", f"{MISSING}/gate", "--llm-column", "a"],
