@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
+from contextvars import ContextVar
 from typing import Any
 
 from langchain_core.callbacks import (
@@ -37,6 +38,10 @@ __all__ = ["DataShuntChatModel"]
 # 1.8 a chat model's stream no longer passes its run manager to _stream, and the inner calls
 # must still be child runs of this one (traces, token callbacks).
 _CHILD = "_datashunt_child_config"
+# The same for an invoke that streams implicitly (a streaming handler is attached, e.g.
+# LangGraph's messages mode): _should_stream sees the run manager, _stream is called next
+# in the same context without it.
+_IMPLICIT: ContextVar[Any] = ContextVar("datashunt_chat_run", default=None)
 
 # The LangChain standard parameters, forwarded to both models at every call.
 _FORWARDED = ("temperature", "max_tokens", "timeout")
@@ -187,6 +192,11 @@ class DataShuntChatModel(BaseChatModel):
         config, child = self._with_child(config, AsyncCallbackManager)
         return super().astream(input, config, stop=stop, **{_CHILD: child}, **kwargs)
 
+    def _should_stream(self, *, async_api: bool, run_manager: Any = None, **kwargs: Any) -> bool:
+        streams = super()._should_stream(async_api=async_api, run_manager=run_manager, **kwargs)
+        _IMPLICIT.set(run_manager if streams else None)
+        return streams
+
     def _with_child(self, config: RunnableConfig | None, manager: Any) -> tuple[Any, Any]:
         """This run's config with its id fixed, and the inner models' config: child runs of it
         that inherit its callbacks, tags and metadata."""
@@ -220,7 +230,11 @@ class DataShuntChatModel(BaseChatModel):
     def _calls(
         self, run_manager: Any, stop: list[str] | None, kwargs: dict[str, Any]
     ) -> tuple[_ChatCall, _ChatCall]:
-        config = self._inner_config(run_manager, kwargs.pop(_CHILD, None))
+        child, implicit = kwargs.pop(_CHILD, None), _IMPLICIT.get()
+        _IMPLICIT.set(None)  # read once: a later call must not take this run as its parent
+        if run_manager is None and child is None:
+            run_manager = implicit
+        config = self._inner_config(run_manager, child)
         options = {k: getattr(self, k) for k in _FORWARDED if getattr(self, k) is not None}
         options = {**self.model_kwargs, **options, **kwargs}
         stop = stop or self.stop

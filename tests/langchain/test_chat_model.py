@@ -349,3 +349,49 @@ def test_langsmith_params_name_the_pair() -> None:
     assert params["ls_temperature"] == 0.2 and params["ls_max_tokens"] == 9
     assert params["ls_stop"] == ["x"]
     assert chat._get_ls_params(model="other")["ls_model_name"] == "other"
+
+
+@pytest.mark.parametrize("kept", [True, False], ids=["kept", "escalated"])
+async def test_astream_events_show_the_inner_models_as_children(kept: bool) -> None:
+    # astream_events makes invoke stream implicitly: langchain-core then calls _astream
+    # without the run manager, and the inner runs must still hang under this one
+    chat = _pair(kept)
+    events = [e async for e in chat.astream_events("q", version="v2")]
+    starts = [e for e in events if e["event"] == "on_chat_model_start"]
+    outer = starts[0]["run_id"]
+    assert len(starts) == (2 if kept else 3)  # this run, the small model (and the large)
+    assert all(outer in e["parent_ids"] for e in starts[1:])
+    (end,) = [e for e in events if e["event"] == "on_chat_model_end" and e["run_id"] == outer]
+    assert end["data"]["output"].response_metadata["datashunt"]["route"] == (
+        "small" if kept else "llm"
+    )
+
+
+@pytest.mark.parametrize("kept", [True, False], ids=["kept", "escalated"])
+async def test_implicit_streaming_keeps_the_inner_runs_as_children(kept: bool) -> None:
+    # a streaming handler (LangGraph's messages mode, astream_log) makes invoke call _stream;
+    # langchain-core then passes no run manager, and the inner runs must still be children
+    from langchain_core.tracers._streaming import _StreamingCallbackHandler
+
+    class Tap(BaseCallbackHandler, _StreamingCallbackHandler):
+        def __init__(self) -> None:
+            self.runs: list[tuple[Any, Any]] = []
+
+        def tap_output_aiter(self, run_id: Any, output: Any) -> Any:
+            return output
+
+        def tap_output_iter(self, run_id: Any, output: Any) -> Any:
+            return output
+
+        def on_chat_model_start(self, serialized: Any, messages: Any, **kw: Any) -> None:
+            self.runs.append((kw["run_id"], kw.get("parent_run_id")))
+
+    chat = _pair(kept)
+    for call in (chat.invoke, chat.ainvoke):
+        tap = Tap()
+        out = call("q", config={"callbacks": [tap]})
+        out = await out if not isinstance(out, BaseMessage) else out
+        assert out.response_metadata["datashunt"]["route"] == ("small" if kept else "llm")
+        (outer, none), *inner = tap.runs
+        assert none is None and len(inner) == (1 if kept else 2)
+        assert all(parent == outer for _, parent in inner)
