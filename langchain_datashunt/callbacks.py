@@ -60,12 +60,30 @@ def _reply(response: LLMResult) -> tuple[LLMReply, str | None]:
 
 
 class _Translator:
-    """What both handlers share: the recorder, and the start of a call in its terms."""
+    """What both handlers share: the recorder, the chains' input texts, and the start of a
+    call in its terms."""
 
     recorder: CallRecorder
 
-    def _setup(self, store: CallStore | str | Path, labels: Sequence[str] | None) -> None:
+    def _setup(
+        self, store: CallStore | str | Path, labels: Sequence[str] | None, input_key: str
+    ) -> None:
         self.recorder = CallRecorder(store, source="callback", labels=labels)
+        self.input_key = input_key
+        # run id -> the text the chain classifies (its input_key variable), passed down to the
+        # runs nested in it, so a record keeps the input beside the rendered prompt
+        self._texts: dict[UUID, str] = {}
+
+    def _chain_start(self, inputs: Any, run_id: UUID, parent_run_id: UUID | None) -> None:
+        if isinstance(inputs, dict) and isinstance(inputs.get(self.input_key), str):
+            self._texts[run_id] = inputs[self.input_key]
+        elif isinstance(inputs, str) and parent_run_id is None:
+            self._texts[run_id] = inputs
+        elif parent_run_id in self._texts:
+            self._texts[run_id] = self._texts[parent_run_id]  # type: ignore[index]
+
+    def _chain_end(self, run_id: UUID) -> None:
+        self._texts.pop(run_id, None)
 
     @property
     def store(self) -> CallStore:
@@ -83,10 +101,12 @@ class _Translator:
         meta = metadata or {}
         if meta.get("datashunt_recorded"):
             return  # the shunt records this call itself
+        parent = kwargs.get("parent_run_id")
         self.recorder.start(
             run_id,
             as_messages(messages[0] if messages else []),
             model=_model_name(serialized, kwargs, meta),
+            input_text=self._texts.get(parent) if parent is not None else None,
             gate_label=meta.get("datashunt_label"),
             gate_confidence=meta.get("datashunt_confidence"),
             candidates=meta.get("datashunt_candidates"),
@@ -99,17 +119,44 @@ class DataShuntCallbackHandler(_Translator, BaseCallbackHandler):
     Args:
         store: a :class:`datashunt.CallStore`, a URL or a SQLite path.
         labels: if given, answers are parsed to labels and ``C_l`` is computed from logprobs.
+        input_key: the chain input variable holding the text classified: given to a chain's
+            run (``chain.invoke(x, config={"callbacks": [handler]})``), each record keeps
+            that text as its input beside the rendered prompt (default: the last user message).
 
     Example:
         .. code-block:: python
 
             handler = DataShuntCallbackHandler("calls.sqlite", labels=["neg", "pos"])
-            ChatOpenAI(callbacks=[handler]).invoke("...")
+            chain = prompt | ChatOpenAI() | StrOutputParser()
+            chain.invoke({"text": "..."}, config={"callbacks": [handler]})
     """
 
-    def __init__(self, store: CallStore | str | Path, labels: Sequence[str] | None = None) -> None:
+    def __init__(
+        self,
+        store: CallStore | str | Path,
+        labels: Sequence[str] | None = None,
+        *,
+        input_key: str = "text",
+    ) -> None:
         super().__init__()
-        self._setup(store, labels)
+        self._setup(store, labels, input_key)
+
+    def on_chain_start(
+        self,
+        serialized: dict[str, Any] | None,
+        inputs: Any,
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self._chain_start(inputs, run_id, parent_run_id)
+
+    def on_chain_end(self, outputs: Any, *, run_id: UUID, **kwargs: Any) -> None:
+        self._chain_end(run_id)
+
+    def on_chain_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+        self._chain_end(run_id)
 
     def on_chat_model_start(
         self,
@@ -122,7 +169,9 @@ class DataShuntCallbackHandler(_Translator, BaseCallbackHandler):
         metadata: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
-        self._start(serialized, messages, run_id, metadata, kwargs)
+        self._start(
+            serialized, messages, run_id, metadata, {**kwargs, "parent_run_id": parent_run_id}
+        )
 
     def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
         if self.recorder.tracks(run_id):
@@ -137,9 +186,32 @@ class AsyncDataShuntCallbackHandler(_Translator, AsyncCallbackHandler):
     """The async twin of :class:`DataShuntCallbackHandler`: store writes run in a worker thread,
     so the event loop never waits on the database."""
 
-    def __init__(self, store: CallStore | str | Path, labels: Sequence[str] | None = None) -> None:
+    def __init__(
+        self,
+        store: CallStore | str | Path,
+        labels: Sequence[str] | None = None,
+        *,
+        input_key: str = "text",
+    ) -> None:
         super().__init__()
-        self._setup(store, labels)
+        self._setup(store, labels, input_key)
+
+    async def on_chain_start(
+        self,
+        serialized: dict[str, Any] | None,
+        inputs: Any,
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self._chain_start(inputs, run_id, parent_run_id)
+
+    async def on_chain_end(self, outputs: Any, *, run_id: UUID, **kwargs: Any) -> None:
+        self._chain_end(run_id)
+
+    async def on_chain_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+        self._chain_end(run_id)
 
     async def on_chat_model_start(
         self,
@@ -152,7 +224,9 @@ class AsyncDataShuntCallbackHandler(_Translator, AsyncCallbackHandler):
         metadata: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
-        self._start(serialized, messages, run_id, metadata, kwargs)
+        self._start(
+            serialized, messages, run_id, metadata, {**kwargs, "parent_run_id": parent_run_id}
+        )
 
     async def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
         if self.recorder.tracks(run_id):

@@ -46,7 +46,11 @@ def _check(store: CallStore, llm: CountingChat, n: int) -> None:
     for rec in recs:
         assert rec.messages is not None and len(rec.messages) == 4
         assert rec.prompt == "\n".join(f"{m['role']}: {m['content']}" for m in rec.messages)
-        assert rec.input_text == rec.messages[-1]["content"]  # the last user message
+        # invoke and batch: the chain's {text} variable, not the templated prompt around it; a
+        # stream's chain sees its input only at its end: the last user message stands in
+        streamed = rec.input_text == "Review: «so so 3»"
+        text = "so so 3" if streamed else rec.input_text
+        assert rec.messages[-1]["content"] == f"Review: «{text}»"
         assert rec.response == "negative" and rec.parsed_label == "negative"
 
 
@@ -105,3 +109,24 @@ def test_a_failed_call_keeps_the_messages_and_the_model(tmp_path: Path) -> None:
     (rec,) = store.iter()
     assert rec.error == "TimeoutError: read timeout" and rec.model == "counting-fake"
     assert rec.messages == _wire(llm.received[0])
+
+
+def test_a_plain_chain_records_its_input_text_beside_the_prompt(tmp_path: Path) -> None:
+    from langchain_core.output_parsers import StrOutputParser
+    from langchain_core.prompts import ChatPromptTemplate
+
+    store = tmp_path / "calls.sqlite"
+    handler = DataShuntCallbackHandler(store, labels=["negative", "positive"])
+    prompt = ChatPromptTemplate.from_messages(
+        [
+            ("system", "You classify reviews."),
+            ("human", "Review: {text}\nAnswer positive or negative."),
+        ]
+    )
+    chain = prompt | CountingChat(answer=lambda p: "negative") | StrOutputParser()
+    chain.invoke({"text": "it broke at once"}, config={"callbacks": [handler]})
+    chain.batch([{"text": "fine"}, {"text": "meh"}], config={"callbacks": [handler]})
+    recs = sorted(CallStore(store).iter(), key=lambda r: r.input_text or "")
+    assert [r.input_text for r in recs] == ["fine", "it broke at once", "meh"]
+    assert all("Answer positive or negative" in r.messages[-1]["content"] for r in recs)
+    assert {r.parsed_label for r in recs} == {"negative"}
