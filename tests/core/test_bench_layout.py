@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -86,6 +87,12 @@ def test_bench_never_imports_tests() -> None:
 
 
 def test_the_demo_and_the_generative_bench_left_the_wheel() -> None:
+    # tomllib is 3.11+: the one line of the wheel's packages, read as text
+    toml = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    section = toml.split("[tool.hatch.build.targets.wheel]", 1)[1].split("\n[", 1)[0]
+    packages = re.findall(r'"([^"]+)"', section.split("packages", 1)[1].split("]", 1)[0])
+    assert "shared/datashunt" in packages
+    assert not [p for p in packages if p.split("/")[0] in ("bench", "tests")]
     assert not (ROOT / "langchain_datashunt" / "demo.py").exists()
     assert not (ROOT / "shared" / "datashunt" / "generative" / "bench.py").exists()
     # the demo imports no CLI module (it used to reach into benchmark.recorded_cli)
