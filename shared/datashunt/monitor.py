@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from .engine.drift import DriftMonitor
-from .engine.receipts import Price
+from .engine.receipts import Price, price_table
 from .engine.watch import REFERENCE_KEY
 from .policy import ShuntPolicy
 from .store import CallRecord
@@ -131,7 +131,7 @@ def summarize(
         by: the period of the over-time rows.
         policy: when it keeps its calibration confidences, the drift alarm is replayed.
     """
-    table = dict(prices or {})
+    table = price_table(prices)  # a dated snapshot (gpt-4o-mini-2024-07-18) finds its base price
     recs = sorted(records, key=lambda r: r.created_at)
     total = Period("all")
     periods: dict[str, Period] = defaultdict(lambda: Period(""))

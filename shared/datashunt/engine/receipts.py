@@ -1,51 +1,22 @@
-"""Decision receipts and the user's price table: what decided a result, and what it cost."""
+"""Decision receipts: what decided a result, and what it cost (prices: :mod:`.prices`)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 
-from ..errors import ConfigError
 from ..policy import ShuntPolicy
 from ..types import Decision, LLMReply, Receipt
+from .prices import Price, Prices, PriceTable, UnpricedModelWarning, price_table
 
-__all__ = ["Price", "Prices", "Receipt", "make_receipt", "price_table"]
-
-
-@dataclass(frozen=True)
-class Price:
-    """A model's price in currency units per million tokens.
-
-    Example:
-        >>> Price(0.15, 0.60).cost(1000, 10)
-        0.000156
-    """
-
-    input_per_mtok: float
-    output_per_mtok: float
-
-    def __post_init__(self) -> None:
-        if min(self.input_per_mtok, self.output_per_mtok) < 0:
-            raise ConfigError(f"prices must be >= 0, got {self}")
-
-    def cost(self, prompt_tokens: int | None, completion_tokens: int | None) -> float:
-        return round(
-            ((prompt_tokens or 0) * self.input_per_mtok
-             + (completion_tokens or 0) * self.output_per_mtok) / 1e6,
-            12,
-        )  # fmt: skip
-
-
-#: Model name -> price; ``"*"`` prices any model not named.
-Prices = Mapping[str, Price]
-
-
-def price_table(prices: Mapping[str, Price | tuple[float, float]] | None) -> dict[str, Price]:
-    """The one price table, from ``{"gpt-4o-mini": (0.15, 0.60)}`` or :class:`Price` values."""
-    out: dict[str, Price] = {}
-    for model, p in (prices or {}).items():
-        out[model] = p if isinstance(p, Price) else Price(*p)
-    return out
+__all__ = [
+    "Price",
+    "PriceTable",
+    "Prices",
+    "Receipt",
+    "UnpricedModelWarning",
+    "make_receipt",
+    "price_table",
+]
 
 
 def make_receipt(
@@ -63,7 +34,9 @@ def make_receipt(
     name = (reply.model if reply is not None and reply.model else None) or model
     pt = reply.prompt_tokens if reply is not None else None
     ct = reply.completion_tokens if reply is not None else None
-    price = prices.get(name or "", prices.get("*")) if reply is not None else None
+    # a dated snapshot finds its base model's price; a configured table that cannot price the
+    # model warns once (PriceTable.price_of) instead of a silent cost=None
+    price = price_table(prices).price_of(name) if reply is not None else None
     return Receipt(
         policy_version=version,
         threshold=policy.threshold,
