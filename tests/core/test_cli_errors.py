@@ -163,7 +163,9 @@ def test_calibrate_on_a_small_sample_warns_and_prints_the_uncertainty(
     captured = capsys.readouterr()
     warnings = [x for x in captured.err.splitlines() if x.startswith("datashunt: warning:")]
     assert len(warnings) == 1 and "only 12 calibration rows" in warnings[0]
-    assert "100 or more" in warnings[0] and "97% precision at 95% confidence" in warnings[0]
+    assert "100 or more" in warnings[0] and "around the 50% budget" in warnings[0]
+    assert "precision" not in warnings[0]  # the budget's own figure, not a precision target's
+    assert "only 12 calibration rows" not in captured.out  # said once, on stderr
     assert "LLM-call rate" in captured.out and "(95% interval " in captured.out
 
 

@@ -24,6 +24,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
     else:
         train = read_data(args, args.split)
         dev = read_data(args, args.dev_split, train.labels) if args.dev_split else None
+        if args.kind == "embedding":
+            given = [o for o in ("epochs", "lr", "batch_size") if getattr(args, o) is not None]
+            if given:  # only the head learns, by L-BFGS: no epochs, learning rate or batches
+                opts = ", ".join("--" + o.replace("_", "-") for o in given)
+                warn(f"{opts} ignored with --kind embedding (only the linear head learns)")
         cfg = TrainConfig(
             kind=args.kind,
             epochs=args.epochs or 2,
@@ -32,7 +37,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
             max_length=args.max_length,
             seed=args.seed,
         )
-        print(f"training a {cfg.kind} gate on {len(train)} examples, labels {list(train.labels)}")
+        what = "an embedding" if cfg.kind == "embedding" else f"a {cfg.kind}"
+        print(f"training {what} gate on {len(train)} examples, labels {list(train.labels)}")
         rep = train_gate(train, args.out, dev=dev, backbone=args.backbone, config=cfg)
     print(f"wrote {rep.out_dir} in {rep.seconds:.1f}s")
     if rep.dev_accuracy is not None:
@@ -88,8 +94,8 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
         prune_epsilon=args.epsilon,
         min_reliable_recall=args.min_reliable_recall,
     )
-    print(report.format())
-    for message in report.warnings:
+    print(report.format(warnings=False))
+    for message in report.warnings:  # once, on stderr
         warn(message)
     if not args.dry_run:
         path = report.policy.save(Path(args.gate))
@@ -208,8 +214,8 @@ def register(sub: Any) -> None:
         "--min-rows",
         type=int,
         default=MIN_CALIBRATION_ROWS,
-        help=f"refuse fewer calibration rows (default {MIN_CALIBRATION_ROWS}; fewer than 100 "
-        "are warned about)",
+        help=f"refuse fewer calibration rows (default {MIN_CALIBRATION_ROWS}); fewer than the "
+        "target needs (100 for budget, accuracy and precision:0.97) are warned about once",
     )
     p.add_argument(
         "--backend",

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError, ModelNotFoundError
-from ._deps import DEFAULT_BACKBONE, require, resolve_backbone
+from ._deps import DEFAULT_BACKBONE, quiet_load, require, resolve_backbone
 from .base import BaseGate, FloatArray
 from .hf import _policy_temperature
 
@@ -62,9 +62,10 @@ class EmbeddingGate(BaseGate):
         self.backbone = str(backbone) if backbone is not None else DEFAULT_BACKBONE
         self.batch_size = batch_size
         st = require("sentence_transformers")
-        self.encoder: Any = st.SentenceTransformer(
-            str(resolve_backbone(backbone)), device="cpu", local_files_only=True
-        )
+        with quiet_load():  # a classifier's directory as encoder: its head is left out
+            self.encoder: Any = st.SentenceTransformer(
+                str(resolve_backbone(backbone)), device="cpu", local_files_only=True
+            )
 
     def embed(self, texts: Sequence[str]) -> FloatArray:
         """Normalised sentence embeddings, shape ``(n, d)``."""

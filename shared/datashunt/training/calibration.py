@@ -7,6 +7,7 @@ accuracy that :class:`~datashunt.training.MaxAccuracy` needs can be measured wit
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -27,7 +28,7 @@ from .metrics import (
     negative_log_likelihood,
     wilson_interval,
 )
-from .targets import Target, describe_target
+from .targets import Budget, PrecisionFloor, Target, describe_target
 from .thresholds import CoverageRow, choose_threshold, coverage_table, format_table
 
 __all__ = [
@@ -37,13 +38,15 @@ __all__ = [
     "LogitsGate",
     "calibrate",
     "check_calibration_rows",
+    "few_rows_warning",
 ]
 
 #: Fewer rows are refused: each row would move the LLM-call rate by more than 10 points, so a
 #: budget cannot even be expressed, and the temperature fit runs to the edge of its range.
 MIN_CALIBRATION_ROWS = 10
-#: Fewer rows are warned about: below 100, even a small route that is right every time cannot
-#: show 97% precision at 95% confidence (the "rule of three": 3 / n > 0.03).
+#: Fewer rows are warned about (a precision target P asks for 3 / (1 - P) rows instead: below
+#: that, even a small route that is right every time cannot show P at 95% confidence, the
+#: "rule of three"; 100 rows for 97%).
 RECOMMENDED_CALIBRATION_ROWS = 100
 
 
@@ -76,8 +79,12 @@ class CalibrationReport:
     uncertified_threshold: float | None = None
     uncertified_llm_rate: float | None = None
 
-    def format(self) -> str:
-        """A printable summary: calibration figures, then the coverage table."""
+    def format(self, *, warnings: bool = True) -> str:
+        """A printable summary: calibration figures, then the coverage table.
+
+        Args:
+            warnings: include :attr:`warnings` (the CLI prints them to stderr instead).
+        """
         p, m = self.policy, self.policy.metrics
         small = m.get("small_accuracy")
         head = [
@@ -96,7 +103,8 @@ class CalibrationReport:
         head.extend(self._guarantee_lines())
         if self.note:
             head.append(f"note: {self.note}")
-        head.extend(f"warning: {w}" for w in self.warnings)
+        if warnings:
+            head.extend(f"warning: {w}" for w in self.warnings)
         return "\n".join(head) + "\n\n" + format_table(self.table, chosen=p.threshold)
 
     def _guarantee_lines(self) -> list[str]:
@@ -156,6 +164,42 @@ def check_calibration_rows(n: int, min_rows: int = MIN_CALIBRATION_ROWS) -> None
             f"runs to its bound; use {RECOMMENDED_CALIBRATION_ROWS} or more (--min-rows / "
             "min_rows= lowers the floor)"
         )
+
+
+def _pct(x: float) -> str:
+    return f"{x * 100:.4g}%"
+
+
+def few_rows_warning(n: int, target: Target) -> str | None:
+    """What ``n`` calibration rows cannot show for ``target``, or ``None`` when they suffice.
+
+    A precision floor ``P`` needs ``3 / (1 - P)`` rows (a route right on every one of them has
+    a 95% lower bound of about ``1 - 3 / n``); a budget or an accuracy target needs
+    :data:`RECOMMENDED_CALIBRATION_ROWS` for its rates to be read to a few points.
+    """
+    if isinstance(target, PrecisionFloor):
+        p = target.min_precision
+        need = math.inf if p >= 1.0 else math.ceil(3.0 / (1.0 - p) - 1e-9)
+        if n >= need:
+            return None
+        wanted = "no finite sample" if math.isinf(need) else f"{need} or more for this target"
+        return (
+            f"only {n} calibration rows ({wanted}): with fewer, even a gate that is right on "
+            f"every input it answers alone cannot show {_pct(p)} precision at 95% confidence; "
+            "read δ with the intervals above"
+        )
+    if n >= RECOMMENDED_CALIBRATION_ROWS:
+        return None
+    if isinstance(target, Budget):
+        r = target.max_llm_rate
+        half = max(1.96 * math.sqrt(r * (1.0 - r) / n), 1.0 / n)
+        what = f"the LLM-call rate at δ is measured to ±{half:.0%} (95%) around the {r:.0%} budget"
+    else:
+        what = f"each row moves the measured accuracy by {_pct(1.0 / n)}"
+    return (
+        f"only {n} calibration rows ({RECOMMENDED_CALIBRATION_ROWS} or more recommended): "
+        f"{what}; read δ with the intervals above"
+    )
 
 
 _GRID = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95, 0.97, 0.98, 0.99, 0.995, 0.999)
@@ -235,13 +279,8 @@ def calibrate(
         # what the drift alarm compares live confidences with (Shunt(..., drift=True))
         REFERENCE_KEY: reference_confidences(conf),
     }
-    warnings: tuple[str, ...] = ()
-    if n < RECOMMENDED_CALIBRATION_ROWS:
-        warnings = (
-            f"only {n} calibration rows ({RECOMMENDED_CALIBRATION_ROWS} or more recommended): "
-            "with fewer, even a gate that is right on every input it answers alone cannot show "
-            "97% precision at 95% confidence; read δ with the intervals above",
-        )
+    few = few_rows_warning(n, target)
+    warnings: tuple[str, ...] = (few,) if few else ()
     policy = ShuntPolicy(
         labels=labels,
         threshold=threshold,

@@ -14,13 +14,16 @@ import numpy as np
 from ..data import Dataset
 from ..errors import ConfigError
 from ..gates import BaseGate, EmbeddingGate, HFGate
-from ..gates._deps import require, resolve_backbone
+from ..gates._deps import DEFAULT_BACKBONE, quiet_load, require, resolve_backbone
 from .loop import OptimConfig, ShuffledBatches, TrainingLoop, cross_entropy, encode_texts
 
 __all__ = ["TRAIN_REPORT_FILE", "TrainConfig", "TrainReport", "accuracy", "train_gate"]
 
 #: The record written beside a trained gate (also by distillation, with its own ``kind``).
 TRAIN_REPORT_FILE = "datashunt_train.json"
+
+#: How an embedding gate's head is fitted (``EmbeddingGate.fit``): all it uses, all it records.
+EMBEDDING_FIT: dict[str, Any] = {"l2": 1e-3, "max_iter": 200, "batch_size": 64}
 
 
 @dataclass(frozen=True)
@@ -92,14 +95,15 @@ def _finetune(train: Dataset, out: Path, backbone: Path, cfg: TrainConfig, progr
     torch.manual_seed(cfg.seed)
     labels = list(train.labels)
     tokenizer = transformers.AutoTokenizer.from_pretrained(str(backbone), local_files_only=True)
-    model = transformers.AutoModelForSequenceClassification.from_pretrained(
-        str(backbone),
-        local_files_only=True,
-        use_safetensors=True,
-        num_labels=len(labels),
-        id2label=dict(enumerate(labels)),
-        label2id={lab: i for i, lab in enumerate(labels)},
-    )
+    with quiet_load():  # the new classification head is the "missing" weights it would report
+        model = transformers.AutoModelForSequenceClassification.from_pretrained(
+            str(backbone),
+            local_files_only=True,
+            use_safetensors=True,
+            num_labels=len(labels),
+            id2label=dict(enumerate(labels)),
+            label2id={lab: i for i, lab in enumerate(labels)},
+        )
     texts, y = train.texts, np.array(train.y)
 
     def make(idx: Any) -> dict[str, Any]:
@@ -143,15 +147,20 @@ def train_gate(
     out = Path(out_dir)
     base = resolve_backbone(backbone)
     gate: BaseGate
+    used: dict[str, Any]  # the settings the training really ran with, for the record
     if cfg.kind == "embedding":
         emb = EmbeddingGate.fit(
-            train.texts, train.y, labels=train.labels, backbone=backbone, seed=cfg.seed
-        )
+            train.texts, train.y, labels=train.labels, backbone=backbone, seed=cfg.seed,
+            **EMBEDDING_FIT,
+        )  # fmt: skip
         emb.save(out)
         gate = emb
+        max_seq = getattr(emb.encoder, "max_seq_length", None)
+        used = {"kind": cfg.kind, "seed": cfg.seed, **EMBEDDING_FIT, "max_seq_length": max_seq}
     else:
         _finetune(train, out, base, cfg, progress)
         gate = HFGate(out, max_length=cfg.max_length)
+        used = asdict(cfg)
     dev_acc = majority = None
     if dev is not None and len(dev):
         dev_acc = accuracy(gate, dev)
@@ -166,6 +175,11 @@ def train_gate(
         majority_accuracy=majority,
         seconds=time.perf_counter() - t0,
     )
-    record = {"report": asdict(report), "config": asdict(cfg), "backbone": str(backbone or "")}
+    record = {
+        "report": asdict(report),
+        "config": used,
+        "backbone": str(backbone or DEFAULT_BACKBONE),
+        "backbone_path": str(base),
+    }
     (out / TRAIN_REPORT_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     return report
