@@ -19,6 +19,7 @@ from datashunt.llm.server_app import (
     MaxCompletionTokens,
     command,
     patch_create_app,
+    patch_model_params,
     rename_max_completion_tokens,
 )
 
@@ -104,6 +105,14 @@ def test_patch_create_app_wraps_every_app() -> None:
     assert isinstance(app, MaxCompletionTokens) and app.app == ((1,), {"settings": "s"}, inner)
 
 
+def test_patch_model_params_turns_extra_buffers_off() -> None:
+    made = SimpleNamespace(use_extra_bufts=True, n_gpu_layers=0)
+    module = SimpleNamespace(llama_model_default_params=lambda: made)
+    patch_model_params(module)
+    params = module.llama_model_default_params()
+    assert params is made and params.use_extra_bufts is False and params.n_gpu_layers == 0
+
+
 def test_command_starts_this_module_with_python_m(tmp_path: Path) -> None:
     argv = command(
         tmp_path / "m.gguf", model_alias="smol", host="127.0.0.1", port=8080, n_ctx=512, n_threads=1
@@ -121,11 +130,17 @@ def test_missing_modules_are_named(monkeypatch: pytest.MonkeyPatch) -> None:
 
 # A stand-in llama_cpp: its server's __main__ prints what the real one would serve.
 FAKE_APP = "def create_app(**kwargs):\n    return 'the llama.cpp app'\n"
+FAKE_NATIVE = (
+    "from types import SimpleNamespace\n"
+    "def llama_model_default_params():\n"
+    "    return SimpleNamespace(use_extra_bufts=True)\n"
+)
 FAKE_MAIN = (
     "import sys\n"
+    "from llama_cpp.llama_cpp import llama_model_default_params\n"
     "from llama_cpp.server.app import create_app\n"
     "app = create_app()\n"
-    "print(type(app).__name__, app.app, sys.argv[1:])\n"
+    "print(type(app).__name__, app.app, sys.argv[1:], llama_model_default_params())\n"
 )
 
 
@@ -136,6 +151,7 @@ def test_python_m_runs_the_llama_cpp_server_behind_the_middleware(tmp_path: Path
     (pkg / "__init__.py").write_text("")
     (pkg / "app.py").write_text(FAKE_APP)
     (pkg / "__main__.py").write_text(FAKE_MAIN)
+    (tmp_path / "llama_cpp" / "llama_cpp.py").write_text(FAKE_NATIVE)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
     out = subprocess.run(
         [sys.executable, "-W", "error", "-m", "datashunt.llm.server_app", "--port", "1"],
@@ -146,5 +162,7 @@ def test_python_m_runs_the_llama_cpp_server_behind_the_middleware(tmp_path: Path
         check=False,
     )
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "MaxCompletionTokens the llama.cpp app ['--port', '1']"
+    assert out.stdout.strip() == (
+        "MaxCompletionTokens the llama.cpp app ['--port', '1'] namespace(use_extra_bufts=False)"
+    )
     assert out.stderr == ""

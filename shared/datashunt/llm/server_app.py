@@ -25,6 +25,7 @@ __all__ = [
     "main",
     "missing_modules",
     "patch_create_app",
+    "patch_model_params",
     "rename_max_completion_tokens",
 ]
 
@@ -108,6 +109,25 @@ def patch_create_app(module: Any) -> None:
     module.create_app = create_wrapped_app
 
 
+def patch_model_params(module: Any) -> None:
+    """Make ``module.llama_model_default_params`` (``llama_cpp.llama_cpp``'s) turn llama.cpp's
+    extra weight buffers off (AMX tiles, runtime repacking).
+
+    Built for a CPU that reports AMX, llama-cpp-python 0.3.36 dies (SIGSEGV in ``decode``) on
+    any batch of more than one token where the machine does not let a process use AMX, as on
+    this project's CPU-only machines: every chat completion. A small model loses nothing.
+    """
+    defaults = module.llama_model_default_params
+
+    def without_extra_buffers() -> Any:
+        params = defaults()
+        if hasattr(params, "use_extra_bufts"):  # llama-cpp-python >= 0.3.17
+            params.use_extra_bufts = False
+        return params
+
+    module.llama_model_default_params = without_extra_buffers
+
+
 def command(
     model_path: str | os.PathLike[str],
     *,
@@ -141,8 +161,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     Args:
         argv: ``llama_cpp.server``'s options; ``sys.argv[1:]`` when None.
     """
-    import llama_cpp.server.app as server_app  # here only: the parent never loads llama.cpp
+    import llama_cpp.llama_cpp as native  # here only: the parent never loads llama.cpp
+    import llama_cpp.server.app as server_app
 
+    patch_model_params(native)
     patch_create_app(server_app)
     if argv is not None:
         sys.argv = [sys.argv[0], *argv]
