@@ -12,7 +12,7 @@ EXTRAS ?= hf,langchain,llamaindex,server,distill,plot,postgres,dev,ray,onnx
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
 .PHONY: install test lint typecheck unit demo llm-server distill-shift clean postgres-server \
-	bench bench-quick bench-load bench-gate bench-scale bench-guarantees bench-recorded bench-loop loop-demo cookbook
+	bench bench-quick bench-load bench-gate bench-scale bench-guarantees bench-recorded bench-loop bench-stream loop-demo cookbook
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -112,6 +112,14 @@ loop-demo: $(STAMP)
 bench-loop: $(STAMP)
 	$(PY) -m bench.loop --variants 2cd,stage1,finetune,smollm --rounds 3 \
 		--out bench/results/loop.json
+
+# Issue 25: start with no labels. MR and ISEAR (gpt-3.5; ISEAR again with Llama-2-70B) as
+# streams in 3 random orders; the shunt learns from the recorded LLM answers only, certifies its
+# fidelity and takes over; beside it the LLM alone, OCL's and the margin rule at equal calls and
+# the gold-trained ceiling. MiniLM embeddings cached in .cache/stream (computed once).
+# Writes bench/results/stream.{json,md,png}.
+bench-stream: $(STAMP)
+	nice -n 5 $(PY) -m bench.stream --target 0.9
 
 # The 2CD shift experiment (amazon-mds, real local LLM); ~25 min on 2 CPU cores, then cached.
 distill-shift: $(STAMP)

@@ -127,6 +127,7 @@ def run_policy(
     ocl = OCLHead(k, seed=config.seed)
     mem, probs, rounds = _Memory(), np.zeros((n, k)), 0
     defer = np.ones(n)  # ocl: its MLP's output for the inputs still to come
+    fresh = 0  # ocl: defer[t] is current for t < fresh
     pending: list[int] = []  # ocl: answered positions not yet learnt by its MLP
     for t in range(n):
         if not student.fitted or policy == "llm":
@@ -134,6 +135,9 @@ def run_policy(
         elif policy == "margin":
             ask = bool(margin_score(probs[t : t + 1])[0] < param)
         else:
+            if t >= fresh:  # the MLP changed since: its output for the next few inputs
+                fresh = min(n, t + 64)
+                defer[t:fresh] = ocl.defer_probability(probs[t:fresh])
             ask = bool(defer[t] > param or rng.random() < ocl.explore_probability(rounds))
         asked[t] = ask
         if ask:
@@ -152,7 +156,7 @@ def run_policy(
             if pending:  # probs[t] is still what the student said before the answer came
                 ocl.partial_fit(probs[pending], answers[pending])
                 pending = []
-            defer[t + 1 :] = ocl.defer_probability(probs[t + 1 :])
+            fresh = t + 1
     return Trace(pred, asked, ~asked, rounds=rounds)
 
 
@@ -165,7 +169,7 @@ def _datashunt(x: FloatArray, answers: IntArray, labels: tuple[str, ...], cfg: S
     mem = _Memory()
     latest: EmbeddingStudent | None = None
     champion: Round | None = None
-    probs = np.zeros((n, k))  # the latest student's probabilities (the unreadable fallback)
+    probs = np.full((n, k), np.nan)  # the latest student's probabilities (NaN: none yet)
     cprobs = np.zeros((n, k))  # the champion's
     cscore = np.zeros(n)
     trace = Trace(pred, asked, kept)
@@ -193,7 +197,10 @@ def _datashunt(x: FloatArray, answers: IntArray, labels: tuple[str, ...], cfg: S
         if len(np.unique(y)) < 2:
             continue
         mem.new = 0
-        r = train_round(x[rows], y, x[hrows], hy, labels, cfg.round, previous=latest, seed=t)
+        seen = probs[rows] if latest is not None else None  # prequential: before learning
+        r = train_round(
+            x[rows], y, x[hrows], hy, labels, cfg.round, previous=latest, head_probs=seen, seed=t
+        )
         trace.rounds += 1
         latest = r.student
         rest = slice(t + 1, n)

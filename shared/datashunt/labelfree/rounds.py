@@ -29,6 +29,9 @@ from .student import EmbeddingStudent, FloatArray
 
 __all__ = ["Round", "RoundConfig", "train_round"]
 
+#: Fewest prequential probabilities the agreement head is fitted on (else out-of-fold).
+MIN_HEAD_ANSWERS = 200
+
 
 @dataclass(frozen=True)
 class RoundConfig:
@@ -128,6 +131,7 @@ def train_round(
     config: RoundConfig,
     *,
     previous: EmbeddingStudent | None = None,
+    head_probs: Any = None,
     seed: int = 0,
 ) -> Round:
     """Fit, choose and certify (see the module docstring).
@@ -139,6 +143,10 @@ def train_round(
             traffic, never trained on).
         labels: the label names.
         previous: the last round's student: its head is the starting point.
+        head_probs: probabilities the students of earlier rounds gave each training answer
+            before learning it (prequential, as OCL learns its head); ``None``: out-of-fold
+            probabilities of this round's student (``folds`` more fits). Rows of NaN (answered
+            before any student existed) are skipped.
 
     Raises:
         DataError: fewer than two distinct labels among the training answers.
@@ -151,8 +159,13 @@ def train_round(
     student.fit_indices(xt, yt)
     head = None
     if "agree" in config.scores:
-        oof = out_of_fold_probs(student, xt, yt, min(config.folds, max(2, len(yt) // 10)), seed)
-        head = AgreementHead().fit(oof, yt)
+        hp = None if head_probs is None else np.asarray(head_probs, dtype=np.float64)
+        known = np.zeros(len(yt), dtype=bool) if hp is None else np.isfinite(hp).all(axis=1)
+        if known.sum() >= MIN_HEAD_ANSWERS:  # rows answered before any student: NaN, skipped
+            head = AgreementHead().fit(hp[known], yt[known])  # type: ignore[index]
+        else:
+            folds = min(config.folds, max(2, len(yt) // 10))
+            head = AgreementHead().fit(out_of_fold_probs(student, xt, yt, folds, seed), yt)
     xh = np.asarray(x_holdout, dtype=np.float64)
     yh = np.asarray(y_holdout, dtype=np.int64)
     probs = student.predict_proba(xh) if len(yh) else np.zeros((0, len(labels)))
