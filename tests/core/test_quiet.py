@@ -93,6 +93,17 @@ def test_fine_tuning_prints_no_load_report(
     assert transformers_log == []  # the new head's "MISSING" weights are expected
 
 
+def test_a_library_training_call_shows_no_bar_unless_asked(
+    tiny_bert: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    cfg = TrainConfig(epochs=1, batch_size=4, max_length=16)
+    capfd.readouterr()
+    train_gate(SMALL, tmp_path / "quiet", backbone=tiny_bert, config=cfg)
+    assert "train-gate" not in capfd.readouterr().err
+    train_gate(SMALL, tmp_path / "bar", backbone=tiny_bert, config=cfg, progress=True)
+    assert "train-gate: 100%" in capfd.readouterr().err  # the bar the CLI asks for
+
+
 def test_an_embedding_gate_records_the_settings_it_used(tiny_bert: Path, tmp_path: Path) -> None:
     cfg = TrainConfig(kind="embedding", epochs=7, lr=1e-3, batch_size=3, seed=5)
     train_gate(SMALL, tmp_path / "emb", backbone=tiny_bert, config=cfg, progress=False)

@@ -66,7 +66,10 @@ NOT_RUN = {
     "key for an https:// --llm-url); tests/core/test_benchmark.py runs it on tiny data",
 }
 #: Why the other shell lines (``make ...``) are not run.
-NOT_DATASHUNT = "not a datashunt command (make targets take minutes; `make test` runs this file)"
+NOT_DATASHUNT = (
+    "not a datashunt command (make targets take minutes, `make test` runs this file; the "
+    "Install section's pip lines are resolved by tests/core/test_packaging.py)"
+)
 
 
 # ---- reading the README ---------------------------------------------------------------------

@@ -39,7 +39,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
         )
         what = "an embedding" if cfg.kind == "embedding" else f"a {cfg.kind}"
         print(f"training {what} gate on {len(train)} examples, labels {list(train.labels)}")
-        rep = train_gate(train, args.out, dev=dev, backbone=args.backbone, config=cfg)
+        rep = train_gate(
+            train, args.out, dev=dev, backbone=args.backbone, config=cfg, progress=True
+        )
     print(f"wrote {rep.out_dir} in {rep.seconds:.1f}s")
     if rep.dev_accuracy is not None:
         print(

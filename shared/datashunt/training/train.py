@@ -128,7 +128,7 @@ def train_gate(
     dev: Dataset | None = None,
     backbone: str | Path | None = None,
     config: TrainConfig | None = None,
-    progress: bool = True,
+    progress: bool = False,
 ) -> TrainReport:
     """Train a gate on ``train``, write it to ``out_dir`` and evaluate it on ``dev``.
 
@@ -138,7 +138,7 @@ def train_gate(
         dev: labelled examples to report accuracy on.
         backbone: a local model directory; default the packaged all-MiniLM-L6-v2.
         config: hyper-parameters.
-        progress: show a progress bar.
+        progress: show a progress bar (``datashunt train-gate`` does; a library call is quiet).
     """
     cfg = config or TrainConfig()
     if len(train.labels) < 2:
