@@ -17,6 +17,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from .catalog import (
     EXAMPLE_DATASET,
     KNOWN_DATASETS,
@@ -59,6 +61,8 @@ class Dataset:
     examples: tuple[Example, ...]
     labels: tuple[str, ...]
     name: str = ""
+    #: rows left out for want of a label (``read_dataset(skip_empty=...)``)
+    skipped: int = 0
 
     @property
     def texts(self) -> list[str]:
@@ -76,6 +80,25 @@ class Dataset:
     def head(self, n: int) -> Dataset:
         """The first ``n`` examples (same label set)."""
         return Dataset(self.examples[:n], self.labels, self.name)
+
+    def holdout(self, share: float, seed: int = 0) -> tuple[Dataset, Dataset]:
+        """``(rest, held)``: a seeded random ``share`` of the examples held out (at least one
+        each side when there are two or more), both in file order, same label set.
+
+        Raises:
+            DataError: ``share`` is not in (0, 1).
+        """
+        if not 0.0 < share < 1.0:
+            raise DataError(f"the held-out share must be in (0, 1), got {share}")
+        n = len(self.examples)
+        k = min(max(round(share * n), 1), n - 1) if n > 1 else 0
+        held = set(np.random.default_rng(seed).permutation(n)[:k].tolist())
+        parts = (
+            tuple(e for i, e in enumerate(self.examples) if i not in held),
+            tuple(e for i, e in enumerate(self.examples) if i in held),
+        )
+        rest, dev = (Dataset(p, self.labels, self.name) for p in parts)
+        return rest, dev
 
 
 def _hash_bucket(text: str, buckets: int = 10) -> int:
@@ -202,6 +225,7 @@ def read_dataset(
     header: bool = True,
     limit: int | None = None,
     encoding: str = "utf-8",
+    skip_empty: bool | None = None,
 ) -> Dataset:
     """Read labelled examples from a bundled data set name or a file.
 
@@ -221,6 +245,9 @@ def read_dataset(
         header: whether a CSV/TSV file has a header row (without one, columns are text, label).
         limit: keep at most this many examples.
         encoding: the file's text encoding (``"latin-1"``, ``"cp1252"``, ``"utf-8-sig"``, ...).
+        skip_empty: leave out rows without a label and count them (:attr:`Dataset.skipped`)
+            instead of raising; default: only for a ``datashunt store export`` file, whose
+            empty or unparsed (``parse_ok`` false) answers are never labels.
 
     Raises:
         DataError: for a missing file, bytes that are not ``encoding`` (with their offset),
@@ -258,6 +285,7 @@ def read_dataset(
     fieldnames = (*cols, label_col) if not header else None
     names = dict(label_names or {})
     examples: list[Example] = []
+    skipped = 0
     for n, row in enumerate(_rows(path, header, fieldnames, encoding), 1):
         missing = [c for c in (*cols, label_col) if c not in row]
         if missing:
@@ -270,10 +298,16 @@ def read_dataset(
         if not text:
             continue
         raw = (row[label_col] or "").strip()
-        if not raw:
+        # a store export's row: an unreadable LLM answer is never a label, whatever it holds
+        unparsed = (row.get("parse_ok") or "").lower() == "false"
+        if not raw or unparsed:
+            if skip_empty or (skip_empty is None and "parse_ok" in row):
+                skipped += 1
+                continue
             raise DataError(
                 f"{path} row {n} has an empty label (column {label_col!r}): give every row "
-                "a label, or remove the row"
+                "a label, or remove the row (`datashunt train-gate --skip-empty-labels` "
+                "leaves such rows out)"
             )
         group = row.get(group_col) if group_col else None
         examples.append(Example(text, names.get(raw, raw), group))
@@ -282,7 +316,8 @@ def read_dataset(
         keep = sorted(range(len(examples)), key=lambda i: _hash_key(examples[i].text, i))[:limit]
         examples = [examples[i] for i in sorted(keep)]
     if not examples:
-        raise DataError(f"no examples read from {path} (split={split!r})")
+        left = f"; {skipped} rows without a label left out" if skipped else ""
+        raise DataError(f"no examples read from {path} (split={split!r}){left}")
     seen = sorted({e.label for e in examples})
     if labels is None:
         # Named labels keep the mapping's order (0=negative before 1=positive); others sorted.
@@ -294,4 +329,4 @@ def read_dataset(
             raise DataError(
                 f"{path} has labels {unknown} that are not in the label set {list(label_set)}"
             )
-    return Dataset(tuple(examples), label_set, name if spec else path.name)
+    return Dataset(tuple(examples), label_set, name if spec else path.name, skipped)

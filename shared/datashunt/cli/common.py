@@ -85,9 +85,13 @@ def add_data_args(p: argparse.ArgumentParser, split: str) -> None:
 
 
 def read_data(
-    args: argparse.Namespace, split: str | None, labels: Sequence[str] | None = None
+    args: argparse.Namespace,
+    split: str | None,
+    labels: Sequence[str] | None = None,
+    skip_empty: bool | None = None,
 ) -> Dataset:
-    """The data that :func:`add_data_args` options describe (``split`` of a bundled set)."""
+    """The data that :func:`add_data_args` options describe (``split`` of a bundled set;
+    ``skip_empty``: see :func:`~datashunt.data.read_dataset`)."""
     known = args.data in KNOWN_DATASETS
     return read_dataset(
         args.data,
@@ -100,6 +104,7 @@ def read_data(
         labels=labels,
         limit=args.limit,
         encoding=args.encoding,
+        skip_empty=skip_empty,
     )
 
 

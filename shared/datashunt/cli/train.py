@@ -22,8 +22,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.kind == "image":
         rep = _train_image(args)
     else:
-        train = read_data(args, args.split)
-        dev = read_data(args, args.dev_split, train.labels) if args.dev_split else None
+        train, dev = _train_and_dev(args)
         if args.kind == "embedding":
             given = [o for o in ("epochs", "lr", "batch_size") if getattr(args, o) is not None]
             if given:  # only the head learns, by L-BFGS: no epochs, learning rate or batches
@@ -49,6 +48,36 @@ def _cmd_train(args: argparse.Namespace) -> int:
             f"(majority class {rep.majority_accuracy:.4f})"
         )
     return 0
+
+
+def _train_and_dev(args: argparse.Namespace) -> tuple[Dataset, Dataset | None]:
+    """The training data, and the dev data: ``--dev-split`` of a bundled set or of a file with
+    ``--split-col``; else a seeded random ``--dev-share`` of the file, held out here."""
+    from ..data import KNOWN_DATASETS
+
+    skip = True if args.skip_empty_labels else None
+    train = read_data(args, args.split, skip_empty=skip)
+    _say_skipped(train)
+    if not args.dev_split:
+        return train, None
+    if args.data in KNOWN_DATASETS or args.split_col:
+        return train, read_data(args, args.dev_split, train.labels, skip_empty=skip)
+    n = len(train)
+    train, dev = train.holdout(args.dev_share, args.seed)
+    print(
+        f"held out {len(dev)} of {n} examples ({args.dev_share:.0%}, seed {args.seed}) as dev "
+        "data: the file has no dev split (--dev-share to change, --dev-split '' for none)"
+    )
+    return train, dev
+
+
+def _say_skipped(data: Dataset) -> None:
+    if data.skipped:
+        warn(
+            f"skipped {data.skipped} of {data.skipped + len(data)} rows without a label (for a "
+            "store export: unparsed or failed LLM answers and gate-answered rows, never "
+            "training labels)"
+        )
 
 
 def _train_image(args: argparse.Namespace) -> Any:
@@ -78,6 +107,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     runtime |= {"quantize": args.quantize} if args.quantize else {}
     gate = load_gate(existing_gate(args.gate), **runtime)
     dev = read_data(args, args.split, gate.labels)
+    _say_skipped(dev)
     check_calibration_rows(len(dev), args.min_rows)  # before any LLM call is paid for
     target: Target
     if args.target == "accuracy" and args.llm_column and args.llm_accuracy is None:
@@ -150,6 +180,19 @@ def register(sub: Any) -> None:
     p = sub.add_parser("train-gate", help="train a gate and write its model directory")
     add_data_args(p, "train")
     p.add_argument("--dev-split", default="dev", help="split to evaluate on ('' for none)")
+    p.add_argument(
+        "--dev-share",
+        type=float,
+        default=0.1,
+        help="a file without a dev split: hold out this random share as dev (default 0.1, "
+        "drawn with --seed)",
+    )
+    p.add_argument(
+        "--skip-empty-labels",
+        action="store_true",
+        help="leave out rows with an empty label and say how many (always done for a "
+        "`datashunt store export` file: its unparsed LLM answers are never labels)",
+    )
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument(
         "--kind",
