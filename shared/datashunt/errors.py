@@ -10,11 +10,15 @@ __all__ = [
     "ConfigError",
     "DataError",
     "DataShuntError",
+    "DriftWarning",
     "GateError",
     "InputError",
     "LLMError",
+    "LLMServerError",
     "ModelNotFoundError",
     "StoreError",
+    "StreamIdleError",
+    "UnpricedModelWarning",
 ]
 
 
@@ -72,3 +76,29 @@ class LLMError(DataShuntError):
 
 class StoreError(DataShuntError):
     """The call store could not be opened, written or read."""
+
+
+class StreamIdleError(LLMError, TimeoutError):
+    """A stream sent nothing for longer than its idle timeout (retried like a timeout)."""
+
+    def __init__(self, timeout: float) -> None:
+        super().__init__(
+            f"the LLM stream sent nothing for {timeout:g}s (stream_idle_timeout); "
+            "the server may be overloaded or stuck",
+            retryable=True,
+        )
+
+
+class LLMServerError(DataShuntError):
+    """The local LLM server could not be started (missing dependency, bad model, timeout)."""
+
+
+# ---- warnings: something a user should know that does not stop the answers -----------------
+
+
+class DriftWarning(UserWarning):
+    """The live stream no longer looks like the calibration sample."""
+
+
+class UnpricedModelWarning(UserWarning):
+    """An answer came from a model the price table cannot price: its cost is unknown."""

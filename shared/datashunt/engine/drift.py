@@ -35,15 +35,11 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ..errors import ConfigError
+from ..errors import ConfigError, DriftWarning
 
 __all__ = ["DriftAlarm", "DriftMonitor", "DriftWarning", "EmbeddingDrift", "ks_pvalue"]
 
 Test = Literal["confidence", "llm_share", "audit", "representation"]
-
-
-class DriftWarning(UserWarning):
-    """The live stream no longer looks like the calibration sample."""
 
 
 def _stats() -> Any:

@@ -15,24 +15,13 @@ import threading
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
 from typing import TypeVar
 
-from ..errors import ConfigError, LLMError
+from ..errors import ConfigError, StreamIdleError
 
 __all__ = ["StreamIdleError", "aiter_with_idle_timeout", "iter_with_idle_timeout"]
 
 T = TypeVar("T")
 
 _DONE = object()
-
-
-class StreamIdleError(LLMError, TimeoutError):
-    """A stream sent nothing for longer than its idle timeout (retried like a timeout)."""
-
-    def __init__(self, timeout: float) -> None:
-        super().__init__(
-            f"the LLM stream sent nothing for {timeout:g}s (stream_idle_timeout); "
-            "the server may be overloaded or stuck",
-            retryable=True,
-        )
 
 
 def _check(timeout: float) -> None:

@@ -17,16 +17,12 @@ import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
-from ..errors import ConfigError, DataShuntError
+from ..errors import ConfigError, DataShuntError, UnpricedModelWarning
 
 __all__ = ["Price", "PriceTable", "Prices", "UnpricedModelWarning", "base_model", "price_table"]
 
 # A dated snapshot's suffix: -2024-07-18 (OpenAI), -20241022 (Anthropic), -0125 / -2407.
 _DATED = re.compile(r"^(?P<base>.+?)-(?:\d{4}-\d{2}-\d{2}|\d{8}|\d{4})$")
-
-
-class UnpricedModelWarning(UserWarning):
-    """An answer came from a model the price table cannot price: its cost is unknown."""
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO
 
-from ..errors import DataShuntError, ModelNotFoundError
+from ..errors import LLMServerError, ModelNotFoundError
 from .gguf import DEFAULT_GGUF_DIST, find_default_gguf
 
 __all__ = [
@@ -51,10 +51,6 @@ _LOG_TAIL_LINES = 25
 # Started servers, held strongly until stopped: one whose object is dropped without stop()
 # is still stopped at interpreter exit instead of being left as an orphan process.
 _RUNNING: set[LLMServer] = set()
-
-
-class LLMServerError(DataShuntError):
-    """The local LLM server could not be started (missing dependency, bad model, timeout)."""
 
 
 def _free_port(host: str) -> int:
