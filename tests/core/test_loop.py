@@ -205,3 +205,52 @@ def test_gates_cli(gate: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert cli_main(["gates", "rollback", "--registry", reg]) == 2
     assert "nothing to roll back to" in capsys.readouterr().err
     assert cli_main(["gates", "add", str(tmp_path / "nope"), "--registry", reg]) == 2
+
+
+def test_a_first_round_reads_records_made_before_the_champion_with_since(
+    gate: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from datetime import datetime, timedelta, timezone
+
+    from datashunt import ConfigError
+    from datashunt.loop import ALL_RECORDS, parse_since
+
+    store = tmp_path / "calls.sqlite"
+    hour_ago = datetime.now(timezone.utc) - timedelta(hours=1)  # noqa: UP017
+    recs = [llm_record(e.text, e.label, None) for e in make(11, 40, NEW).examples]
+    CallStore(store).add_many([replace(r, created_at=hour_ago) for r in recs])  # shadowed
+    reg = GateRegistry(tmp_path / "reg")
+    reg.promote(reg.add(gate, note="first gate, registered after its traffic").version)
+    config = LoopConfig(
+        target=PrecisionFloor(0.9),
+        confidence=None,
+        min_answers=10,
+        distill=replace(CFG, trust_unscored=True, rounds=1),
+    )
+    with pytest.raises(DataError, match=r"no records in the store between.*--since all"):
+        run_round(reg, store, calib=mixed(20, 20), config=config, out_root=tmp_path / "r")
+    rep = run_round(
+        reg,
+        store,
+        calib=mixed(20, 20),
+        config=config,
+        out_root=tmp_path / "r",
+        progress=False,
+        since=ALL_RECORDS,
+    )
+    assert rep.llm_answers == 40 and rep.records == 40 and rep.stage1 > 0
+    assert parse_since("all") == ALL_RECORDS
+    assert parse_since("2026-12-01") == datetime(2026, 12, 1, tzinfo=timezone.utc)  # noqa: UP017
+    with pytest.raises(ConfigError, match="--since takes 'all' or an ISO 8601 time"):
+        parse_since("last week")
+    argv = ["loop", "--store", str(store), "--registry", str(tmp_path / "reg")]
+    argv += ["--calib-data", str(tmp_path / "calib.csv"), "--out", str(tmp_path / "r")]
+    (tmp_path / "calib.csv").write_text(
+        "text,label\n" + "".join(f"{e.text},{e.label}\n" for e in mixed(20, 20).examples)
+    )
+    assert cli_main([*argv, "--since", "yesterday"]) == 2
+    assert "--since takes 'all'" in capsys.readouterr().err
+    since = (hour_ago - timedelta(minutes=1)).isoformat()
+    fast = ["--rounds", "1", "--epochs", "1", "--max-length", "32", "--min-answers", "10"]
+    assert cli_main([*argv, *fast, "--since", since, "--no-progress", "--confidence", "0"]) == 0
+    assert "(40 usable LLM answers)" in capsys.readouterr().out

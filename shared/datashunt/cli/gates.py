@@ -70,7 +70,7 @@ def _rollback(args: argparse.Namespace) -> int:
 
 
 def _loop(args: argparse.Namespace) -> int:
-    from ..loop import LoopConfig, run_round
+    from ..loop import LoopConfig, parse_since, run_round
     from ..training import DistillConfig, parse_target
     from .distill import _read
 
@@ -101,6 +101,7 @@ def _loop(args: argparse.Namespace) -> int:
         config=config,
         out_root=args.out,
         progress=not args.no_progress,
+        since=parse_since(args.since) if args.since else None,
     )
     print(report.to_markdown())
     print(f"wrote {report.out_dir}/report.md and report.json")
@@ -176,5 +177,11 @@ def register(sub: Any) -> None:
     q.add_argument("--stage2-max", type=int, default=1000)
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--out", help="where round-NNN/ goes (default beside a folder registry)")
+    q.add_argument(
+        "--since",
+        help="read the records after this ISO 8601 time (UTC if no zone), or 'all' of them, "
+        "instead of those since the champion was made (e.g. the shadowed traffic before a "
+        "first gate)",
+    )
     q.add_argument("--no-progress", action="store_true")
     q.set_defaults(func=_loop)

@@ -6,9 +6,10 @@ See :mod:`.round` for one round, :mod:`.evidence` for the promotion rule and
 """
 
 from .evidence import EvidenceSlice, GateEvidence, SliceResult, Verdict, evaluate_gate, judge
-from .round import LoopConfig, RoundReport, audit_slice, run_round
+from .round import ALL_RECORDS, LoopConfig, RoundReport, audit_slice, parse_since, run_round
 
 __all__ = [
+    "ALL_RECORDS",
     "EvidenceSlice",
     "GateEvidence",
     "LoopConfig",
@@ -18,5 +19,6 @@ __all__ = [
     "audit_slice",
     "evaluate_gate",
     "judge",
+    "parse_since",
     "run_round",
 ]

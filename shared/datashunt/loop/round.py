@@ -1,7 +1,7 @@
 """One round of the closed loop: distil the champion into a challenger, compare, promote or keep.
 
 1. The store's records since the champion was made (its provenance's ``through``, else its
-   registration time) up to now.
+   registration time), or since the time the caller gives (``since``), up to now.
 2. 2CD (:class:`~datashunt.training.Distiller`) from the champion into a challenger,
    re-calibrated, with a certified δ when ``confidence`` is set.
 3. Champion and challenger calibrated on the same data for the same target, scored on the same
@@ -16,7 +16,7 @@ import json
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,28 @@ from ..training.distill_data import open_existing_store
 from ..training.targets import PrecisionFloor, Target
 from .evidence import EvidenceSlice, GateEvidence, Verdict, evaluate_gate, judge, slices_from
 
-__all__ = ["LoopConfig", "RoundReport", "audit_slice", "run_round"]
+__all__ = ["ALL_RECORDS", "LoopConfig", "RoundReport", "audit_slice", "parse_since", "run_round"]
+
+#: ``since=ALL_RECORDS``: every record in the store, also those made before the champion.
+ALL_RECORDS = datetime.min.replace(tzinfo=timezone.utc)  # noqa: UP017 - keeps Python 3.10
+
+
+def parse_since(text: str) -> datetime:
+    """``--since``: ``"all"`` (:data:`ALL_RECORDS`) or an ISO 8601 time (UTC when it has no zone).
+
+    Raises:
+        ConfigError: neither.
+    """
+    if text.strip().lower() == "all":
+        return ALL_RECORDS
+    try:
+        when = datetime.fromisoformat(text.strip())
+    except ValueError as exc:
+        raise ConfigError(
+            f"--since takes 'all' or an ISO 8601 time such as 2026-12-01 or "
+            f"2026-12-01T09:30:00+00:00, got {text!r}"
+        ) from exc
+    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)  # noqa: UP017
 
 
 @dataclass(frozen=True)
@@ -164,6 +185,7 @@ def run_round(
     config: LoopConfig | None = None,
     out_root: str | Path | None = None,
     progress: bool = True,
+    since: datetime | None = None,
 ) -> RoundReport:
     """One round (see the module docstring); returns its report, also written to disk.
 
@@ -175,6 +197,8 @@ def run_round(
         train: the champion's original training data, for 2CD's stage 2.
         config: targets, tolerance and 2CD settings.
         out_root: where ``round-NNN/`` goes (default :func:`default_rounds_dir`).
+        since: read the records after this time instead of those since the champion was made
+            (:data:`ALL_RECORDS`: all of them, e.g. the traffic a first gate was trained on).
 
     Raises:
         ConfigError: the registry has no champion.
@@ -190,7 +214,8 @@ def run_round(
             "gate first (`datashunt gates add DIR --promote`)"
         )
     meta = reg.get(champ)
-    since = datetime.fromisoformat(str(meta.provenance.get("through") or meta.created_at))
+    made = datetime.fromisoformat(str(meta.provenance.get("through") or meta.created_at))
+    since = made if since is None else since
     through = utc_now()
     n, out = _round_dir(Path(out_root) if out_root else default_rounds_dir(reg))
     named = dict(slices or {})
@@ -210,9 +235,10 @@ def run_round(
         counts = distiller.store_counts
         if counts.llm_answers < cfg.min_answers:
             raise DataError(
-                f"only {counts.llm_answers} usable LLM answers in the store since {champ} was "
-                f"made ({since.isoformat()}), {cfg.min_answers} needed: serve more traffic "
-                "with the store attached (or lower min_answers)"
+                f"only {counts.llm_answers} usable LLM answers in the store since "
+                f"{since.isoformat()}, {cfg.min_answers} needed: serve more traffic with the "
+                "store attached, lower min_answers, or read older records too (`datashunt "
+                "loop --since all`)"
             )
         report = distiller.run(
             out / "challenger", cfg.distill, target=cfg.target, confidence=cfg.confidence

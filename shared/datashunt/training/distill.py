@@ -95,7 +95,8 @@ class Distiller:
                 if not window:
                     raise DataError(
                         f"no records in the store between {lo.isoformat()} and "
-                        f"{hi.isoformat()}: serve traffic with the store attached first"
+                        f"{hi.isoformat()}: serve traffic with the store attached first, or "
+                        "read older records too (`datashunt loop --since all` or a time)"
                     )
                 records = iter(window)
             self.logged, self.store_counts = read_logged(records, self.labels)
