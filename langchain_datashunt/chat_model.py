@@ -27,7 +27,8 @@ from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResu
 from langchain_core.runnables import Runnable, RunnableConfig, ensure_config
 from pydantic import ConfigDict, Field, PrivateAttr
 
-from datashunt import ConfigError, LLMReply, ModelCall, RetryPolicy
+from datashunt import ConfigError, LLMReply, RetryPolicy
+from datashunt.adapters import ModelCall
 from datashunt.generative import GenerativePolicy, GenerativeResult, GenerativeShunt
 
 from ._convert import as_messages, message_text, message_to_reply, model_name_of
@@ -52,7 +53,8 @@ class DataShuntChatModel(BaseChatModel):
     confidence.
 
     The small model answers every prompt (it must return token logprobs: ``ChatOpenAI(...,
-    logprobs=True)`` against the local server); its answer stands when the policy's measure
+    logprobs=True, top_logprobs=1)`` against the local server, which sends none without
+    ``top_logprobs``); its answer stands when the policy's measure
     clears δ, else the large model answers. ``invoke``, ``stream``, ``batch`` and their async
     forms work as on any chat model, and callbacks see both inner calls as child runs. A stream
     sends the large answer as it comes (its usage, finish reason, model name, tool-call chunks
@@ -84,7 +86,9 @@ class DataShuntChatModel(BaseChatModel):
             from langchain_datashunt import DataShuntChatModel
 
             chat = DataShuntChatModel(
-                small=ChatOpenAI(base_url=server.base_url, api_key="x", logprobs=True),
+                small=ChatOpenAI(
+                    base_url=server.base_url, api_key="x", logprobs=True, top_logprobs=1
+                ),
                 large=ChatOpenAI(model="gpt-4o-mini", max_retries=0),
                 policy=GenerativePolicy("mean", 0.7),
                 store="calls.db",
