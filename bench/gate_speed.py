@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import platform
@@ -260,7 +261,7 @@ async def _abatch_usage(runnable: Any, texts: list[str], gold: list[str]) -> dic
         t0 = time.perf_counter()
         outs = await runnable.abatch(texts, config={"max_concurrency": 8})
         wall = time.perf_counter() - t0
-    usage = cb.usage_metadata
+    usage: dict[str, Any] = dict(cb.usage_metadata)
     tokens = {
         key: sum(int(u.get(key, 0)) for u in usage.values())
         for key in ("input_tokens", "output_tokens", "total_tokens")
@@ -292,9 +293,9 @@ def bench_runnable(gate: Any, policy: Any, texts: list[str], gold: list[int]) ->
             temperature=0,
             max_retries=0,
         )
-        shunted = DataShuntRunnable(gate=gate, llm=llm, policy=policy, prompt_mode="soft")
+        shunted = DataShuntRunnable.from_gate(gate=gate, llm=llm, policy=policy, prompt_mode="soft")
         # threshold 1.0: no input is confident enough, so every one is sent to the LLM
-        everything = DataShuntRunnable(
+        everything = DataShuntRunnable.from_gate(
             gate=gate, llm=llm, policy=policy.with_(threshold=1.0), prompt_mode="none"
         )
 
@@ -503,24 +504,540 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return report
 
 
+# ---- issue 26: every backend and precision side by side (make bench-gate) --------------------
+
+GATE_JSON = Path(__file__).parent / "results" / "gate.json"
+#: (backend, precision) on the CPU, in table order; torch's own GPU rows are added where a GPU is
+CPU_VARIANTS: tuple[tuple[str, str], ...] = (
+    ("torch", "fp32"),
+    ("torch", "int8"),
+    ("torch", "bf16"),
+    ("onnx", "fp32"),
+    ("onnx", "int8"),
+)
+GPU_VARIANTS: tuple[tuple[str, str], ...] = (
+    ("torch", "fp32"),
+    ("torch", "bf16"),
+    ("torch", "fp16"),
+)
+LENGTHS = {"short": "sst2", "long": "amazon-mds"}
+ROW_KEYS = (
+    "backend",
+    "precision",
+    "length",
+    "threads",
+    "rows_per_s",
+    "single_p50_ms",
+    "single_p95_ms",
+    "accuracy",
+    "size_mb",
+    "peak_mb",
+)
+Variant = tuple[str, str, str]  # backend, precision, device
+
+
+def open_gate(gate_dir: Path, variant: Variant, threads: int | None = None) -> Any:
+    """The gate of one variant (``HFGate`` with that backend, precision and device)."""
+    from datashunt.gates import HFGate
+
+    backend, precision, device = variant
+    quantize = None if precision == "fp32" else precision
+    return HFGate(gate_dir, backend=backend, quantize=quantize, device=device, threads=threads)
+
+
+def _name(v: Variant) -> str:
+    return f"{v[0]}/{v[1]}" + ("" if v[2] == "cpu" else f"@{v[2]}")
+
+
+def _model_mb(gate: Any) -> float:
+    """Size on disk of what the variant serves: the ONNX file, or the torch state dict as
+    ``torch.save`` writes it (int8 and bf16 hold smaller tensors than the fp32 safetensors)."""
+    import io
+
+    import torch
+
+    if gate._onnx is not None:
+        return round(Path(gate._onnx.path).stat().st_size / 2**20, 1)
+    buf = io.BytesIO()
+    torch.save(gate.model.state_dict(), buf)
+    return round(buf.tell() / 2**20, 1)
+
+
+def probe(gate_dir: Path, variant: Variant, sets: dict[str, list[str]], threads: int) -> Any:
+    """In a fresh process: the variant's logits on each set and the process's peak resident
+    memory after each (sets in order, so a later peak includes the earlier ones)."""
+    import torch
+
+    torch.set_num_threads(threads)
+    gate = open_gate(gate_dir, variant, threads)
+    out: dict[str, Any] = {"size_mb": _model_mb(gate), "logits": {}, "peak_mb": {}}
+    for name, texts in sets.items():
+        out["logits"][name] = gate.predict_logits(texts).tolist()
+        out["peak_mb"][name] = _rss_mb()
+    if variant[2] != "cpu":
+        out["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    return out
+
+
+def _run_probe(gate_dir: Path, variant: Variant, sets: dict[str, list[str]], threads: int) -> Any:
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        src, dst = Path(tmp) / "sets.json", Path(tmp) / "out.json"
+        src.write_text(json.dumps(sets), encoding="utf-8")
+        cmd = [sys.executable, "-m", "bench.gate_speed", "--probe", ",".join(variant)]
+        cmd += ["--gate", str(gate_dir), "--probe-io", f"{src},{dst}", "--threads", str(threads)]
+        subprocess.run(cmd, check=True)  # noqa: S603 - our own module, our own arguments
+        return json.loads(dst.read_text(encoding="utf-8"))
+
+
+def _percentile_ms(values: Sequence[float], q: float) -> float:
+    return round(1000 * float(np.percentile(values, q)), 2)
+
+
+def time_variants(
+    gates: dict[Variant, Any], policy: Any, texts: list[str], single: list[str], repeats: int
+) -> dict[Variant, dict[str, float]]:
+    """Rows/s of ``predict_proba`` over ``texts`` (median of ``repeats``, variants interleaved
+    within each repeat) and p50/p95 of ``Shunt.decide([x])`` over ``single`` (each input put
+    to every variant in turn)."""
+    from datashunt import Shunt
+
+    times = _interleaved(
+        {_name(v): functools.partial(g.predict_proba, texts) for v, g in gates.items()}, repeats
+    )
+    shunts = {v: Shunt(g, policy) for v, g in gates.items()}
+    lat: dict[Variant, list[float]] = {v: [] for v in gates}
+    for s in shunts.values():  # warm-up: the first calls allocate
+        for x in single[:3]:
+            s.decide([x])
+    for x in single:
+        for v, s in shunts.items():
+            lat[v].append(_time(functools.partial(s.decide, [x])))
+    return {
+        v: {
+            "rows_per_s": round(len(texts) / statistics.median(times[_name(v)]), 1),
+            "single_p50_ms": _percentile_ms(lat[v], 50),
+            "single_p95_ms": _percentile_ms(lat[v], 95),
+        }
+        for v in gates
+    }
+
+
+def breakdown(gate: Any, policy: Any, single: list[str]) -> dict[str, float]:
+    """Where the milliseconds of ``decide([x])`` go (medians over ``single``): validation,
+    tokenising, the forward pass, the decision from the probabilities, and the total."""
+    import torch
+
+    from datashunt import Shunt
+    from datashunt.inputs import validate_texts
+
+    shunt = Shunt(gate, policy)
+    probs = gate.predict_proba(single[:1])
+    stub = Shunt(_FixedGate(gate.labels, probs), policy)
+    tensors = "np" if gate._onnx is not None else "pt"
+
+    def forward(enc: Any) -> Any:
+        if gate._onnx is not None:
+            return gate._onnx(enc)
+        with torch.inference_mode():
+            return gate.model(**enc.to(gate.device)).logits.float().cpu()
+
+    parts: dict[str, list[float]] = {
+        k: [] for k in ("validate", "tokenise", "forward", "policy", "total")
+    }
+    for x in single:
+        shunt.decide([x])  # warm
+        parts["validate"].append(_time(functools.partial(validate_texts, [x])))
+        enc = gate.encode([x], tensors)
+        parts["tokenise"].append(_time(functools.partial(gate.encode, [x], tensors)))
+        parts["forward"].append(_time(functools.partial(forward, enc)))
+        parts["policy"].append(_time(functools.partial(stub.decide, [x])))
+        parts["total"].append(_time(functools.partial(shunt.decide, [x])))
+    out = {k: round(1000 * statistics.median(v), 3) for k, v in parts.items()}
+    out["other"] = round(
+        out["total"] - sum(out[k] for k in ("validate", "tokenise", "forward", "policy")), 3
+    )
+    return out
+
+
+def guarantee_check(dev: Any, test: Any, y_dev: np.ndarray, y_test: np.ndarray) -> dict[str, Any]:
+    """The certified δ (precision 0.9 at 95 % confidence on the dev logits, temperature fitted
+    there too) of one variant, and what it does on test: is the floor held?"""
+    from datashunt.gates import softmax
+    from datashunt.training import PrecisionFloor
+    from datashunt.training.certify import certify_threshold
+    from datashunt.training.metrics import fit_temperature
+
+    temperature = fit_temperature(dev, y_dev)
+    p_dev = softmax(dev, temperature)
+    ok_dev = (p_dev.argmax(1) == y_dev).astype(float)
+    cert = certify_threshold(p_dev.max(1), ok_dev, PrecisionFloor(0.9), 0.95)
+    return {
+        "temperature": round(temperature, 4),
+        "threshold": cert.threshold,
+        **_on_test(test, y_test, temperature, cert.threshold),
+    }
+
+
+def _on_test(
+    logits: np.ndarray, y: np.ndarray, temperature: float, threshold: float
+) -> dict[str, Any]:
+    from datashunt.gates import softmax
+
+    p = softmax(logits, temperature)
+    small = p.max(1) >= threshold
+    ok = p.argmax(1) == y
+    precision = float(ok[small].mean()) if small.any() else None
+    return {
+        "test_precision": None if precision is None else round(precision, 4),
+        "test_llm_share": round(float((~small).mean()), 4),
+        "floor_held": precision is None or precision >= 0.9,
+    }
+
+
+def _sample(
+    data: str, split: str, n: int, labels: Sequence[str], seed: int = 0
+) -> tuple[list[str], np.ndarray]:
+    """``n`` random rows of a split (data files list their rows by label or domain), as texts
+    and gold label indices."""
+    from datashunt import read_dataset
+
+    if Path(data).suffix in (".csv", ".tsv", ".jsonl"):
+        ds = read_dataset(data)
+    else:
+        ds = read_dataset(data, split=split)
+    rows = random.Random(seed).sample(list(ds.examples), min(n, len(ds)))  # noqa: S311
+    index = {lab: i for i, lab in enumerate(labels)}
+    return [e.text for e in rows], np.asarray([index[e.label] for e in rows])
+
+
+def run_matrix(args: argparse.Namespace) -> dict[str, Any]:
+    """Every variant at every thread count on short and long inputs: ``{"rows": [...],
+    "details": {...}}`` (rows in the schema of issue 26)."""
+    import torch
+
+    from datashunt import ShuntPolicy
+    from datashunt.policy import POLICY_FILE
+
+    threads = [int(t) for t in args.threads.split(",") if t.strip()]
+    gate_dir = _resolve_gate(args.gate, args.speed_train_n)
+    wanted = [tuple(v.split("/")) for v in args.variants.split(",")] if args.variants else None
+    variants: list[Variant] = [
+        (b, p, "cpu") for b, p in CPU_VARIANTS if wanted is None or (b, p) in wanted
+    ]
+    if torch.cuda.is_available():
+        variants += [(b, p, "cuda") for b, p in GPU_VARIANTS]
+    ref = variants[0]
+    labels = tuple(open_gate(gate_dir, ref).labels)
+    policy = (
+        ShuntPolicy.load(gate_dir)
+        if (gate_dir / POLICY_FILE).is_file()
+        else ShuntPolicy(labels=labels)
+    )
+    data = {"short": args.short_data, "long": args.long_data}
+    sets: dict[str, list[str]] = {}
+    gold: dict[str, np.ndarray] = {}
+    for length in ("short", "long"):
+        sets[length], gold[length] = _sample(data[length], "test", args.accuracy_n, labels)
+    sets["long_dev"], gold["long_dev"] = _sample(data["long"], "dev", args.accuracy_n, labels, 1)
+    probes = {}
+    for v in variants:  # also exports the ONNX files once, before any timing
+        t0 = time.perf_counter()
+        probes[v] = _run_probe(gate_dir, v, sets, max(threads))
+        print(
+            f"{_name(v)}: logits on {sum(map(len, sets.values()))} inputs, peak "
+            f"{probes[v]['peak_mb']['long_dev']} MiB ({time.perf_counter() - t0:.0f} s)",
+            flush=True,
+        )
+
+    accuracy: dict[str, dict[str, Any]] = {}
+    for v in variants:
+        a: dict[str, Any] = {}
+        for length in ("short", "long"):
+            pred = np.asarray(probes[v]["logits"][length]).argmax(1)
+            ref_pred = np.asarray(probes[ref]["logits"][length]).argmax(1)
+            acc = float((pred == gold[length]).mean())
+            ref_acc = float((ref_pred == gold[length]).mean())
+            a[length] = {
+                "accuracy": round(acc, 4),
+                "points_lost": round(100 * (ref_acc - acc), 2),
+                "agreement_with_fp32": round(float((pred == ref_pred).mean()), 4),
+            }
+        accuracy[_name(v)] = a
+
+    torch_gates = {v: open_gate(gate_dir, v) for v in variants if v[0] == "torch"}
+    onnx_gates = {
+        (v, t): open_gate(gate_dir, v, t) for v in variants if v[0] == "onnx" for t in threads
+    }
+    rows: list[dict[str, Any]] = []
+    timings: dict[str, Any] = {}
+    breakdowns: dict[str, Any] = {}
+    for length in ("short", "long"):
+        n = args.n_short if length == "short" else args.n_long
+        texts, single = sets[length][:n], sets[length][: args.single_n]
+        for t in threads:
+            torch.set_num_threads(t)
+            gates = {v: torch_gates[v] if v[0] == "torch" else onnx_gates[(v, t)] for v in variants}
+            load = os.getloadavg()[0]
+            figures = time_variants(gates, policy, texts, single, args.repeats)
+            timings[f"{length}/{t}"] = {
+                "load_average_before": round(load, 2),
+                "n": len(texts),
+                "single_n": len(single),
+            }
+            for v in variants:
+                rows.append(
+                    {
+                        "backend": v[0] if v[2] == "cpu" else f"{v[0]}-{v[2]}",
+                        "precision": v[1],
+                        "length": length,
+                        "threads": t,
+                        **figures[v],
+                        "accuracy": accuracy[_name(v)][length]["accuracy"],
+                        "size_mb": probes[v]["size_mb"],
+                        "peak_mb": probes[v]["peak_mb"][length],
+                    }
+                )
+            print(
+                f"{length} threads={t}: "
+                + ", ".join(
+                    f"{_name(v)} {figures[v]['rows_per_s']}/s p50 {figures[v]['single_p50_ms']} ms"
+                    for v in variants
+                ),
+                flush=True,
+            )
+        torch.set_num_threads(max(threads))
+        breakdowns[length] = {
+            _name(v): breakdown(
+                torch_gates[v] if v[0] == "torch" else onnx_gates[(v, max(threads))], policy, single
+            )
+            for v in variants
+        }
+    guarantees = {
+        _name(v): guarantee_check(
+            np.asarray(probes[v]["logits"]["long_dev"]),
+            np.asarray(probes[v]["logits"]["long"]),
+            gold["long_dev"],
+            gold["long"],
+        )
+        for v in variants
+    }
+    base = guarantees[_name(ref)]
+    for v in variants:  # the fp32 policy (δ and T) served unchanged by this variant
+        g = guarantees[_name(v)]
+        g["fp32_policy_on_test"] = _on_test(
+            np.asarray(probes[v]["logits"]["long"]),
+            gold["long"],
+            base["temperature"],
+            base["threshold"],
+        )
+    details = {
+        "gate": str(gate_dir),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "torch": torch.__version__,
+            "cpu_flags": _cpu_flags(),
+            "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+            "note": MACHINE_NOTE,
+        },
+        "inputs": {
+            k: {
+                "data": data.get(k.split("_")[0]),
+                "n": len(v),
+                "mean_chars": round(sum(map(len, v)) / max(1, len(v)), 1),
+            }
+            for k, v in sets.items()
+        },
+        "timings": timings,
+        "accuracy": accuracy,
+        "breakdown_ms": breakdowns,
+        "guarantee": guarantees,
+    }
+    details["goals"] = goals(rows, breakdowns, guarantees, max(threads))
+    return {"rows": rows, "details": details}
+
+
+def _cpu_flags() -> list[str]:
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8")
+    except OSError:
+        return []
+    wanted = ("avx512_vnni", "avx512_bf16", "amx_int8", "amx_bf16")
+    return [f for f in wanted if f in text]
+
+
+def _row(
+    rows: list[dict[str, Any]], backend: str, precision: str, length: str, threads: int
+) -> dict[str, Any] | None:
+    for r in rows:
+        if (r["backend"], r["precision"], r["length"], r["threads"]) == (
+            backend,
+            precision,
+            length,
+            threads,
+        ):
+            return r
+    return None
+
+
+def goals(
+    rows: list[dict[str, Any]], breakdowns: Any, guarantees: Any, threads: int
+) -> dict[str, Any]:
+    """Issue 26's goals, measured: ONNX int8 over torch fp32 (3x short, 2x long, at most 0.5
+    point lost), decide on one input (8 / 20 ms p50, p95 at most twice p50)."""
+    out: dict[str, Any] = {}
+    for length, speedup, p50 in (("short", 3.0, 8.0), ("long", 2.0, 20.0)):
+        fp32 = _row(rows, "torch", "fp32", length, threads)
+        int8 = _row(rows, "onnx", "int8", length, threads)
+        if fp32 is None or int8 is None:
+            continue
+        ratio = int8["rows_per_s"] / fp32["rows_per_s"]
+        lost = 100 * (fp32["accuracy"] - int8["accuracy"])
+        out[length] = {
+            "onnx_int8_over_torch_fp32": round(ratio, 2),
+            "points_lost": round(lost, 2),
+            "throughput_goal_met": ratio >= speedup and lost <= 0.5,
+            "single_p50_ms": int8["single_p50_ms"],
+            "single_p95_ms": int8["single_p95_ms"],
+            "latency_goal_met": int8["single_p50_ms"] <= p50
+            and int8["single_p95_ms"] <= 2 * int8["single_p50_ms"],
+        }
+    if "onnx/int8" in guarantees:
+        out["quantised_delta_holds_on_test"] = guarantees["onnx/int8"]["floor_held"]
+        out["fp32_delta_holds_on_int8_test"] = guarantees["onnx/int8"]["fp32_policy_on_test"][
+            "floor_held"
+        ]
+    return out
+
+
+def matrix_table(report: dict[str, Any]) -> str:
+    """``gate.json`` as markdown: the rows, then the breakdown, the guarantee and the goals."""
+    d = report["details"]
+    head = (
+        "| backend | precision | length | threads | rows/s | x torch fp32 | decide p50 ms "
+        "| p95 ms | accuracy | points lost | size MB | peak MiB |"
+    )
+    lines = [head, "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in report["rows"]:
+        base = _row(report["rows"], "torch", "fp32", r["length"], r["threads"])
+        ratio = f"{r['rows_per_s'] / base['rows_per_s']:.2f}" if base else "-"
+        name = (
+            r["backend"].split("-")[0]
+            + "/"
+            + r["precision"]
+            + ("" if "-" not in r["backend"] else "@" + r["backend"].split("-", 1)[1])
+        )
+        lost = d["accuracy"].get(name, {}).get(r["length"], {}).get("points_lost", "-")
+        lines.append(
+            f"| {r['backend']} | {r['precision']} | {r['length']} | {r['threads']} | "
+            f"{r['rows_per_s']} | "
+            f"{ratio} | {r['single_p50_ms']} | {r['single_p95_ms']} | {r['accuracy']} | {lost} | "
+            f"{r['size_mb']} | {r['peak_mb']} |"
+        )
+    lines += ["", "Where `decide([x])`'s milliseconds go (medians, max threads):", ""]
+    parts = ("validate", "tokenise", "forward", "policy", "other", "total")
+    lines += [
+        "| length | variant | " + " | ".join(parts) + " |",
+        "|---|---|" + "---:|" * len(parts),
+    ]
+    for length, by in d["breakdown_ms"].items():
+        for name, b in by.items():
+            lines.append(f"| {length} | {name} | " + " | ".join(str(b[p]) for p in parts) + " |")
+    lines += ["", "Certified δ (precision 0.9, 95 %) fitted on long dev, checked on long test:", ""]
+    lines += [
+        "| variant | T | δ | test precision | LLM share | held "
+        "| fp32 δ,T: precision | LLM share | held |",
+        "|---|---:|---:|---:|---:|---|---:|---:|---|",
+    ]
+    for name, g in d["guarantee"].items():
+        f = g["fp32_policy_on_test"]
+        lines.append(
+            f"| {name} | {g['temperature']} | {g['threshold']} | {g['test_precision']} | "
+            f"{g['test_llm_share']} | {g['floor_held']} | {f['test_precision']} | "
+            f"{f['test_llm_share']} | {f['floor_held']} |"
+        )
+    lines += ["", "Goals: `" + json.dumps(d["goals"]) + "`", "", f"{MACHINE_NOTE}."]
+    return "\n".join(lines)
+
+
+def add_matrix_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``python -m bench.gate_speed`` (``make bench-gate``)."""
+    parser.add_argument("--gate", help=f"the HF gate directory (default {DEFAULT_GATE}, or train)")
+    parser.add_argument(
+        "--speed-train-n",
+        type=int,
+        default=1000,
+        help="reviews to fine-tune a gate on when there is none (1000)",
+    )
+    parser.add_argument("--short-data", default="sst2", help="short inputs (sst2 test)")
+    parser.add_argument(
+        "--long-data", default="amazon-mds", help="long inputs (amazon-mds test; dev for δ)"
+    )
+    parser.add_argument(
+        "--n-short", type=int, default=256, help="short inputs per throughput run (256)"
+    )
+    parser.add_argument(
+        "--n-long", type=int, default=64, help="long inputs per throughput run (64)"
+    )
+    parser.add_argument("--single-n", type=int, default=60, help="inputs timed one at a time (60)")
+    parser.add_argument(
+        "--accuracy-n", type=int, default=400, help="inputs for accuracy and memory (400)"
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="timed throughput runs after a warm-up (3)"
+    )
+    parser.add_argument("--threads", default="1,2", help="thread counts (1,2)")
+    parser.add_argument(
+        "--variants",
+        help="backend/precision pairs to run (default all: "
+        + ",".join(f"{b}/{p}" for b, p in CPU_VARIANTS)
+        + ")",
+    )
+    parser.add_argument(
+        "--out", type=Path, default=GATE_JSON, help=f"the rows as JSON ({GATE_JSON})"
+    )
+    parser.add_argument("--probe", help=argparse.SUPPRESS)
+    parser.add_argument("--probe-io", help=argparse.SUPPRESS)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the gate speed benchmark; writes the JSON figures and prints a markdown table."""
+    """``make bench-gate``: every variant side by side; writes ``gate.json`` (the rows),
+    ``gate.details.json`` and ``gate.md``, and prints the table."""
     parser = argparse.ArgumentParser(
         prog="python -m bench.gate_speed", description=__doc__.split("\n")[0]
     )
-    add_arguments(parser)
-    parser.add_argument("--out", type=Path, default=RESULTS, help=f"JSON figures ({RESULTS})")
+    add_matrix_arguments(parser)
     args = parser.parse_args(argv)
-    report = {
-        "command": " ".join(
-            ["python -m bench.gate_speed", *(argv if argv is not None else sys.argv[1:])]
-        ),
-        **run(args),
+    if args.probe:  # the child process of _run_probe
+        src, dst = args.probe_io.split(",")
+        backend, precision, device = args.probe.split(",")
+        sets = json.loads(Path(src).read_text(encoding="utf-8"))
+        out = probe(Path(args.gate), (backend, precision, device), sets, int(args.threads))
+        Path(dst).write_text(json.dumps(out), encoding="utf-8")
+        return 0
+    if min(args.n_short, args.n_long, args.single_n, args.accuracy_n, args.repeats) < 1:
+        raise SystemExit("--n-short, --n-long, --single-n, --accuracy-n and --repeats must be >= 1")
+    t0 = time.perf_counter()
+    report = run_matrix(args)
+    command = " ".join(
+        ["python -m bench.gate_speed", *(argv if argv is not None else sys.argv[1:])]
+    )
+    report["details"] = {
+        "command": command,
+        "seconds": round(time.perf_counter() - t0, 1),
+        **report["details"],
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    print(gate_table(report))
-    print(f"figures written to {args.out}")
+    args.out.write_text(json.dumps({"rows": report["rows"]}, indent=2) + "\n", encoding="utf-8")
+    details = args.out.with_name(args.out.stem + ".details.json")
+    details.write_text(json.dumps(report["details"], indent=2) + "\n", encoding="utf-8")
+    table = matrix_table(report)
+    md = args.out.with_suffix(".md")
+    md.write_text(f"# Gate speed by backend\n\n`{command}`\n\n{table}\n", encoding="utf-8")
+    print(table)
+    print(f"figures written to {args.out}, {details} and {md}")
     return 0
 
 

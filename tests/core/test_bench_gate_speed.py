@@ -1,4 +1,5 @@
-"""The gate speed benchmark's ``main`` runs end to end on a tiny BERT and a tiny CSV.
+"""The gate speed benchmark runs end to end on a tiny BERT and a tiny CSV: ``main`` (every
+backend side by side, ``make bench-gate``) and ``run`` (the issue-6 figures ``make bench`` keeps).
 
 Only the shape and sign of the figures are checked: speed ratios come from the benchmark's own
 printed run (BENCHMARKS.md), never from a timed test.
@@ -6,6 +7,7 @@ printed run (BENCHMARKS.md), never from a timed test.
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 from pathlib import Path
@@ -29,28 +31,21 @@ def _tiny_csv(path: Path) -> Path:
     return path
 
 
-def test_main_writes_gate_figures(
+def _run_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    gate_speed.add_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def test_run_gives_the_issue_6_figures(
     tiny_bert: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    out = tmp_path / "gate_speed.json"
     data = _tiny_csv(tmp_path / "reviews.csv")
     argv = ["--speed-gate", str(tiny_bert), "--speed-data", str(data), "--no-llm"]
-    argv += [
-        "--n",
-        "16",
-        "--accuracy-n",
-        "20",
-        "--repeats",
-        "1",
-        "--threads",
-        "1",
-        "--out",
-        str(out),
-    ]
+    argv += ["--n", "16", "--accuracy-n", "20", "--repeats", "1", "--threads", "1"]
 
-    assert gate_speed.main(argv) == 0
-
-    report = json.loads(out.read_text(encoding="utf-8"))
+    report = gate_speed.run(_run_args(argv))
+    print(gate_speed.gate_table(report))
     assert report["runnable"] == {"skipped": True, "reason": "--no-llm"}
     block = report["gate"]["inputs"][str(data)]
     assert block["n"] == 16
@@ -75,6 +70,44 @@ def test_main_writes_gate_figures(
     assert "| ratio decide_over_raw |" in capsys.readouterr().out
 
 
-def test_main_rejects_a_non_positive_n(tiny_bert: Path) -> None:
+def test_run_rejects_a_non_positive_n(tiny_bert: Path) -> None:
     with pytest.raises(SystemExit):
-        gate_speed.main(["--speed-gate", str(tiny_bert), "--n", "0", "--no-llm"])
+        gate_speed.run(_run_args(["--speed-gate", str(tiny_bert), "--n", "0", "--no-llm"]))
+
+
+def test_main_puts_every_backend_side_by_side(
+    tiny_bert: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = _tiny_csv(tmp_path / "reviews.csv")
+    out = tmp_path / "gate.json"
+    argv = ["--gate", str(tiny_bert), "--short-data", str(data), "--long-data", str(data)]
+    argv += ["--variants", "torch/fp32,onnx/int8", "--threads", "1", "--repeats", "1"]
+    argv += ["--n-short", "8", "--n-long", "4", "--single-n", "5", "--accuracy-n", "20"]
+    argv += ["--out", str(out)]
+
+    assert gate_speed.main(argv) == 0
+
+    rows = json.loads(out.read_text(encoding="utf-8"))
+    assert list(rows) == ["rows"]  # the schema of issue 26, nothing else
+    assert len(rows["rows"]) == 4  # 2 variants x short/long x 1 thread
+    for row in rows["rows"]:
+        assert tuple(row) == gate_speed.ROW_KEYS
+        assert (row["backend"], row["precision"]) in {("torch", "fp32"), ("onnx", "int8")}
+        assert row["rows_per_s"] > 0 and 0 < row["single_p50_ms"] <= row["single_p95_ms"]
+        assert 0 <= row["accuracy"] <= 1 and row["size_mb"] > 0 and row["peak_mb"] > 0
+    details = json.loads((tmp_path / "gate.details.json").read_text(encoding="utf-8"))
+    for length in ("short", "long"):
+        parts = details["breakdown_ms"][length]["onnx/int8"]
+        assert parts["forward"] > 0 and parts["total"] >= parts["forward"]
+        assert details["goals"][length]["onnx_int8_over_torch_fp32"] > 0
+    assert set(details["guarantee"]) == {"torch/fp32", "onnx/int8"}
+    # fp32 against itself: nothing can move
+    assert details["accuracy"]["torch/fp32"]["short"]["agreement_with_fp32"] == 1.0
+    table = (tmp_path / "gate.md").read_text(encoding="utf-8")
+    assert "| onnx | int8 | short | 1 |" in table
+    assert table.split("\n\n", 2)[2].strip() in capsys.readouterr().out
+
+
+def test_main_rejects_a_non_positive_count(tiny_bert: Path) -> None:
+    with pytest.raises(SystemExit):
+        gate_speed.main(["--gate", str(tiny_bert), "--n-short", "0"])
