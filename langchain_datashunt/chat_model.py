@@ -75,6 +75,9 @@ class DataShuntChatModel(BaseChatModel):
         temperature, max_tokens, timeout, stop: sent to both models with every call.
         max_retries: retries of a failed call (``retry=RetryPolicy(attempts=max_retries + 1)``).
         streaming: ``invoke`` streams the large model's answer (as ``ChatOpenAI``'s).
+        stream_idle_timeout: seconds the large model's stream may go without a chunk before
+            the call counts as failed (retried while nothing reached the caller); ``None``
+            waits as long as the model's own timeout.
         model_kwargs: further call options, sent to both models with every call. Any other
             option is refused: this model holds no provider settings of its own.
 
@@ -111,6 +114,7 @@ class DataShuntChatModel(BaseChatModel):
     stop: list[str] | None = None
     max_retries: int | None = None
     streaming: bool = False
+    stream_idle_timeout: float | None = None
     model_kwargs: dict[str, Any] = Field(default_factory=dict)
 
     _shunt: GenerativeShunt = PrivateAttr()
@@ -278,7 +282,8 @@ class DataShuntChatModel(BaseChatModel):
         # LangChain reports each chunk to the callbacks itself: no on_llm_new_token here
         calls = self._calls(run_manager, stop, kwargs)
         last: Any = ""
-        for item in self._shunt.stream(as_messages(messages), messages, *calls):
+        idle = self.stream_idle_timeout
+        for item in self._shunt.stream(as_messages(messages), messages, *calls, idle_timeout=idle):
             if isinstance(item, GenerativeResult):
                 yield _closing(item, last)
             else:
@@ -294,7 +299,9 @@ class DataShuntChatModel(BaseChatModel):
     ) -> AsyncIterator[ChatGenerationChunk]:
         calls = self._calls(run_manager, stop, kwargs)
         last: Any = ""
-        async for item in self._shunt.astream(as_messages(messages), messages, *calls):
+        idle = self.stream_idle_timeout
+        streamed = self._shunt.astream(as_messages(messages), messages, *calls, idle_timeout=idle)
+        async for item in streamed:
             if isinstance(item, GenerativeResult):
                 yield _closing(item, last)
             else:

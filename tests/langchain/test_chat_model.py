@@ -151,6 +151,7 @@ class ProbeChat(BaseChatModel):
     name_: str = "probe"
     lp: float = -2.0
     tools: bool = False
+    stall: float = 0.0  # seconds before the first streamed chunk
 
     @property
     def _llm_type(self) -> str:
@@ -191,6 +192,10 @@ class ProbeChat(BaseChatModel):
         from langchain_core.outputs import ChatGenerationChunk
 
         SEEN.append({"stop": stop, **kw, "how": "stream"})
+        if self.stall:
+            import time
+
+            time.sleep(self.stall)
         pid = f"msg-{self.name_}"
         for piece in (f"{self.name_} ", "says ", "hi"):
             yield ChatGenerationChunk(message=AIMessageChunk(content=piece, id=pid))
@@ -395,3 +400,21 @@ async def test_implicit_streaming_keeps_the_inner_runs_as_children(kept: bool) -
         (outer, none), *inner = tap.runs
         assert none is None and len(inner) == (1 if kept else 2)
         assert all(parent == outer for _, parent in inner)
+
+
+def test_a_stalled_stream_times_out_and_falls_back() -> None:
+    from datashunt import RetryPolicy
+
+    chat = DataShuntChatModel(
+        small=ProbeChat(name_="small-probe"),
+        large=ProbeChat(name_="large-probe", stall=1.0),
+        policy=GenerativePolicy("mean", 0.5),
+        retry=RetryPolicy(attempts=2, base_delay=0.0, jitter=0.0),
+        stream_idle_timeout=0.1,
+    )
+    SEEN.clear()
+    (chunk,) = [c for c in chat.stream("q") if c.content]
+    assert chunk.content == "small-probe says hi"  # nothing had reached the caller
+    meta = chunk.response_metadata["datashunt"]
+    assert meta["source"] == "fallback" and "sent nothing for 0.1s" in meta["error"]
+    assert [s["how"] for s in SEEN] == ["invoke", "stream", "stream"]  # retried once
