@@ -9,7 +9,8 @@ from typing import Any
 from langchain_core.messages import BaseMessage, HumanMessage
 from langchain_core.prompt_values import PromptValue
 
-from datashunt import InputError, LLMReply, Message
+from datashunt import InputError, LLMReply
+from datashunt.adapters import Message
 from datashunt.images import ImagePart, image_input, image_part, is_image_input
 
 __all__ = [

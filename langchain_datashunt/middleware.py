@@ -22,18 +22,8 @@ except ImportError as exc:  # pragma: no cover - exercised only without langchai
         "pip install 'datashunt[langchain]'"
     ) from exc
 
-from datashunt import (
-    ConfigError,
-    Gate,
-    LLMReply,
-    LLMRequest,
-    Message,
-    ModelCall,
-    Rendered,
-    Shunt,
-    ShuntPolicy,
-    ShuntResult,
-)
+from datashunt import ConfigError, Gate, LLMReply, LLMRequest, Shunt, ShuntPolicy, ShuntResult
+from datashunt.adapters import Message, ModelCall, Rendered
 from datashunt.engine import Item, Plan, ShuntOptions
 from datashunt.prompts import render_prompt
 

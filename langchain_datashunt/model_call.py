@@ -14,7 +14,8 @@ from typing import Any
 from langchain_core.messages import BaseMessage
 from langchain_core.runnables import Runnable, RunnableConfig
 
-from datashunt import LLMReply, LLMRequest, ModelCall, Rendered
+from datashunt import LLMReply, LLMRequest
+from datashunt.adapters import ModelCall, Rendered
 
 from ._convert import as_messages, message_text, message_to_reply, model_name_of, with_image
 

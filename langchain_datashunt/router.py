@@ -13,7 +13,8 @@ from langchain_core.runnables.config import get_executor_for_config, patch_confi
 from langchain_core.runnables.utils import gather_with_concurrency
 from pydantic import ConfigDict, Field, PrivateAttr
 
-from datashunt import ConfigError, LLMReply, LLMRequest, Rendered, Shunt, ShuntPolicy
+from datashunt import ConfigError, LLMReply, LLMRequest, Shunt, ShuntPolicy
+from datashunt.adapters import Rendered
 from datashunt.engine import ShuntOptions
 
 from ._convert import as_messages, message_to_reply, with_image

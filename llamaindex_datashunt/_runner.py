@@ -18,7 +18,8 @@ from llama_index.core.base.llms.types import ChatMessage, ImageBlock, MessageRol
 from llama_index.core.llms import LLM
 from llama_index_instrumentation.dispatcher import active_instrument_tags, instrument_tags
 
-from datashunt import LLMReply, LLMRequest, Message, ModelCall, Rendered, Shunt, ShuntResult
+from datashunt import LLMReply, LLMRequest, Shunt, ShuntResult
+from datashunt.adapters import Message, ModelCall, Rendered
 from datashunt.engine import CallFor, Plan
 from datashunt.images import ImagePart, image_input, image_part, is_image_input
 

@@ -25,7 +25,8 @@ from llama_index.core.base.llms.types import (
 from llama_index.core.llms import LLM
 from pydantic import Field, PrivateAttr, SerializeAsAny
 
-from datashunt import LLMReply, Message, ModelCall, RetryPolicy
+from datashunt import LLMReply, RetryPolicy
+from datashunt.adapters import Message, ModelCall
 from datashunt.generative import GenerativePolicy, GenerativeResult, GenerativeShunt
 from datashunt.store import CallStore
 

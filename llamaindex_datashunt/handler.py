@@ -40,7 +40,8 @@ from llama_index_instrumentation.dispatcher import Dispatcher
 from llama_index_instrumentation.events.span import SpanDropEvent
 from pydantic import PrivateAttr
 
-from datashunt import CallStore, ConfigError, Message
+from datashunt import CallStore, ConfigError
+from datashunt.adapters import Message
 from datashunt.store import CallRecorder
 
 from ._replies import to_reply

@@ -18,7 +18,8 @@ from llama_index.core.schema import QueryBundle
 from llama_index.core.tools.types import ToolMetadata
 from pydantic import ConfigDict, InstanceOf
 
-from datashunt import AnswerParser, ConfigError, LLMRequest, Shunt, ShuntResult
+from datashunt import ConfigError, LLMRequest, Shunt, ShuntResult
+from datashunt.adapters import AnswerParser
 from datashunt.engine import Plan
 from datashunt.parsing import normalize
 from datashunt.prompts import render_prompt

@@ -6,25 +6,30 @@ Heavy dependencies (torch, transformers) load only when a Hugging Face gate is b
 
 from __future__ import annotations
 
-from . import _moved
+import importlib
+from typing import Any
+
 from ._version import __version__
 from .data import Dataset, Example, read_dataset
-from .engine import DriftMonitor, DriftWarning, ModelCall, Price, Rendered, Shunt
+from .engine import DriftMonitor, Price, Shunt, ShuntOptions
+from .engine.watch import monitor_for
 from .errors import (
     ConfigError,
     DataError,
     DataShuntError,
+    DriftWarning,
     GateError,
     InputError,
     LLMError,
     ModelNotFoundError,
     StoreError,
 )
-from .gates import BaseGate, EmbeddingGate, Gate, HFGate, load_gate
+from .gates import BaseGate, EmbeddingGate, Gate, HFGate, HFImageGate, load_gate
+from .generative import GenerativePolicy, GenerativeShunt
 from .llm.retry import RetryPolicy
-from .parsing import AnswerParser
 from .policy import ShuntPolicy
-from .prompts import DEFAULT_TEMPLATE, hard_candidates, prompt_variables, soft_hint
+from .prompts import DEFAULT_TEMPLATE
+from .registry import GateRegistry
 from .store import CallRecord, CallStore
 from .training import (
     Budget,
@@ -36,19 +41,16 @@ from .training import (
     PrecisionFloor,
     TrainConfig,
     calibrate,
-    choose_threshold,
     distill_gate,
-    fit_temperature,
     train_gate,
 )
 from .transfer import PromptTransfer, TransferResult
-from .types import Decision, LLMReply, LLMRequest, Message, ParsedAnswer, Receipt, ShuntResult
+from .types import Decision, LLMReply, LLMRequest, Receipt, ShuntResult
 
-_moved.install()  # the module paths of 0.1 (datashunt.retry, ...) still import, with a warning
-
+#: What a user writes, sorted. Adapter authors: :mod:`datashunt.adapters`; training
+#: internals: :mod:`datashunt.training`.
 __all__ = [
     "DEFAULT_TEMPLATE",
-    "AnswerParser",
     "BaseGate",
     "Budget",
     "CalibrationReport",
@@ -57,48 +59,66 @@ __all__ = [
     "ConfigError",
     "DataError",
     "DataShuntError",
-    "DriftMonitor",
-    "DriftWarning",
     "Dataset",
     "Decision",
     "DistillConfig",
     "DistillReport",
     "Distiller",
+    "DriftMonitor",
+    "DriftWarning",
     "EmbeddingGate",
     "Example",
     "Gate",
     "GateError",
+    "GateRegistry",
+    "GenerativePolicy",
+    "GenerativeShunt",
     "HFGate",
+    "HFImageGate",
     "InputError",
     "LLMError",
     "LLMReply",
     "LLMRequest",
+    "LLMServer",
     "MaxAccuracy",
-    "Message",
-    "ModelCall",
     "ModelNotFoundError",
-    "ParsedAnswer",
+    "OpenAICompatLLM",
     "PrecisionFloor",
+    "Price",
     "PromptTransfer",
-    "Rendered",
+    "Receipt",
     "RetryPolicy",
     "Shunt",
+    "ShuntOptions",
     "ShuntPolicy",
-    "Price",
-    "Receipt",
     "ShuntResult",
     "StoreError",
     "TrainConfig",
     "TransferResult",
     "__version__",
     "calibrate",
-    "choose_threshold",
     "distill_gate",
-    "fit_temperature",
-    "hard_candidates",
     "load_gate",
-    "prompt_variables",
+    "monitor_for",
     "read_dataset",
-    "soft_hint",
     "train_gate",
 ]
+
+# Loaded on first use (the OpenAI SDK, the server's process handling), so `import datashunt`
+# stays light; and the names an adapter writes against, still found here for older code.
+_LAZY = {
+    "OpenAICompatLLM": "datashunt.llm",
+    "LLMServer": "datashunt.llm",
+    **dict.fromkeys(
+        ("AnswerParser", "Message", "ModelCall", "ParsedAnswer", "Rendered"), "datashunt.adapters"
+    ),
+    **dict.fromkeys(("hard_candidates", "prompt_variables", "soft_hint"), "datashunt.prompts"),
+    **dict.fromkeys(("choose_threshold", "fit_temperature"), "datashunt.training"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'datashunt' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from bench.generative import curve, evaluate, main
-from datashunt import Budget, CallStore, ConfigError, LLMError, LLMReply, MaxAccuracy, Message
+from datashunt import Budget, CallStore, ConfigError, LLMError, LLMReply, MaxAccuracy
+from datashunt.adapters import Message
 from datashunt.generative import (
     GenerativePolicy,
     GenerativeShunt,

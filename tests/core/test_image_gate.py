@@ -19,13 +19,13 @@ from datashunt import (
     InputError,
     LLMReply,
     LLMRequest,
-    Message,
     ModelNotFoundError,
     Shunt,
     ShuntPolicy,
     calibrate,
     load_gate,
 )
+from datashunt.adapters import Message
 from datashunt.gates import HFImageGate
 from datashunt.images import (
     IMAGE_PLACEHOLDER,

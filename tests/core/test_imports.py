@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import importlib
 import subprocess
 import sys
+
+import pytest
 
 import datashunt
 
 EXPECTED = {
     "DEFAULT_TEMPLATE",
-    "AnswerParser",
     "BaseGate",
     "Budget",
     "CalibrationReport",
@@ -23,45 +25,65 @@ EXPECTED = {
     "DistillConfig",
     "DistillReport",
     "Distiller",
+    "DriftMonitor",
+    "DriftWarning",
     "EmbeddingGate",
     "Example",
     "Gate",
     "GateError",
+    "GateRegistry",
+    "GenerativePolicy",
+    "GenerativeShunt",
     "HFGate",
+    "HFImageGate",
     "InputError",
     "LLMError",
     "LLMReply",
     "LLMRequest",
+    "LLMServer",
     "MaxAccuracy",
-    "Message",
-    "ModelCall",
     "ModelNotFoundError",
-    "ParsedAnswer",
+    "OpenAICompatLLM",
     "PrecisionFloor",
+    "Price",
     "PromptTransfer",
-    "Rendered",
+    "Receipt",
     "RetryPolicy",
     "Shunt",
+    "ShuntOptions",
     "ShuntPolicy",
     "ShuntResult",
-    "DriftMonitor",
-    "DriftWarning",
-    "Price",
-    "Receipt",
     "StoreError",
     "TrainConfig",
     "TransferResult",
     "__version__",
     "calibrate",
-    "choose_threshold",
     "distill_gate",
-    "fit_temperature",
-    "hard_candidates",
     "load_gate",
-    "prompt_variables",
+    "monitor_for",
     "read_dataset",
-    "soft_hint",
     "train_gate",
+}
+
+ADAPTER_NAMES = {
+    "AnswerParser",
+    "CallFor",
+    "Exchange",
+    "FunctionCall",
+    "Item",
+    "LLMReply",
+    "LLMRequest",
+    "Message",
+    "ModelCall",
+    "ParsedAnswer",
+    "Plan",
+    "Rendered",
+    "aexchange",
+    "exchange",
+    "hard_candidates",
+    "prompt_variables",
+    "render_prompt",
+    "soft_hint",
 }
 
 
@@ -69,6 +91,22 @@ def test_all_is_pinned() -> None:
     assert set(datashunt.__all__) == EXPECTED
     for name in datashunt.__all__:
         assert hasattr(datashunt, name), name
+
+
+def test_all_is_sorted_and_the_adapter_face_is_its_own_module() -> None:
+    import datashunt.adapters
+
+    assert datashunt.__all__ == sorted(datashunt.__all__, key=lambda n: (not n.isupper(), n))
+    assert set(datashunt.adapters.__all__) == ADAPTER_NAMES
+    assert not (ADAPTER_NAMES - {"LLMReply", "LLMRequest"}) & set(datashunt.__all__)
+    for name in ADAPTER_NAMES:
+        assert hasattr(datashunt.adapters, name), name
+
+
+def test_the_old_module_paths_are_gone() -> None:
+    # release 0.1's paths were aliased by an import hook for one release; that release is out
+    with pytest.raises(ModuleNotFoundError):
+        importlib.import_module("datashunt.shunt")
 
 
 def test_core_imports_no_framework_and_no_torch() -> None:

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from datashunt import AnswerParser
+from datashunt.adapters import AnswerParser
 from datashunt.parsing import label_distribution_from_logprobs
 
 P = AnswerParser(["negative", "positive"], synonyms={"positive": ["pos", "favourable"]})

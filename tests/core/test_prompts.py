@@ -2,15 +2,14 @@ from __future__ import annotations
 
 import pytest
 
-from datashunt import (
-    ConfigError,
-    Decision,
-    ShuntPolicy,
+from datashunt import ConfigError, Decision, ShuntPolicy
+from datashunt.prompts import (
+    DEFAULT_TEMPLATE,
     hard_candidates,
     prompt_variables,
+    render_prompt,
     soft_hint,
 )
-from datashunt.prompts import DEFAULT_TEMPLATE, render_prompt
 
 LABELS = ("World", "Sports", "Business", "Sci/Tech")
 RELIABLE = {lab: 0.95 for lab in LABELS}

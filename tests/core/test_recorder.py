@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from datashunt import CallRecord, CallStore, ConfigError, LLMReply, Message, StoreError
+from datashunt import CallRecord, CallStore, ConfigError, LLMReply, StoreError
+from datashunt.adapters import Message
 from datashunt.store import CallRecorder
 
 SENT = [Message("system", "Answer with one label."), Message("user", "so so")]

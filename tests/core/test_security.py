@@ -79,7 +79,9 @@ def test_hard_pruning_rejects_an_injected_pruned_label_end_to_end() -> None:
 @pytest.mark.parametrize("attack", INJECTIONS)
 def test_injection_through_the_langchain_runnable(attack: str) -> None:
     chat = CountingChat(answer=_obedient)
-    runnable = DataShuntRunnable.from_gate(gate=KeywordGate(), policy=ShuntPolicy(labels=LABELS), llm=chat)
+    runnable = DataShuntRunnable.from_gate(
+        gate=KeywordGate(), policy=ShuntPolicy(labels=LABELS), llm=chat
+    )
     out = runnable.invoke({"text": attack, "unused": "{text}"})
     assert out.label in LABELS
     assert chat.prompts[0].startswith("Classify this text as one of:")

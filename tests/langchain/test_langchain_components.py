@@ -33,7 +33,9 @@ def _router(llm: Any = None, **kw: Any) -> tuple[DataShuntRouter, list[str]]:
     gate = KeywordGate(ROUTES)
     policy = ShuntPolicy(labels=gate.labels, threshold=0.9)
     destinations = {"refund": dest("refund"), "shipping": dest("shipping")}
-    return DataShuntRouter.from_gate(gate=gate, policy=policy, destinations=destinations, llm=llm, **kw), seen
+    return DataShuntRouter.from_gate(
+        gate=gate, policy=policy, destinations=destinations, llm=llm, **kw
+    ), seen
 
 
 def test_router_confident_goes_straight_to_destination() -> None:

@@ -47,7 +47,9 @@ def test_hard_prompt_removes_ruled_out_labels() -> None:
     gate = ArrayGate(labels, [[0.01, 0.01, 0.6, 0.38]])
     policy = ShuntPolicy(labels=labels, threshold=0.9, class_recall=dict.fromkeys(labels, 0.95))
     llm = CountingChat(answer=lambda p: "Sci/Tech")
-    out = DataShuntRunnable.from_gate(gate=gate, policy=policy, llm=llm, prompt_mode="hard").invoke("chips")
+    out = DataShuntRunnable.from_gate(gate=gate, policy=policy, llm=llm, prompt_mode="hard").invoke(
+        "chips"
+    )
     assert "one of: Business, Sci/Tech." in llm.prompts[0] and "smaller model" not in llm.prompts[0]
     assert (
         out.label == "Sci/Tech"

@@ -13,7 +13,7 @@ from llama_index.core.base.llms.types import (
     MessageRole,
 )
 
-from datashunt import AnswerParser
+from datashunt.adapters import AnswerParser
 from datashunt.parsing import label_distribution_from_logprobs
 from llamaindex_datashunt._replies import openai_logprobs, to_reply
 
