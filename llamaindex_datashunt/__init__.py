@@ -7,7 +7,7 @@ Thin adapters over :class:`datashunt.Shunt`:
 * :class:`DataShuntLLM`: an ``LLM`` that answers classification calls with the gate when sure.
 * :class:`DataShuntGenerativeLLM`: a small LLM answers first, a large one when it is unsure.
 * :class:`DataShuntEventHandler`: records LlamaIndex's own LLM calls into the call store.
-* :class:`OpenAICompatibleLLM`: a small LLM for OpenAI-compatible servers (the local one).
+* :class:`OpenAILikeLLM`: a small LLM for OpenAI-compatible servers (the local one).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from .events import ShuntDriftEvent, ShuntReceiptEvent
 from .generative import DataShuntGenerativeLLM
 from .handler import DataShuntEventHandler
 from .llm import DEFAULT_INSTRUCTION, DataShuntLLM
-from .openai_compat import OpenAICompatibleLLM
+from .openai_compat import OpenAILikeLLM
 from .selector import DEFAULT_SELECTOR_TEMPLATE, DataShuntSelection, DataShuntSelector
 from .workflow import (
     ConfidentEvent,
@@ -43,10 +43,25 @@ __all__ = [
     "DataShuntSelection",
     "DataShuntSelector",
     "DataShuntWorkflow",
-    "OpenAICompatibleLLM",
+    "OpenAILikeLLM",
     "ShuntDriftEvent",
     "ShuntProgressEvent",
     "ShuntReceiptEvent",
     "ShuntStartEvent",
     "UncertainEvent",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # the name of release 0.2, a near-namesake of the core's OpenAICompatLLM (a plain callable)
+    if name == "OpenAICompatibleLLM":
+        import warnings
+
+        warnings.warn(
+            "OpenAICompatibleLLM is now OpenAILikeLLM (a LlamaIndex LLM; the core's callable "
+            "client is datashunt.OpenAICompatLLM)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return OpenAILikeLLM
+    raise AttributeError(f"module 'llamaindex_datashunt' has no attribute {name!r}")

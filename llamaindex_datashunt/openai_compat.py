@@ -1,4 +1,6 @@
-"""OpenAICompatibleLLM: a LlamaIndex ``LLM`` over any OpenAI-compatible chat-completions API.
+"""OpenAILikeLLM: a LlamaIndex ``LLM`` over any OpenAI-compatible chat-completions API (what
+``llama-index-llms-openai-like`` calls ``OpenAILike``; the core's callable client of the same
+API is :class:`datashunt.OpenAICompatLLM`).
 
 For local servers (``datashunt llm-server``, llama.cpp, vLLM, Ollama's ``/v1``). A thin facade
 over the core's :class:`datashunt.llm.OpenAICompatLLM` (the ``openai`` SDK): this class only
@@ -41,10 +43,10 @@ from ._runner import to_message
 if TYPE_CHECKING:  # the openai SDK loads on the first request, not with the adapter
     from datashunt.llm import OpenAICompatLLM
 
-__all__ = ["OpenAICompatibleLLM"]
+__all__ = ["OpenAILikeLLM"]
 
 
-class OpenAICompatibleLLM(LLM):
+class OpenAILikeLLM(LLM):
     """Chat completions over HTTP (``POST {api_base}/chat/completions``), sync, async, streamed.
 
     Args:
@@ -68,7 +70,7 @@ class OpenAICompatibleLLM(LLM):
 
     Example:
         >>> with LLMServer() as server:  # doctest: +SKIP
-        ...     llm = OpenAICompatibleLLM(model=server.model_name, api_base=server.base_url)
+        ...     llm = OpenAILikeLLM(model=server.model_name, api_base=server.base_url)
         ...     llm.complete("Say hi").text
     """
 
@@ -90,7 +92,7 @@ class OpenAICompatibleLLM(LLM):
 
     @classmethod
     def class_name(cls) -> str:
-        return "OpenAICompatibleLLM"
+        return "OpenAILikeLLM"
 
     @property
     def metadata(self) -> LLMMetadata:

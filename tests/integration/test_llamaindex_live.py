@@ -17,7 +17,7 @@ from llamaindex_datashunt import (
     DataShuntLLM,
     DataShuntSelector,
     DataShuntWorkflow,
-    OpenAICompatibleLLM,
+    OpenAILikeLLM,
     ShuntProgressEvent,
 )
 from tests.conftest import KeywordGate
@@ -37,8 +37,8 @@ def server(live_server: LLMServer) -> LLMServer:
 
 
 @pytest.fixture
-def llm(server: LLMServer) -> OpenAICompatibleLLM:
-    return OpenAICompatibleLLM(
+def llm(server: LLMServer) -> OpenAILikeLLM:
+    return OpenAILikeLLM(
         model=server.model_name,
         api_base=server.base_url,
         logprobs=True,
@@ -72,7 +72,7 @@ def _check_llm_record(rec: CallRecord) -> None:
         assert rec.llm_probs is not None and set(rec.llm_probs) <= set(LABELS)
 
 
-def test_datashunt_llm_live(llm: OpenAICompatibleLLM, store: CallStore) -> None:
+def test_datashunt_llm_live(llm: OpenAILikeLLM, store: CallStore) -> None:
     shunted = DataShuntLLM(llm, _shunt(store))
     assert shunted.complete("A great, sturdy blender.").text == "positive"  # gate alone
     resp = shunted.chat([ChatMessage(role=MessageRole.USER, content=QUESTION)])
@@ -84,7 +84,7 @@ def test_datashunt_llm_live(llm: OpenAICompatibleLLM, store: CallStore) -> None:
     assert store.count() == 2
 
 
-async def test_datashunt_llm_live_async_stream(llm: OpenAICompatibleLLM, store: CallStore) -> None:
+async def test_datashunt_llm_live_async_stream(llm: OpenAILikeLLM, store: CallStore) -> None:
     shunted = DataShuntLLM(llm, _shunt(store))
     msgs = [ChatMessage(role=MessageRole.USER, content=QUESTION)]
     chunks = [c async for c in await shunted.astream_chat(msgs)]
@@ -93,7 +93,7 @@ async def test_datashunt_llm_live_async_stream(llm: OpenAICompatibleLLM, store: 
     _check_llm_record(rec)
 
 
-async def test_workflow_live(llm: OpenAICompatibleLLM, store: CallStore) -> None:
+async def test_workflow_live(llm: OpenAILikeLLM, store: CallStore) -> None:
     wf = DataShuntWorkflow(_shunt(store), llm, timeout=120)
     handler = wf.run(text=UNSURE)
     stages = [e.stage async for e in handler.stream_events() if isinstance(e, ShuntProgressEvent)]
@@ -116,7 +116,7 @@ class Echo(CustomQueryEngine):
         return f"{self.name} desk"
 
 
-async def test_selector_live_in_a_router(llm: OpenAICompatibleLLM, store: CallStore) -> None:
+async def test_selector_live_in_a_router(llm: OpenAILikeLLM, store: CallStore) -> None:
     tools = [
         QueryEngineTool.from_defaults(
             Echo(name=lab), name=lab, description=f"Handles {lab} customer feedback."
@@ -136,7 +136,7 @@ async def test_selector_live_in_a_router(llm: OpenAICompatibleLLM, store: CallSt
         assert rec.prompt is not None and "Options:" in rec.prompt
 
 
-def test_event_handler_live(llm: OpenAICompatibleLLM, store: CallStore) -> None:
+def test_event_handler_live(llm: OpenAILikeLLM, store: CallStore) -> None:
     with DataShuntEventHandler(store) as h:
         out = llm.complete("Say hello in one word.")
         shunted = DataShuntLLM(llm, _shunt(store))

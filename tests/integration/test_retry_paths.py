@@ -21,7 +21,7 @@ from bench.faultproxy import FaultProxy
 from datashunt import CallStore, RetryPolicy, Shunt, ShuntPolicy
 from datashunt.llm import OpenAICompatLLM
 from langchain_datashunt import DataShuntRunnable
-from llamaindex_datashunt import DataShuntLLM, OpenAICompatibleLLM
+from llamaindex_datashunt import DataShuntLLM, OpenAILikeLLM
 from tests.conftest import KeywordGate
 
 LABELS = ("negative", "positive")
@@ -49,7 +49,7 @@ def _langchain(url: str, store: CallStore) -> Any:
 
 
 def _llamaindex(url: str, store: CallStore) -> Any:
-    inner = OpenAICompatibleLLM(model="m", api_base=url, timeout=5)
+    inner = OpenAILikeLLM(model="m", api_base=url, timeout=5)
     shunt = Shunt(KeywordGate(), ShuntPolicy(labels=LABELS), store=store, retry=RETRY)
     res = DataShuntLLM(inner, shunt).complete(UNSURE).raw
     return res.label, res.source, res.attempts

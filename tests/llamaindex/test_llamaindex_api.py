@@ -17,7 +17,7 @@ EXPECTED = {
     "DataShuntSelection",
     "DataShuntSelector",
     "DataShuntWorkflow",
-    "OpenAICompatibleLLM",
+    "OpenAILikeLLM",
     "ShuntDriftEvent",
     "ShuntProgressEvent",
     "ShuntReceiptEvent",
@@ -41,3 +41,13 @@ def test_adapter_imports_no_langchain_no_torch_and_no_openai_sdk() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_the_old_name_of_the_openai_like_llm_warns() -> None:
+    import pytest
+
+    import llamaindex_datashunt
+
+    with pytest.warns(DeprecationWarning, match="OpenAILikeLLM"):
+        old = llamaindex_datashunt.OpenAICompatibleLLM
+    assert old is llamaindex_datashunt.OpenAILikeLLM

@@ -1,4 +1,4 @@
-"""OpenAICompatibleLLM over a mock HTTP transport: payloads, logprobs, streams, errors."""
+"""OpenAILikeLLM over a mock HTTP transport: payloads, logprobs, streams, errors."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from llama_index.core.base.llms.types import ChatMessage, MessageRole
 
 from datashunt import CallStore, LLMError, Shunt, ShuntPolicy, ShuntResult
 from datashunt.llm import RetryPolicy
-from llamaindex_datashunt import DataShuntEventHandler, DataShuntLLM, OpenAICompatibleLLM
+from llamaindex_datashunt import DataShuntEventHandler, DataShuntLLM, OpenAILikeLLM
 from llamaindex_datashunt._replies import to_reply
 from tests.support.llamaindex_fakes import (  # noqa: F401 - fixtures
     llamaindex_sandbox,
@@ -78,9 +78,9 @@ class Server:
         return httpx.Response(200, json=_answer(body))
 
 
-def _llm(server: Callable[[httpx.Request], httpx.Response], **kw: Any) -> OpenAICompatibleLLM:
+def _llm(server: Callable[[httpx.Request], httpx.Response], **kw: Any) -> OpenAILikeLLM:
     transport = httpx.MockTransport(server)
-    return OpenAICompatibleLLM(
+    return OpenAILikeLLM(
         model="smol",
         api_base="http://local.test/v1/",
         api_key="secret",

@@ -2,7 +2,7 @@
 
 The core's own "ask the LLM" callable (``LLMRequest -> LLMReply``) for jobs that need no
 framework (calibration with the LLM in the loop, benchmarks, distillation data), and the wire
-under the LlamaIndex adapter's ``OpenAICompatibleLLM``. The SDK does the HTTP, the server-sent
+under the LlamaIndex adapter's ``OpenAILikeLLM``. The SDK does the HTTP, the server-sent
 events and the error types. On top: every failure is an :class:`LLMError` with ``status`` and
 ``retry_after``, so that one :class:`RetryPolicy` retries it (the SDK's retries are off,
 ``max_retries=0``: each attempt is counted once), and every answer is an :class:`LLMReply`.
