@@ -11,12 +11,12 @@ import logging
 from collections.abc import Sequence
 from dataclasses import replace
 
-from ..errors import LLMError, StoreError
+from ..errors import StoreError
 from ..images import images_of
-from ..llm.retry import status_of
 from ..parsing import label_distribution_from_logprobs
 from ..store import CallRecord
 from ..types import Decision, LLMReply, LLMRequest, Message, ParsedAnswer, ShuntResult
+from .exchange import call_failed
 from .records import call_record, describe_error
 from .steps import ShuntSteps
 
@@ -124,13 +124,7 @@ class Concluding(ShuntSteps):
             )
             result = self._stored(result, rec)
         if err is not None and self.options.on_llm_error == "raise":
-            tries = f" after {attempts} attempts" if attempts > 1 else ""
-            cause = error if isinstance(error, BaseException) else None
-            raise LLMError(
-                f"the LLM call failed{tries}: {err}",
-                status=status_of(cause) if cause is not None else None,
-                attempts=attempts,
-            ) from cause
+            raise call_failed(error if error is not None else err, attempts)
         return result
 
     def _stored(self, result: ShuntResult, rec: CallRecord) -> ShuntResult:
