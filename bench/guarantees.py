@@ -42,7 +42,8 @@ import numpy as np
 from bench.common import command, sample
 from bench.guarantees_report import markdown
 from datashunt.data import Dataset, find_data_dir, read_dataset
-from datashunt.engine.drift import DriftMonitor, EmbeddingDrift
+from datashunt.engine.drift import DriftMonitor
+from datashunt.engine.representation import EmbeddingDrift
 from datashunt.gates import EmbeddingGate, softmax
 from datashunt.gates.embedding import fit_head
 from datashunt.training import Budget, MaxAccuracy, PrecisionFloor, choose_threshold

@@ -11,7 +11,8 @@ import pytest
 from scipy import stats
 
 from datashunt import DriftMonitor, DriftWarning, Shunt, ShuntPolicy, ShuntResult
-from datashunt.engine.drift import EmbeddingDrift, ks_pvalue
+from datashunt.engine.drift import ks_pvalue
+from datashunt.engine.representation import EmbeddingDrift
 from datashunt.engine.watch import REFERENCE_KEY, reference_confidences
 from datashunt.errors import ConfigError
 from datashunt.types import LLMRequest

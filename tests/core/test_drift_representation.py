@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from datashunt import DriftMonitor, DriftWarning, Shunt, ShuntPolicy
-from datashunt.engine.drift import EmbeddingDrift
+from datashunt.engine.representation import EmbeddingDrift
 from datashunt.engine.watch import REFERENCE_KEY, monitor_for
 from datashunt.errors import ConfigError
 from datashunt.gates import BaseGate, EmbeddingGate, FloatArray, HFGate

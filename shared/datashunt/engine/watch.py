@@ -24,7 +24,8 @@ import numpy as np
 from ..errors import ConfigError
 from ..policy import ShuntPolicy
 from ..types import Decision, ShuntResult
-from .drift import DriftAlarm, DriftMonitor, EmbeddingDrift
+from .drift import DriftAlarm, DriftMonitor
+from .representation import EmbeddingDrift
 
 Outcome = ShuntResult | Exception
 
