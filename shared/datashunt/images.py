@@ -109,7 +109,7 @@ def _pil() -> Any:
         from PIL import Image
     except ImportError as exc:
         raise DataShuntError(
-            "Pillow is needed for image inputs but is not installed: pip install pillow"
+            "Pillow is needed for image inputs but is not installed: pip install 'datashunt[image]'"
         ) from exc
     return Image
 

@@ -85,6 +85,40 @@ def test_the_local_llm_messages_name_the_server_extra(monkeypatch: pytest.Monkey
     assert "pip install 'datashunt[server]'" in server._INSTALL
 
 
+def test_plot_pillow_and_postgres_messages_name_their_extra(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from datashunt.benchmark.report import plot_curves
+    from datashunt.errors import StoreError
+    from datashunt.images import _pil
+    from datashunt.store.connect import make_engine
+
+    for module in ("matplotlib", "PIL", "psycopg"):
+        monkeypatch.setitem(sys.modules, module, None)  # as if not installed
+    with pytest.raises(DataShuntError, match=re.escape("pip install 'datashunt[plot]'")):
+        plot_curves({"datasets": {}}, tmp_path / "x.png")
+    with pytest.raises(DataShuntError, match=re.escape("pip install 'datashunt[image]'")):
+        _pil()
+    with pytest.raises(StoreError, match=re.escape("pip install 'datashunt[postgres]'")):
+        make_engine("postgresql+psycopg://u@127.0.0.1:1/db", timeout=1.0)
+
+
+def test_the_missing_data_folder_points_at_the_example_set(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from datashunt import catalog
+
+    monkeypatch.delenv("DATASHUNT_DATA_DIR", raising=False)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(catalog, "__file__", str(tmp_path / "a" / "b" / "c" / "catalog.py"))
+    with pytest.raises(DataShuntError) as err:
+        read_dataset("amazon-mds", split="train")
+    message = str(err.value)
+    assert "do not ship" in message and "--data example-reviews" in message
+    assert "DATASHUNT_DATA_DIR" in message
+    assert len(read_dataset(EXAMPLE_DATASET, split="test")) == 150  # the shipped set still reads
+
+
 @pytest.mark.parametrize(
     ("adapter", "framework", "extra"),
     [

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..data import KNOWN_DATASETS, Dataset, read_dataset
-from ..errors import ConfigError
+from ..errors import ConfigError, DataShuntError
 from ..gates import Gate, load_gate
 from ..gates.base import softmax
 from ..gates.ensemble import EnsembleGate, is_ensemble_dir
@@ -175,7 +175,12 @@ def mixture_on_dev(
 def plot_recorded(report: Mapping[str, Any], path: Path) -> Path:
     """Accuracy against LLM-call rate per data set: the δ sweep, the routers, each LLM alone,
     the gate alone, the shunt at the dev-chosen δ values and the cascade."""
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError as exc:
+        raise DataShuntError(
+            "the PNG plot needs matplotlib: pip install 'datashunt[plot]' (or pass --no-plot)"
+        ) from exc
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

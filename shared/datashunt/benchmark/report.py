@@ -9,6 +9,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from ..errors import DataShuntError
 from .tasks import METHOD_NAMES, METHODS, BenchConfig
 
 __all__ = ["dataset_markdown", "jsonable_config", "markdown_report", "plot_curves", "write_json"]
@@ -84,7 +85,12 @@ def plot_curves(report: Mapping[str, Any], path: str | Path) -> Path:
     Reference lines: LLM alone and small model alone; the random and oracle routers; the
     measured methods at the δ chosen on dev as points.
     """
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError as exc:
+        raise DataShuntError(
+            "the PNG plot needs matplotlib: pip install 'datashunt[plot]' (or pass --no-plot)"
+        ) from exc
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
