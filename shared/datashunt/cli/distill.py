@@ -21,7 +21,12 @@ __all__ = ["add_arguments", "main", "register", "run"]
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The ``distill`` options (shared by ``datashunt distill`` and :func:`main`)."""
     p.add_argument("--store", required=True, help="call store: SQLite path or SQLAlchemy URL")
-    p.add_argument("--gate", required=True, help="the production gate directory (F_s1)")
+    p.add_argument(
+        "--gate",
+        required=True,
+        help="the production gate directory (F_s1) from train-gate: fine-tuned (2CD trains a "
+        "copy) or embedding (its head is refit, the encoder frozen)",
+    )
     p.add_argument("--out", required=True, help="directory for the distilled gate (F_s2)")
     data = p.add_argument_group(
         "data", "FILE (.csv/.tsv/.jsonl) or a bundled set as NAME:SPLIT, e.g. amazon-mds:dev"

@@ -3,7 +3,8 @@
 1. The store's records since the champion was made (its provenance's ``through``, else its
    registration time), or since the time the caller gives (``since``), up to now.
 2. 2CD (:class:`~datashunt.training.Distiller`) from the champion into a challenger,
-   re-calibrated, with a certified δ when ``confidence`` is set.
+   re-calibrated, with a certified δ when ``confidence`` is set (an embedding champion: its
+   head is refit, :mod:`datashunt.training.distill_head`).
 3. Champion and challenger calibrated on the same data for the same target, scored on the same
    slices (:mod:`.evidence`): the user's gold data and the store's audits.
 4. The challenger is registered and promoted only if :func:`~.evidence.judge` says so; a
@@ -26,7 +27,7 @@ from ..gates import FloatArray
 from ..registry import GateRegistry, as_registry
 from ..store import CallStore
 from ..store.records import utc_now
-from ..training.distill import Distiller
+from ..training.distill import open_distiller
 from ..training.distill_config import DistillConfig
 from ..training.distill_data import open_existing_store
 from ..training.targets import PrecisionFloor, Target
@@ -222,7 +223,7 @@ def run_round(
     merged = _merged(calib, named)
     opened = open_existing_store(store)
     try:
-        distiller = Distiller(
+        distiller = open_distiller(  # a fine-tuned champion or an embedding one (head refit)
             reg.path(champ),
             opened,
             dev=calib,

@@ -33,14 +33,14 @@ from ..gates import FloatArray
 from ..policy import POLICY_FILE, ShuntPolicy
 from ..store import CallStore
 from .calibration import LogitsGate, calibrate
-from .distill_config import DistillConfig, check_gate_dir, check_labels
-from .distill_data import open_existing_store, read_logged, select_stages
+from .distill_config import DistillConfig, check_gate_dir, check_labels, gate_kind
+from .distill_data import StageData, open_existing_store, read_logged, select_stages
 from .distill_report import DistillReport, build_slices, write_outputs
-from .distill_train import train_rounds
-from .models import load_classifier, make_accelerator, predict_logits, save_classifier
+from .distill_train import StageLoss, train_copy
+from .models import load_classifier, make_accelerator, predict_logits
 from .targets import Target, target_from_policy
 
-__all__ = ["Distiller", "distill_gate"]
+__all__ = ["Distiller", "distill_gate", "open_distiller"]
 
 
 class Distiller:
@@ -49,8 +49,11 @@ class Distiller:
     Loading the production gate, reading the store and scoring with the frozen model happen
     once; each :meth:`run` trains a fresh learnable copy.
 
+    Model work goes through hooks (``_load_model``, ``_predict``, ``_load_student``, ``_train``).
+
     Args:
-        gate_dir: the production gate F_s1 (a fine-tuned HF gate directory with its policy).
+        gate_dir: the production gate F_s1, a fine-tuned HF gate directory with its policy (an
+            embedding gate: :func:`open_distiller`, which refits its head).
         store: a :class:`CallStore`, a SQLite path or a SQLAlchemy URL.
         dev: labelled original dev data: forgetting is measured here, and (unless ``calib`` is
             given) the new δ is calibrated here.
@@ -118,10 +121,7 @@ class Distiller:
         has_policy = (self.gate_dir / POLICY_FILE).is_file()
         self.policy = ShuntPolicy.load(self.gate_dir) if has_policy else None
         self.accelerator = accelerator if accelerator is not None else make_accelerator()
-        self.teacher, self.tokenizer = load_classifier(self.gate_dir)
-        self.teacher.to(self.accelerator.device)
-        id2label = {int(i): str(n) for i, n in self.teacher.config.id2label.items()}
-        self.labels = tuple(id2label[i] for i in range(len(id2label)))
+        self.labels = self._load_model()
         if self.policy is not None and tuple(self.policy.labels) != self.labels:
             raise ConfigError(
                 f"the policy beside {self.gate_dir} has labels {list(self.policy.labels)}, the "
@@ -132,6 +132,15 @@ class Distiller:
         check_labels(dev, self.labels, "the dev data")
         check_labels(eval_data, self.labels, "the eval data")
         check_labels(calib, self.labels, "the calibration data")
+
+    def _load_model(self) -> tuple[str, ...]:
+        """Load F_s1 (hook); returns its labels in output order."""
+        if gate_kind(self.gate_dir) == "embedding":
+            raise ConfigError(f"{self.gate_dir} is an embedding gate: use open_distiller()")
+        self.teacher, self.tokenizer = load_classifier(self.gate_dir)
+        self.teacher.to(self.accelerator.device)
+        id2label = {int(i): str(n) for i, n in self.teacher.config.id2label.items()}
+        return tuple(id2label[i] for i in range(len(id2label)))
 
     def teacher_logits(self, texts: Sequence[str], config: DistillConfig) -> FloatArray:
         """F_s1's raw logits, computed once per text (and ``max_length``)."""
@@ -151,14 +160,18 @@ class Distiller:
         texts :meth:`run` scored are not scored again."""
         todo = [t for t in dict.fromkeys(texts) if t not in self.student_logits]
         if todo:
-            student, _ = load_classifier(Path(out_dir))
-            student.to(self.accelerator.device)
-            rows = self._predict(student, todo, config, "score F_s2")
+            rows = self._predict(self._load_student(Path(out_dir)), todo, config, "score F_s2")
             self.student_logits.update(zip(todo, rows, strict=True))
         k = len(self.labels)
         return np.stack([self.student_logits[t] for t in texts]) if texts else np.zeros((0, k))
 
+    def _load_student(self, out_dir: Path) -> Any:
+        """A learnable gate saved by :meth:`run` (hook), ready for :meth:`_predict`."""
+        student, _ = load_classifier(out_dir)
+        return student.to(self.accelerator.device)
+
     def _predict(self, model: Any, texts: Sequence[str], cfg: DistillConfig, desc: str) -> Any:
+        """Raw logits of ``model`` (F_s1 or a learnable copy) for ``texts`` (hook)."""
         return predict_logits(
             model,
             self.tokenizer,
@@ -227,28 +240,7 @@ class Distiller:
         notes = []
         if cfg.method == "2cd" and not len(stage2):
             notes.append("no input with C_s1 >= δ for stage 2: this run was stage 1 only")
-        rng = np.random.default_rng(cfg.seed)
-        name1 = "finetune-ce" if cfg.method == "finetune" else "stage1-llm"
-        rounds = [
-            [(name1, stage1)]
-            + ([("stage2-keep", stage2.sample(cfg.stage2_max, rng))] if len(stage2) else [])
-            for _ in range(cfg.rounds)
-        ]
-        student, _ = load_classifier(self.gate_dir)
-        student, losses = train_rounds(
-            student,
-            self.tokenizer,
-            rounds,
-            accelerator=self.accelerator,
-            lr=cfg.lr,
-            weight_decay=cfg.weight_decay,
-            epochs=cfg.epochs,
-            batch_size=cfg.batch_size,
-            max_length=cfg.max_length,
-            seed=cfg.seed,
-            progress=self.progress,
-        )
-        save_classifier(student, self.tokenizer, out, accelerator=self.accelerator)
+        student, losses = self._train(stage1, stage2, cfg, out, notes)
         answered = [r for r in self.logged if r.llm_label is not None]
         texts = list(
             dict.fromkeys(
@@ -304,6 +296,26 @@ class Distiller:
         self.accelerator.wait_for_everyone()
         return report
 
+    def _train(
+        self, stage1: StageData, stage2: StageData, cfg: DistillConfig, out: Path, notes: list[str]
+    ) -> tuple[Any, list[StageLoss]]:
+        """Train a learnable copy of F_s1 on the stages, save it to ``out`` (hook); returns it
+        (for :meth:`_predict`) and the losses; ``notes`` takes what the report should say."""
+        return train_copy(
+            self.gate_dir, self.tokenizer, stage1, stage2, cfg, out,
+            accelerator=self.accelerator, progress=self.progress,
+        )  # fmt: skip
+
+
+def open_distiller(gate_dir: str | Path, store: CallStore | str | Path, **kw: Any) -> Distiller:
+    """A :class:`Distiller` for any text gate ``train-gate`` makes: fine-tuned (2CD on the whole
+    model) or embedding (its head refit, :class:`~.distill_head.HeadDistiller`); ``kw`` as for
+    :class:`Distiller`."""
+    from .distill_head import HeadDistiller  # it builds on this module
+
+    kind = HeadDistiller if gate_kind(gate_dir) == "embedding" else Distiller
+    return kind(gate_dir, store, **kw)
+
 
 def distill_gate(
     store: CallStore | str | Path,
@@ -324,7 +336,7 @@ def distill_gate(
     One :class:`Distiller` run; see there for the arguments. Returns the report, also written
     to ``out_dir/datashunt_distill.json`` beside the new gate and its policy.
     """
-    distiller = Distiller(
+    distiller = open_distiller(
         gate_dir,
         store,
         dev=dev,

@@ -7,7 +7,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import get_args
+from typing import Literal, get_args
 
 from ..data import Dataset
 from ..errors import ConfigError, DataError, ModelNotFoundError
@@ -16,7 +16,7 @@ from ..gates.embedding import GATE_FILE
 from ..policy import ShuntPolicy
 from .distill_data import Method
 
-__all__ = ["DistillConfig", "check_gate_dir", "check_labels"]
+__all__ = ["DistillConfig", "check_gate_dir", "check_labels", "gate_kind"]
 
 
 @dataclass(frozen=True)
@@ -96,26 +96,48 @@ class DistillConfig:
         )
 
 
+def gate_kind(gate_dir: str | Path) -> Literal["finetune", "embedding", "image", "ensemble"]:
+    """What ``train-gate`` (or ``bench``) wrote at ``gate_dir``: its ``datashunt_gate.json``
+    type, an image classifier, else a fine-tuned text classifier."""
+    from ..gates import _is_image_model
+
+    path = Path(gate_dir).expanduser()
+    meta = path / GATE_FILE
+    kind = json.loads(meta.read_text(encoding="utf-8")).get("type") if meta.is_file() else None
+    if kind in ("embedding", "ensemble"):
+        return "embedding" if kind == "embedding" else "ensemble"
+    return "image" if _is_image_model(path) else "finetune"
+
+
 def check_gate_dir(gate_dir: str | Path) -> Path:
-    """The production gate's directory, checked to be a fine-tuned HF classifier (safetensors).
+    """The production gate's directory, checked to be a text gate that can be distilled: a
+    fine-tuned classifier (safetensors) or an embedding gate (its head is refit).
 
     Raises:
         ModelNotFoundError: no folder there.
-        ConfigError: an embedding gate (distillation fine-tunes a classifier), or unsafe weights.
+        ConfigError: an image gate or an ensemble (nothing to distil into), or unsafe weights.
     """
     if not Path(gate_dir).expanduser().is_dir():
         raise ModelNotFoundError(
             f"no gate folder at {str(gate_dir)!r}: distillation starts from a gate written by "
-            "`datashunt train-gate --kind finetune` (models are never downloaded at run time)"
+            "`datashunt train-gate` (--kind finetune or embedding; models are never "
+            "downloaded at run time)"
         )
     path = resolve_backbone(gate_dir)
-    meta = path / GATE_FILE
-    if meta.is_file() and json.loads(meta.read_text(encoding="utf-8")).get("type") == "embedding":
+    kind = gate_kind(path)
+    if kind == "image":
         raise ConfigError(
-            f"{path} is an embedding gate; distillation fine-tunes a Hugging Face classifier: "
-            "train one with `datashunt train-gate --kind finetune`"
+            f"{path} is an image gate; the store keeps an image's hash, never its bytes, so "
+            "there is nothing to distil: retrain it with `datashunt train-gate --kind image` "
+            "on a labelled folder"
         )
-    check_weights(path, allow_pickle=False)
+    if kind == "ensemble":
+        raise ConfigError(
+            f"{path} is an ensemble of gates; distil one of its members (a gate written by "
+            "`datashunt train-gate`) instead"
+        )
+    if kind == "finetune":
+        check_weights(path, allow_pickle=False)
     return path
 
 

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ..gates._deps import require
+from .distill_config import DistillConfig
 from .distill_data import StageData
 from .loop import LossFn, OptimConfig, TrainingLoop
-from .models import collate_texts
+from .models import collate_texts, load_classifier, save_classifier
 
-__all__ = ["StageLoss", "stage_loss", "train_rounds"]
+__all__ = ["StageLoss", "stage_loss", "train_copy", "train_rounds"]
 
 
 @dataclass(frozen=True)
@@ -91,3 +95,41 @@ def train_rounds(
             )
             losses.append(StageLoss(r, name, len(data), phase.steps, phase.mean_loss))
     return loop.finish(), losses
+
+
+def train_copy(
+    gate_dir: Path,
+    tokenizer: Any,
+    stage1: StageData,
+    stage2: StageData,
+    cfg: DistillConfig,
+    out: Path,
+    *,
+    accelerator: Any,
+    progress: bool,
+) -> tuple[Any, list[StageLoss]]:
+    """A learnable copy of the classifier in ``gate_dir`` trained by :func:`train_rounds`
+    (``cfg.rounds`` rounds of stage 1 then a fresh stage-2 sample), saved to ``out``."""
+    rng = np.random.default_rng(cfg.seed)
+    name1 = "finetune-ce" if cfg.method == "finetune" else "stage1-llm"
+    rounds = [
+        [(name1, stage1)]
+        + ([("stage2-keep", stage2.sample(cfg.stage2_max, rng))] if len(stage2) else [])
+        for _ in range(cfg.rounds)
+    ]
+    student, _ = load_classifier(gate_dir)
+    student, losses = train_rounds(
+        student,
+        tokenizer,
+        rounds,
+        accelerator=accelerator,
+        lr=cfg.lr,
+        weight_decay=cfg.weight_decay,
+        epochs=cfg.epochs,
+        batch_size=cfg.batch_size,
+        max_length=cfg.max_length,
+        seed=cfg.seed,
+        progress=progress,
+    )
+    save_classifier(student, tokenizer, out, accelerator=accelerator)
+    return student, losses
