@@ -89,9 +89,9 @@ def test_store_stats_and_export(tmp_path: Path, capsys: pytest.CaptureFixture[st
 
 
 def test_llm_server_options_reach_the_server_parser(monkeypatch: pytest.MonkeyPatch) -> None:
-    from datashunt.llm import server as llm_server
+    from datashunt.llm import server_cli
 
     seen: list[list[str]] = []
-    monkeypatch.setattr(llm_server, "main", lambda argv: seen.append(list(argv)) or 0)
+    monkeypatch.setattr(server_cli, "main", lambda argv: seen.append(list(argv)) or 0)
     assert main(["llm-server", "--n-ctx", "512", "--port", "8081"]) == 0
     assert seen == [["--n-ctx", "512", "--port", "8081"]]

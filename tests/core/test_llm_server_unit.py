@@ -16,8 +16,7 @@ from typing import Any
 import pytest
 
 from datashunt import DataShuntError, ModelNotFoundError
-from datashunt.llm import gguf
-from datashunt.llm import server as llm_server
+from datashunt.llm import gguf, server_cli
 from datashunt.llm.server import LLMServer, LLMServerError, find_default_gguf
 
 # A stand-in for llama_cpp.server: answers GET /v1/models with the alias it was given, after
@@ -199,12 +198,12 @@ def test_exception_inside_with_block_still_stops(tmp_path: Path) -> None:
 
 def test_main_reports_a_missing_model(tmp_path: Path) -> None:
     with pytest.raises(ModelNotFoundError, match="missing.gguf"):
-        llm_server.main(["--model", str(tmp_path / "missing.gguf")])
+        server_cli.main(["--model", str(tmp_path / "missing.gguf")])
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["--", "--help"]])
 def test_main_help_exits_zero(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:
-        llm_server.main(argv)
+        server_cli.main(argv)
     assert exc.value.code == 0
     assert "--n-ctx" in capsys.readouterr().out

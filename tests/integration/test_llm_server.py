@@ -120,7 +120,7 @@ def test_invalid_gguf_fails_fast_with_the_log_tail(tmp_path: Path) -> None:
 
 def test_cli_serves_until_sigterm() -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "datashunt.llm.server", "--n-ctx", "512"],
+        [sys.executable, "-m", "datashunt.llm.server_cli", "--n-ctx", "512"],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

@@ -1,5 +1,5 @@
 """``datashunt llm-server``: the embedded local LLM, served until Ctrl-C (options pass through
-to :func:`datashunt.llm.server.main`)."""
+to :func:`datashunt.llm.server_cli.main`)."""
 
 from __future__ import annotations
 
@@ -41,10 +41,10 @@ def _check_model(argv: Sequence[str]) -> None:
 
 def serve(argv: Sequence[str]) -> int:
     """Run the server with ``argv`` (its own options); returns its exit code."""
-    from ..llm import server as llm_server
+    from ..llm import server_cli
 
     _check_model(argv)
-    return int(llm_server.main(list(argv)))
+    return int(server_cli.main(list(argv)))
 
 
 def _cmd_server(args: argparse.Namespace) -> int:

@@ -22,7 +22,6 @@ import subprocess
 import tempfile
 import time
 import urllib.request
-from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import IO
@@ -35,7 +34,6 @@ __all__ = [
     "LLMServer",
     "LLMServerError",
     "find_default_gguf",
-    "main",
 ]
 
 _INSTALL = (
@@ -284,14 +282,3 @@ class LLMServer:
 def _stop_all() -> None:
     for server in list(_RUNNING):
         server.stop()
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``datashunt llm-server``: see :func:`datashunt.llm.server_cli.main`."""
-    from .server_cli import main as serve  # the command line lives beside the process
-
-    return serve(argv)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
