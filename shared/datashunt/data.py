@@ -235,7 +235,8 @@ def read_dataset(
         split: for a bundled set, ``"train"``, ``"dev"`` or ``"test"``; for a file with a
             ``split_col``, the value to keep.
         text_col: the text column, or several joined with ". " (e.g. ``["title", "text"]``);
-            a comma-separated string also works.
+            a comma-separated string also works. Default ``text`` (a store export's rows:
+            ``input_text``, with ``parsed_label`` as the label column).
         label_col: the label column.
         label_names: maps raw label values to names (``{"0": "negative"}``).
         labels: the label set and its order; default: sorted label names seen. A row whose label
@@ -255,6 +256,7 @@ def read_dataset(
     """
     name = str(source)
     hash_range: tuple[int, int] | None = None
+    export = text_col is None and label_col is None  # a `datashunt store export` file, maybe
     spec = KNOWN_DATASETS.get(name)
     if spec is not None:
         if split is None or split not in spec.files:
@@ -287,6 +289,8 @@ def read_dataset(
     examples: list[Example] = []
     skipped = 0
     for n, row in enumerate(_rows(path, header, fieldnames, encoding), 1):
+        if n == 1 and spec is None and export and {"input_text", "parse_ok"} <= row.keys():
+            cols, label_col = ("input_text",), "parsed_label"  # the input and the LLM's answer
         missing = [c for c in (*cols, label_col) if c not in row]
         if missing:
             raise DataError(f"{path} row {n} has no column(s) {missing}; columns: {sorted(row)}")
