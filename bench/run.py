@@ -36,8 +36,8 @@ QUICK = [
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run both parts; returns 0."""
-    from datashunt.benchmark import cli as benchmark_cli
     from datashunt.benchmark import markdown_report, plot_curves
+    from datashunt.cli import bench_run as benchmark_cli
 
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)

@@ -1,5 +1,5 @@
 """``datashunt bench``: the quality and cost table (options and run in
-:mod:`datashunt.benchmark.cli`)."""
+`datashunt.cli.bench_run`)."""
 
 from __future__ import annotations
 
@@ -10,14 +10,14 @@ __all__ = ["register"]
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from ..benchmark.cli import run
+    from .bench_run import run
 
     return int(run(args))
 
 
 def register(sub: Any) -> None:
     """Add ``bench`` to the subcommands."""
-    from ..benchmark.cli import add_arguments
+    from .bench_run import add_arguments
 
     p = sub.add_parser("bench", help="quality and cost table: gate, LLM, shunt, routers")
     add_arguments(p)

@@ -17,16 +17,30 @@ from __future__ import annotations
 import logging
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 from .core import GateRegistry
-
-if TYPE_CHECKING:
-    from ..engine.steps import ShuntSteps
 
 __all__ = ["Follower", "as_registry"]
 
 log = logging.getLogger("datashunt")
+
+
+class _Serving(Protocol):
+    @property
+    def version(self) -> str | None: ...
+
+
+class Swappable(Protocol):
+    """What a follower needs of a shunt (any :class:`~datashunt.Shunt` is one): what it
+    serves, the versions it refuses, and a swap."""
+
+    @property
+    def serving(self) -> _Serving: ...
+
+    refused: set[str]
+
+    def swap(self, gate: Any, policy: Any = None, *, version: str | None = None) -> Any: ...
 
 
 def as_registry(registry: GateRegistry | str | Path) -> GateRegistry:
@@ -46,7 +60,7 @@ class Follower:
 
     def __init__(
         self,
-        shunt: ShuntSteps,
+        shunt: Swappable,
         registry: GateRegistry | str | Path,
         *,
         interval: float = 5.0,

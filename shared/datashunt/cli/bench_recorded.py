@@ -16,15 +16,15 @@ from typing import Any
 
 import numpy as np
 
+from ..benchmark.ranking import choose_mixture
+from ..benchmark.recorded import RecordedConfig, bench_recorded, recorded_markdown
+from ..benchmark.tasks import DEFAULT_RECIPE, GATE_RECIPES
 from ..data import KNOWN_DATASETS, Dataset, read_dataset
 from ..errors import ConfigError, DataShuntError
 from ..gates import Gate, load_gate
 from ..gates.base import softmax
 from ..gates.ensemble import EnsembleGate, is_ensemble_dir
 from ..llm.replay import ColumnReplayLLM
-from .ranking import choose_mixture
-from .recorded import RecordedConfig, bench_recorded, recorded_markdown
-from .tasks import DEFAULT_RECIPE, GATE_RECIPES
 
 __all__ = [
     "columns_for",
@@ -66,7 +66,7 @@ def columns_for(args: argparse.Namespace, names: list[str]) -> dict[str, list[st
 
 
 def _read(args: argparse.Namespace, name: str, split: str, labels: Any = None) -> Dataset:
-    from ..cli.common import label_names
+    from .common import label_names
 
     if name in KNOWN_DATASETS:
         return read_dataset(name, split=split, labels=labels)
@@ -97,7 +97,7 @@ def gate_for(
     from ..training import TrainConfig, train_gate
 
     if given is not None:
-        from ..cli.common import existing_gate
+        from .common import existing_gate
 
         if is_ensemble_dir(given):
             return EnsembleGate.load(given), {"dir": given, "trained_here": False}
@@ -230,7 +230,7 @@ def plot_recorded(report: Mapping[str, Any], path: Path) -> Path:
 
 def run_recorded(args: argparse.Namespace, out: Path, t0: float) -> int:
     """Run the recorded-answers benchmark and write JSON, markdown and PNG."""
-    from .report import write_json
+    from ..benchmark.report import write_json
 
     names = [d.strip() for d in args.data.split(",") if d.strip()]
     columns = columns_for(args, names)

@@ -16,8 +16,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from ..benchmark.tasks import METHODS, BenchConfig
 from ..errors import ConfigError
-from .tasks import METHODS, BenchConfig
 
 __all__ = ["QUICK", "add_arguments", "bench_from_args", "config_from_args", "llm_from_args", "run"]
 
@@ -205,8 +205,8 @@ def llm_from_args(args: argparse.Namespace) -> Iterator[tuple[Any, str, Any, dic
 def bench_from_args(args: argparse.Namespace) -> dict[str, Any]:
     """:func:`~datashunt.benchmark.run_bench` with the options' LLM; the report's ``llm`` says
     what answered, with the cache's hits and misses (or the replay's misses)."""
+    from ..benchmark.runner import run_bench
     from ..llm import CachedLLM, ReplayLLM
-    from .runner import run_bench
 
     config = config_from_args(args)
     if args.record and (args.replay or args.no_cache):
@@ -228,13 +228,13 @@ def bench_from_args(args: argparse.Namespace) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     """Run the benchmark and write the JSON, markdown and PNG outputs."""
-    from .report import markdown_report, plot_curves, write_json
+    from ..benchmark.report import markdown_report, plot_curves, write_json
 
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     if args.llm_column:
-        from .recorded_cli import run_recorded
+        from .bench_recorded import run_recorded
 
         return run_recorded(args, out, t0)
     report = bench_from_args(args)
