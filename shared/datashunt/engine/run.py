@@ -13,15 +13,13 @@ import contextvars
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..errors import LLMError
+from .asking import Asking as Shunt  # what a plan runs on: the shunt's steps and its LLM call
 from .batch import Outcome, complete, with_audit
 from .calls import ModelCall
 from .plan import Item, Plan
-
-if TYPE_CHECKING:
-    from .shunt import Shunt
 
 __all__ = ["CallFor", "arun_plan", "run_plan"]
 
