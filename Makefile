@@ -80,9 +80,10 @@ bench-recorded: $(STAMP)
 bench-guarantees: $(STAMP)
 	$(PY) -m bench.guarantees
 
-# The gate part of `bench` alone (bench/results/gate_speed.json).
+# Every gate backend side by side (torch fp32/int8/bf16, ONNX fp32/int8; short SST-2 and long
+# amazon-mds inputs; 1 and 2 threads): bench/results/gate.{json,md} (issue 26).
 bench-gate: $(STAMP)
-	$(PY) -m bench.gate_speed
+	nice -n 5 $(PY) -m bench.gate_speed
 
 # Issue 15's evidence: `datashunt batch` at scale (gate-only rows/s for the local engine, Ray
 # with 1 and 2 workers, torch/int8/ONNX; end to end against a loopback server answering in

@@ -1,28 +1,28 @@
-"""Gate speed benchmark (issue 6): the gate's forward pass, the shunt's decision and the runnable.
+"""Gate speed benchmarks: every backend side by side (issue 26), and the issue-6 figures.
 
-Side by side, in one run, on the same inputs (``--n`` amazon-mds test reviews):
+``make bench-gate`` (``python -m bench.gate_speed``, :func:`main`) runs each variant of the
+gate, torch fp32 / int8 (dynamic) / bf16 and ONNX Runtime fp32 / int8 (fused, dynamic,
+per channel), plus torch fp32 / bf16 / fp16 on a GPU when torch sees one, on the same inputs:
+short (``--n-short`` SST-2 test sentences) and long (``--n-long`` amazon-mds test reviews), at
+1 and 2 threads. Per row: ``predict_proba`` rows/s (median of ``--repeats``, the variants
+interleaved within each repeat so that a burst of load on a shared machine hits all of them
+alike), ``Shunt.decide([x])`` p50/p95 over ``--single-n`` inputs (each input put to every
+variant in turn), accuracy on ``--accuracy-n`` random test inputs, size on disk and peak
+memory (both from a fresh child process per variant, which also computes the logits). Beside
+the rows: where ``decide([x])``'s milliseconds go (validation, tokenising, forward, policy),
+and per variant the certified δ (precision 0.9 at 95 %) fitted on amazon-mds dev and checked
+on test, with the fp32 policy served unchanged by each variant. Writes
+``bench/results/gate.json`` (``{"rows": [...]}``, issue 26's schema), ``gate.details.json``
+and ``gate.md``.
 
-- the raw batched forward pass of the gate's HF model (tokenise + model, the gate's own
-  length-sorted buckets) against ``gate.predict_proba`` and ``Shunt.decide``: the shunt should
-  add at most 5 % over the raw pass;
-- a naive one-by-one loop and unsorted fixed batches against length-sorted buckets;
-- dynamic int8 quantisation of the Linear layers: speed-up over fp32 and accuracy against the
-  gold labels on the same inputs;
-- single-input latency (p50/p95) of ``Shunt.decide([text])``;
-- ``DataShuntRunnable.abatch`` over ``--llm-n`` inputs against sending all of them to the local
-  LLM: wall time and tokens (skip with ``--no-llm``);
-- peak memory of the whole process (``ru_maxrss``).
+:func:`run` and :func:`gate_table` keep the issue-6 figures for ``make bench``
+(``bench.run``): the raw forward pass against ``predict_proba`` and ``Shunt.decide``, naive
+loops and fixed batches against length-sorted buckets, torch int8, single-input latency, and
+``DataShuntRunnable.abatch`` against sending every input to the local LLM.
 
-Each variant is warmed up once, then timed ``--repeats`` times, the variants interleaved within
-each repeat so that a burst of load on a shared machine hits all of them alike; the median is
-reported. Figures go to ``bench/results/gate_speed.json`` and a markdown table is printed.
-
-Run: ``make bench-gate`` (or ``python -m bench.gate_speed --gate DIR``). MiniLM reads about
-7 reviews a second on one contended core, so the defaults (128 inputs, 3 repeats, 1 and 2
-threads, 40 inputs through the LLM) take about 20 minutes there; ``--n 512`` about four times
-the gate part. Without ``--gate`` the gate at ``.cache/gates/amazon-mds-minilm`` is used, or
-one is fine-tuned (1 epoch, 128 tokens, 2,000 training reviews) into
-``.cache/gates/bench-gate-speed`` on a fresh machine.
+Without ``--gate`` the gate at ``.cache/gates/amazon-mds-minilm`` is used, or one is
+fine-tuned (1 epoch, 128 tokens, 1,000 training reviews) into
+``.cache/gates/bench-gate-speed-1000`` on a fresh machine.
 """
 
 from __future__ import annotations

@@ -85,3 +85,15 @@ def test_onnx_refuses_other_precisions(tiny_bert: Path) -> None:
         HFGate(tiny_bert, backend="onnx", quantize="bf16")
     with pytest.raises(ConfigError, match="backend must be"):
         HFGate(tiny_bert, backend="tensorrt")
+
+
+def test_batch_backends_name_the_gate_options(tiny_bert: Path) -> None:
+    from datashunt.batch.score import BACKENDS, GateScorer
+
+    scorer = GateScorer(tiny_bert, "onnx-int8")
+    assert (scorer.gate.backend, scorer.gate.quantize) == ("onnx", "int8")
+    out = scorer({"_row": np.arange(2), "text": np.array(["good", "bad"])})
+    np.testing.assert_allclose(out["p0"] + out["p1"], 1.0)
+    assert set(BACKENDS) == {"torch", "int8", "bf16", "onnx", "onnx-int8"}
+    with pytest.raises(ConfigError, match="backend must be one of"):
+        GateScorer(tiny_bert, "fp8")
