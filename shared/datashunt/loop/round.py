@@ -27,9 +27,9 @@ from ..gates import FloatArray
 from ..registry import GateRegistry, as_registry
 from ..store import CallStore
 from ..store.records import utc_now
-from ..training.distill import open_distiller
 from ..training.distill_config import DistillConfig
 from ..training.distill_data import open_existing_store
+from ..training.distill_head import open_distiller
 from ..training.targets import PrecisionFloor, Target
 from .evidence import EvidenceSlice, GateEvidence, Verdict, evaluate_gate, judge, slices_from
 

@@ -24,9 +24,10 @@ from .calibration import (
 )
 from .certify import Certified, Guarantee, certify_threshold
 from .conformal import ConformalSets, conformal_set, fit_conformal
-from .distill import Distiller, distill_gate
+from .distill import Distiller
 from .distill_config import DistillConfig
 from .distill_data import LoggedInput, SelectionCounts, StageData, StoreCounts
+from .distill_head import distill_gate
 from .distill_report import DISTILL_REPORT_FILE, DistillReport, SliceFigures
 from .distill_train import StageLoss
 from .llm_accuracy import LLMMeasurement, measure_llm, measure_llm_sample

@@ -40,7 +40,7 @@ from .distill_train import StageLoss, train_copy
 from .models import load_classifier, make_accelerator, predict_logits
 from .targets import Target, target_from_policy
 
-__all__ = ["Distiller", "distill_gate", "open_distiller"]
+__all__ = ["Distiller"]
 
 
 class Distiller:
@@ -53,7 +53,7 @@ class Distiller:
 
     Args:
         gate_dir: the production gate F_s1, a fine-tuned HF gate directory with its policy (an
-            embedding gate: :func:`open_distiller`, which refits its head).
+            embedding gate: :func:`~.distill_head.open_distiller`, which refits its head).
         store: a :class:`CallStore`, a SQLite path or a SQLAlchemy URL.
         dev: labelled original dev data: forgetting is measured here, and (unless ``calib`` is
             given) the new δ is calibrated here.
@@ -305,45 +305,3 @@ class Distiller:
             self.gate_dir, self.tokenizer, stage1, stage2, cfg, out,
             accelerator=self.accelerator, progress=self.progress,
         )  # fmt: skip
-
-
-def open_distiller(gate_dir: str | Path, store: CallStore | str | Path, **kw: Any) -> Distiller:
-    """A :class:`Distiller` for any text gate ``train-gate`` makes: fine-tuned (2CD on the whole
-    model) or embedding (its head refit, :class:`~.distill_head.HeadDistiller`); ``kw`` as for
-    :class:`Distiller`."""
-    from .distill_head import HeadDistiller  # it builds on this module
-
-    kind = HeadDistiller if gate_kind(gate_dir) == "embedding" else Distiller
-    return kind(gate_dir, store, **kw)
-
-
-def distill_gate(
-    store: CallStore | str | Path,
-    gate_dir: str | Path,
-    out_dir: str | Path,
-    *,
-    dev: Dataset,
-    train: Dataset | None = None,
-    eval_data: Dataset | None = None,
-    calib: Dataset | None = None,
-    config: DistillConfig | None = None,
-    target: Target | None = None,
-    accelerator: Any | None = None,
-    progress: bool = True,
-) -> DistillReport:
-    """Distil the LLM's logged answers in ``store`` into a copy of the gate at ``gate_dir``.
-
-    One :class:`Distiller` run; see there for the arguments. Returns the report, also written
-    to ``out_dir/datashunt_distill.json`` beside the new gate and its policy.
-    """
-    distiller = open_distiller(
-        gate_dir,
-        store,
-        dev=dev,
-        train=train,
-        eval_data=eval_data,
-        calib=calib,
-        accelerator=accelerator,
-        progress=progress,
-    )
-    return distiller.run(out_dir, config, target=target)

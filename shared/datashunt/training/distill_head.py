@@ -23,14 +23,25 @@ from typing import Any
 
 import numpy as np
 
+from ..data import Dataset
 from ..gates import EmbeddingGate, FloatArray
 from ..gates._deps import require
+from ..store import CallStore
 from .distill import Distiller
-from .distill_config import DistillConfig
+from .distill_config import DistillConfig, gate_kind
 from .distill_data import StageData
+from .distill_report import DistillReport
 from .distill_train import StageLoss
+from .targets import Target
 
-__all__ = ["HEAD_L2", "HEAD_MAX_ITER", "HeadDistiller", "fit_soft_head"]
+__all__ = [
+    "HEAD_L2",
+    "HEAD_MAX_ITER",
+    "HeadDistiller",
+    "distill_gate",
+    "fit_soft_head",
+    "open_distiller",
+]
 
 #: The head's weight penalty and L-BFGS budget: what ``train-gate --kind embedding`` fits with.
 HEAD_L2, HEAD_MAX_ITER = 1e-3, 200
@@ -145,3 +156,43 @@ def fit_soft_head(
     state = opt.state_dict()["state"]
     steps = int(state[0]["n_iter"]) if state else 0
     return w.detach().numpy().copy(), b.detach().numpy().copy(), losses, steps
+
+
+def open_distiller(gate_dir: str | Path, store: CallStore | str | Path, **kw: Any) -> Distiller:
+    """A :class:`Distiller` for any text gate ``train-gate`` makes: fine-tuned (2CD on the whole
+    model) or embedding (its head refit, :class:`HeadDistiller`); ``kw`` as for
+    :class:`Distiller`."""
+    kind = HeadDistiller if gate_kind(gate_dir) == "embedding" else Distiller
+    return kind(gate_dir, store, **kw)
+
+
+def distill_gate(
+    store: CallStore | str | Path,
+    gate_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    dev: Dataset,
+    train: Dataset | None = None,
+    eval_data: Dataset | None = None,
+    calib: Dataset | None = None,
+    config: DistillConfig | None = None,
+    target: Target | None = None,
+    accelerator: Any | None = None,
+    progress: bool = True,
+) -> DistillReport:
+    """Distil the LLM's logged answers in ``store`` into a copy of the gate at ``gate_dir``.
+
+    One :class:`Distiller` run; see there for the arguments. Returns the report, also written
+    to ``out_dir/datashunt_distill.json`` beside the new gate and its policy.
+    """
+    distiller = open_distiller(
+        gate_dir,
+        store,
+        dev=dev,
+        train=train,
+        eval_data=eval_data,
+        calib=calib,
+        accelerator=accelerator,
+        progress=progress,
+    )
+    return distiller.run(out_dir, config, target=target)
