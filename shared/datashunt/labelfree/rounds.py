@@ -170,7 +170,10 @@ def train_round(
     yh = np.asarray(y_holdout, dtype=np.int64)
     probs = student.predict_proba(xh) if len(yh) else np.zeros((0, len(labels)))
     agree = probs.argmax(axis=1) == yh
-    scores = {name: score_of(name, probs, head) for name in config.scores}
+    names = list(config.scores)
+    if len(labels) == 2 and "max" in names and "margin" in names:
+        names.remove("margin")  # with two labels margin = 2 max - 1: the same δ, half the α
+    scores = {name: score_of(name, probs, head) for name in names}
     cert = certify_fidelity(
         scores,
         agree,
