@@ -60,8 +60,9 @@ LOCAL_URL = "http://127.0.0.1:8080/v1"
 
 #: ``datashunt`` subcommands that are parsed but not run, and why.
 NOT_RUN = {
-    "train-gate": "fine-tunes all-MiniLM-L6-v2 (minutes on CPU); a tiny gate stands in for "
-    "its output (the real fine-tune: tests/core/test_real_gate.py, marker slow)",
+    "train-gate": "trains on all-MiniLM-L6-v2 (30-50 s for --kind embedding, minutes to "
+    "fine-tune, on a CPU); a tiny gate stands in for its output (the real fine-tune: "
+    "tests/core/test_real_gate.py, marker slow)",
     "bench": "trains a gate per data set and asks an LLM hundreds of times (minutes; a hosted "
     "key for an https:// --llm-url); tests/core/test_benchmark.py runs it on tiny data",
 }
