@@ -88,8 +88,9 @@ def write_report(
         "unreadable answers wrong; `LLM + fallback` replaces them by the student's label. "
         "`margin` and `ocl` run at datashunt's total calls (threshold bisected). "
         "`offline-gold`: the same student trained on gold (5-fold), routed at datashunt's "
-        "share. Violation rate: share of promoted gates whose agreement with the LLM on the "
-        "rest of the stream fell below the target (repetitions = promotions over orders).\n\n"
+        "share. Violation rate: over orders x held-out splits (repetitions = the certified "
+        "gates), a gate certified on a shadow phase's held-out answers whose agreement with the "
+        "LLM on the rest of the stream's inputs it keeps fell below the target.\n\n"
         + table(runs)
         + f"\nTotal wall time {total_s:.0f} s.\n\n![stream]({png.name})\n"
     )

@@ -227,3 +227,34 @@ def _better(new: Round, old: Round, xh: FloatArray, yh: IntArray, cfg: RoundConf
         confidence=cfg.confidence,
     )
     return not again.certified or new.certificate.small_share > again.small_share
+
+
+def repeated_certificates(
+    x: FloatArray,
+    answers: IntArray,
+    labels: tuple[str, ...],
+    config: RoundConfig,
+    *,
+    orders: int,
+    splits: int,
+    shadow: int,
+) -> list[float]:
+    """The promise checked over orders x held-out splits: per repetition, the first ``shadow``
+    inputs of a random order are the shadow phase's answers, ``config.holdout`` of them held
+    out; the round's gate, if it certifies, is measured on every later input it keeps (its
+    agreement with the LLM's readable answers). Returns one agreement per certified gate."""
+    out = []
+    for order in range(orders):
+        perm = np.random.default_rng(1000 + order).permutation(len(x))
+        first, rest = perm[:shadow], perm[shadow:]
+        first = first[answers[first] >= 0]  # unreadable answers: neither trained on nor tested
+        for split in range(splits):
+            held = np.random.default_rng(split).random(len(first)) < config.holdout
+            tr, ho = first[~held], first[held]
+            r = train_round(x[tr], answers[tr], x[ho], answers[ho], labels, config, seed=split)
+            later = rest[answers[rest] >= 0]
+            keep = r.keep(x[later])
+            if keep.any():
+                pred = r.student.predict_proba(x[later][keep]).argmax(axis=1)
+                out.append(float((pred == answers[later][keep]).mean()))
+    return out

@@ -35,7 +35,7 @@ def write_mr(root: Path, n: int, *, gold: bool, seed: int = 0) -> tuple[list[str
     x = np.array([[2.5, 0.0], [-2.5, 0.0]])[y] + rng.normal(size=(n, 2))
     x = np.concatenate([x, rng.normal(size=(n, 6)) * 0.3], axis=1)
     labels = ("negative", "positive")
-    answer = np.where(rng.random(n) < 0.97, y, 1 - y)
+    answer = np.where(rng.random(n) < 0.99, y, 1 - y)
     (root / "mr").mkdir(parents=True)
     texts = [f"sentence {i}" for i in range(n)]
     with (root / "mr" / "mr.csv").open("w", newline="", encoding="utf-8") as fh:
@@ -55,9 +55,22 @@ def run_main(tmp_path: Path, *, gold: bool) -> dict:
     np.save(stream.cache_file(texts, cache), x)  # no encoder in a unit test
     out = tmp_path / "res" / "stream.json"
     argv = ["--data", "mr", "--orders", "1", "--target", "0.9", "--bisect", "5"]
+    argv += ["--splits", "2", "--shadow", "500"]
     argv += ["--data-dir", str(data), "--cache", str(cache), "--out", str(out)]
     assert stream.main(argv) == 0
     assert out.with_suffix(".md").is_file() and out.with_suffix(".png").is_file()
+    if gold:  # the checks alone, again, with more splits: only their fields change
+        before = json.loads(out.read_text())
+        assert stream.main([*argv, "--splits", "3", "--checks-only"]) == 0
+        after = json.loads(out.read_text())
+        ds = [r for r in after["runs"] if r["policy"] == "datashunt"][0]
+        assert (
+            ds["repetitions"]
+            >= [r for r in before["runs"] if r["policy"] == "datashunt"][0]["repetitions"]
+        )
+        assert [r for r in after["runs"] if r["policy"] != "datashunt"] == [
+            r for r in before["runs"] if r["policy"] != "datashunt"
+        ]
     return json.loads(out.read_text())
 
 
