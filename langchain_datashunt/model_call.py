@@ -19,7 +19,7 @@ from datashunt.adapters import ModelCall, Rendered
 
 from ._convert import as_messages, message_text, message_to_reply, model_name_of, with_image
 
-__all__ = ["ChatModelCall"]
+__all__ = ["DEFAULT_ATTEMPT_TIMEOUT", "ChatModelCall", "single_attempt"]
 
 
 class ChatModelCall(ModelCall[Any]):
@@ -76,3 +76,33 @@ class ChatModelCall(ModelCall[Any]):
 
     def reply(self, acc: Any) -> LLMReply:
         return message_to_reply(acc)
+
+
+#: Seconds one attempt of a model call may take when neither the chat model nor the shunt's
+#: retry policy sets one (``ChatOpenAI()``'s own default waits forever on a hung server).
+DEFAULT_ATTEMPT_TIMEOUT = 30.0
+
+
+def single_attempt(llm: Any, retry: Any = None) -> Any:
+    """``llm`` as one attempt per call: an OpenAI chat model (``ChatOpenAI``, ``AzureChatOpenAI``
+    and kin) gets a copy whose client retries nothing and gives up after one attempt's timeout,
+    so that the shunt's :class:`~datashunt.RetryPolicy` makes (and the store counts) every
+    request. Other models are returned as they are: give them ``max_retries=0`` yourself.
+
+    The timeout is the model's own ``request_timeout`` when set, else the retry policy's
+    ``attempt_timeout`` when it has one, else :data:`DEFAULT_ATTEMPT_TIMEOUT`.
+    """
+    root = getattr(llm, "root_client", None)
+    if root is None or not hasattr(root, "with_options") or not hasattr(llm, "model_copy"):
+        return llm
+    own = getattr(llm, "request_timeout", None)
+    timeout = own if own is not None else getattr(retry, "attempt_timeout", None)
+    timeout = timeout if timeout is not None else DEFAULT_ATTEMPT_TIMEOUT
+    update: dict[str, Any] = {"max_retries": 0, "request_timeout": timeout}
+    update["root_client"] = root.with_options(max_retries=0, timeout=timeout)
+    update["client"] = update["root_client"].chat.completions
+    aroot = getattr(llm, "root_async_client", None)
+    if aroot is not None:
+        update["root_async_client"] = aroot.with_options(max_retries=0, timeout=timeout)
+        update["async_client"] = update["root_async_client"].chat.completions
+    return llm.model_copy(update=update)

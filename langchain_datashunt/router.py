@@ -104,7 +104,7 @@ class _RoutingClassifier(DataShuntRunnable):
 
     def _call(self, item: Any, config: RunnableConfig) -> ChatModelCall:
         cfg = self._call_config(item, config)
-        return _ChooserCall(self.llm, cfg, self.structured_output)  # type: ignore[arg-type]
+        return _ChooserCall(self._model, cfg, self.structured_output)  # type: ignore[arg-type]
 
 
 class DataShuntRouter(RunnableSerializable[Any, Any]):

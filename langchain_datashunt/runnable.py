@@ -26,7 +26,7 @@ from datashunt.prompts import DEFAULT_TEMPLATE
 from datashunt.registry import Follower, GateRegistry, as_registry
 
 from ._convert import input_text, metadata_for
-from .model_call import ChatModelCall
+from .model_call import ChatModelCall, single_attempt
 from .output import ShuntOutput
 from .watching import DRIFT_EVENT, RECEIPT_EVENT, AlarmInbox, event_data
 
@@ -52,8 +52,10 @@ class DataShuntRunnable(RunnableSerializable[Any, ShuntOutput]):
         shunt: the core :class:`datashunt.Shunt` (gate, policy and every option: prompt mode,
             store, retry, audits, drift, prices); or build one with :meth:`from_dir`,
             :meth:`from_gate` or :meth:`from_registry`, which take the same options as keywords.
-        llm: any chat model (or runnable from a prompt value to a message). Give a chat model
-            ``max_retries=0`` so that retries are made (and counted) by the shunt, once.
+        llm: any chat model (or runnable from a prompt value to a message). An OpenAI chat
+            model is called one attempt at a time (its own retries off, a timeout per attempt:
+            its ``request_timeout`` or 30 s) so that the shunt's ``retry`` makes and counts
+            every request; give other models ``max_retries=0`` yourself.
         prompt: a prompt template (or any runnable) over the shunt variables; default a one-turn
             classification prompt.
         input_key: the text's key when the input is a dict.
@@ -87,6 +89,7 @@ class DataShuntRunnable(RunnableSerializable[Any, ShuntOutput]):
     name: str | None = Field(default="DataShunt")
 
     _prompt: Runnable[dict[str, Any], Any] = PrivateAttr()
+    _model: Runnable[Any, BaseMessage] = PrivateAttr()
     _alarms: AlarmInbox = PrivateAttr()
     _follower: Follower | None = PrivateAttr(default=None)
 
@@ -94,6 +97,8 @@ class DataShuntRunnable(RunnableSerializable[Any, ShuntOutput]):
         _refuse_loose_options(type(self).__name__, kwargs)
         super().__init__(**kwargs)
         self._alarms = AlarmInbox(self.shunt)
+        # one attempt per call, bounded: the shunt's retry policy makes (and counts) each one
+        self._model = single_attempt(self.llm, self.shunt.retry)
         self._prompt = self.prompt or ChatPromptTemplate.from_messages(
             [("human", DEFAULT_TEMPLATE)]
         )
@@ -170,7 +175,9 @@ class DataShuntRunnable(RunnableSerializable[Any, ShuntOutput]):
 
     def _call(self, item: Item, config: RunnableConfig) -> ChatModelCall:
         """How this input's model call is made: the prompt and model under its own config."""
-        return ChatModelCall(self._prompt, self.llm, self._call_config(item, config), item.extras)
+        return ChatModelCall(
+            self._prompt, self._model, self._call_config(item, config), item.extras
+        )
 
     @staticmethod
     def _output(result: ShuntResult | Exception) -> ShuntOutput | Exception:
