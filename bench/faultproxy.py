@@ -10,6 +10,7 @@ once the schedule is empty):
 - ``"drop"``: the connection is closed without an answer;
 - ``"garbage"``: 200 with a body that is not JSON;
 - ``"empty"``: 200 with a well-formed completion (or stream) whose answer is empty;
+- ``"nochoices"``: 200 with a completion whose ``choices`` list is empty;
 - ``"hang"``: 200 and stream headers, then nothing until the proxy stops;
 - ``"hang-mid"``: 200, one streamed token, then nothing;
 - ``"answer:TEXT"``: 200 with a well-formed completion (or stream) answering TEXT, with no
@@ -149,6 +150,9 @@ class FaultProxy:
                 self._send(h, 200, b"<html>upstream gateway says hello</html>")
             elif kind == "empty":
                 self._answer(h, stream, "")
+            elif kind == "nochoices":
+                reply = {"id": "x", "object": "chat.completion", "created": 0, "model": "m"}
+                self._send(h, 200, json.dumps({**reply, "choices": []}).encode())
             elif kind == "answer":
                 self._answer(h, stream, arg)
             elif kind in ("hang", "hang-mid"):

@@ -9,12 +9,13 @@ receives, so the store records what was sent, whatever the prompt template.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 from langchain_core.messages import BaseMessage
 from langchain_core.runnables import Runnable, RunnableConfig
 
-from datashunt import LLMReply, LLMRequest
+from datashunt import LLMError, LLMReply, LLMRequest
 from datashunt.adapters import ModelCall, Rendered
 
 from ._convert import as_messages, message_text, message_to_reply, model_name_of, with_image
@@ -56,10 +57,12 @@ class ChatModelCall(ModelCall[Any]):
         return Rendered(value, as_messages(value))
 
     def send(self, payload: Any) -> LLMReply:
-        return message_to_reply(self.llm.invoke(payload, self.config))
+        with unreadable_as_llm_error():
+            return message_to_reply(self.llm.invoke(payload, self.config))
 
     async def asend(self, payload: Any) -> LLMReply:
-        return message_to_reply(await self.llm.ainvoke(payload, self.config))
+        with unreadable_as_llm_error():
+            return message_to_reply(await self.llm.ainvoke(payload, self.config))
 
     def is_empty(self, reply: LLMReply) -> bool:
         # a message that calls a tool is an answer even with no text
@@ -76,6 +79,21 @@ class ChatModelCall(ModelCall[Any]):
 
     def reply(self, acc: Any) -> LLMReply:
         return message_to_reply(acc)
+
+
+@contextmanager
+def unreadable_as_llm_error() -> Iterator[None]:
+    """A reply the provider's client could not read (an OpenAI-compatible server answering 200
+    with no ``choices``: ``IndexError`` inside ``langchain_openai``) is a failed attempt,
+    retried like a body that is not JSON, not a crash on the first try."""
+    try:
+        yield
+    except (IndexError, KeyError) as exc:
+        raise LLMError(
+            f"the model's reply could not be read ({type(exc).__name__}: {exc}): a reply with "
+            "no choices?",
+            retryable=True,
+        ) from exc
 
 
 #: Seconds one attempt of a model call may take when neither the chat model nor the shunt's

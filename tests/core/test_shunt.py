@@ -251,3 +251,18 @@ def test_decide_is_deterministic_and_typed(keyword_gate: KeywordGate) -> None:
     assert d[1].route == "llm" and d[1].candidates == LABELS
     assert np.isclose(sum(d[1].probabilities.values()), 1.0)
     assert d[0].top(1)[0][0] == "positive"
+
+
+async def test_a_call_cancelled_after_it_was_sent_is_recorded(tmp_path: Path) -> None:
+    import asyncio
+
+    async def slow(_request: object) -> str:
+        await asyncio.sleep(5)
+        return "positive"
+
+    store = tmp_path / "calls.sqlite"
+    shunt = Shunt(KeywordGate(), ShuntPolicy(labels=LABELS, threshold=0.9), allm=slow, store=store)
+    with pytest.raises(asyncio.TimeoutError):
+        await asyncio.wait_for(shunt.arun("it came"), timeout=0.2)
+    (rec,) = CallStore(store).iter()
+    assert rec.route == "llm" and rec.error is not None and "Cancelled" in rec.error

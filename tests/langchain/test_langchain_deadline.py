@@ -48,3 +48,11 @@ def test_chatopenai_defaults_get_a_deadline_and_the_users_model_is_untouched() -
     assert bounded.root_client.max_retries == 0 and bounded.root_async_client.max_retries == 0
     assert chat.max_retries != 0 and chat.root_client.max_retries != 0  # a copy, not a change
     assert single_attempt(lambda x: x, FAST) is not None  # other runnables pass through
+
+
+def test_a_reply_without_choices_is_retried_like_any_unreadable_answer(tmp_path: Path) -> None:
+    with FaultProxy(None, ["nochoices", "nochoices"], default="answer:negative") as proxy:
+        chat = ChatOpenAI(model="m", base_url=proxy.base_url, api_key="sk-test")
+        out = _runnable(chat, tmp_path / "c.sqlite").invoke("it came")
+        assert (out.label, out.source, out.attempts) == ("negative", "llm", 3)
+        assert proxy.requests == 3

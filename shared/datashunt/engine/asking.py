@@ -8,11 +8,12 @@ call is timed, retried, parsed and recorded; every path reaches them through
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-from ..errors import ConfigError
+from ..errors import ConfigError, LLMError
 from ..types import LLMRequest, ShuntResult
 from .calls import FunctionCall, ModelCall, Rendered
 from .conclude import Concluding
@@ -89,7 +90,13 @@ class Asking(Concluding):
             return await asyncio.to_thread(
                 self._conclude, call, request, None, failed, run_id, record
             )
-        done = await aexchange(call, rendered.payload, self.retry, t0)
+        try:
+            done = await aexchange(call, rendered.payload, self.retry, t0)
+        except asyncio.CancelledError as exc:  # asyncio.wait_for, a client gone: after sending
+            cut = Exchange(None, exc, 1, time.perf_counter() - t0)
+            with contextlib.suppress(LLMError):  # recorded as failed; the cancel goes on
+                self._conclude(call, request, rendered, cut, run_id, record)
+            raise
         return await asyncio.to_thread(
             self._conclude, call, request, rendered, done, run_id, record
         )
