@@ -7,16 +7,27 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 from typing import Any
 
-from .common import existing_gate
+from .common import existing_gate, warn
 
 __all__ = ["register"]
+
+
+class _WarnLine(logging.Handler):
+    """The registry's warnings (a torn events tail, an unreadable version) as CLI lines."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        warn(record.getMessage().removeprefix("datashunt: "))
 
 
 def _registry(args: argparse.Namespace) -> Any:
     from ..registry import GateRegistry
 
+    logger = logging.getLogger("datashunt.registry")
+    if not any(isinstance(h, _WarnLine) for h in logger.handlers):
+        logger.addHandler(_WarnLine())  # (a handler found: logging's last resort stays quiet)
     return GateRegistry(args.registry)
 
 

@@ -19,15 +19,15 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+import logging
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
 from ..policy import POLICY_FILE, ShuntPolicy
 from ..store.records import utc_now
+from .versions import Action, GateVersion, RegistryEvent, champion_history, dir_digest
 
 if TYPE_CHECKING:
     from ..gates import Gate
@@ -35,124 +35,7 @@ if TYPE_CHECKING:
 
 __all__ = ["GateRegistry", "GateVersion", "RegistryEvent", "dir_digest"]
 
-Action = Literal["promote", "rollback"]
-
-
-@dataclass(frozen=True)
-class GateVersion:
-    """One registered gate.
-
-    Attributes:
-        version: its name in the registry (``v0001``, ``v0002``, ... in order of registration).
-        created_at: when it was registered (ISO 8601, UTC).
-        parent: the version it was trained from, if any.
-        digest: a SHA-256 over its files: the same files give the same digest.
-        labels: its label set (every version of a registry shares one).
-        policy_version: the content hash of its policy (``ShuntPolicy.version``).
-        provenance: how it was made (``store``, ``records``, ``since``, ``through``,
-            ``method``, ...).
-        metrics: what was measured on it when it was registered.
-        note: free text.
-    """
-
-    version: str
-    created_at: str
-    parent: str | None
-    digest: str
-    labels: tuple[str, ...]
-    policy_version: str | None
-    provenance: Mapping[str, Any] = field(default_factory=dict)
-    metrics: Mapping[str, Any] = field(default_factory=dict)
-    note: str = ""
-
-    def to_json(self) -> dict[str, Any]:
-        """A JSON-ready dict (read back with :meth:`from_json`)."""
-        return {
-            "version": self.version,
-            "created_at": self.created_at,
-            "parent": self.parent,
-            "digest": self.digest,
-            "labels": list(self.labels),
-            "policy_version": self.policy_version,
-            "provenance": dict(self.provenance),
-            "metrics": dict(self.metrics),
-            "note": self.note,
-        }
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> GateVersion:
-        """Inverse of :meth:`to_json`."""
-        return cls(
-            version=str(data["version"]),
-            created_at=str(data["created_at"]),
-            parent=data.get("parent"),
-            digest=str(data["digest"]),
-            labels=tuple(data.get("labels", ())),
-            policy_version=data.get("policy_version"),
-            provenance=dict(data.get("provenance") or {}),
-            metrics=dict(data.get("metrics") or {}),
-            note=str(data.get("note", "")),
-        )
-
-
-@dataclass(frozen=True)
-class RegistryEvent:
-    """A promotion or rollback: ``version`` became the champion, replacing ``previous``."""
-
-    seq: int
-    at: str
-    action: Action
-    version: str
-    previous: str | None
-    reason: str = ""
-
-    def to_json(self) -> dict[str, Any]:
-        """A JSON-ready dict."""
-        return {
-            "seq": self.seq,
-            "at": self.at,
-            "action": self.action,
-            "version": self.version,
-            "previous": self.previous,
-            "reason": self.reason,
-        }
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> RegistryEvent:
-        """Inverse of :meth:`to_json`."""
-        action = str(data["action"])
-        if action not in ("promote", "rollback"):
-            raise ConfigError(f"unknown registry event {action!r}")
-        return cls(
-            int(data["seq"]),
-            str(data["at"]),
-            action,  # type: ignore[arg-type]
-            str(data["version"]),
-            data.get("previous"),
-            str(data.get("reason", "")),
-        )
-
-
-def champion_history(events: Sequence[RegistryEvent]) -> list[str]:
-    """The champions in order, the serving one last: promotions push, rollbacks return."""
-    stack: list[str] = []
-    for ev in events:
-        if ev.action == "rollback" and ev.version in stack:
-            del stack[len(stack) - stack[::-1].index(ev.version) :]
-        else:
-            stack.append(ev.version)
-    return stack
-
-
-def dir_digest(path: Path) -> str:
-    """SHA-256 over a directory's files (relative names and bytes, in sorted order)."""
-    h = hashlib.sha256()
-    for f in sorted(p for p in path.rglob("*") if p.is_file()):
-        h.update(f.relative_to(path).as_posix().encode("utf-8") + b"\0")
-        with f.open("rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                h.update(block)
-    return h.hexdigest()
+log = logging.getLogger("datashunt.registry")
 
 
 class GateRegistry:
@@ -168,11 +51,19 @@ class GateRegistry:
         from .backends import FolderBackend, SQLBackend
 
         self.location = str(location)
+        #: what reads skipped (a torn events tail, an unreadable version record), by message
+        self.problems: dict[str, str] = {}
         self._backend: Backend
         if "://" in self.location:
-            self._backend = SQLBackend(self.location, cache_dir=cache_dir)
+            self._backend = SQLBackend(self.location, self._skip, cache_dir=cache_dir)
         else:
-            self._backend = FolderBackend(Path(location))
+            self._backend = FolderBackend(Path(location), self._skip)
+
+    def _skip(self, what: str, message: str) -> None:
+        """A part of the registry that cannot be read is left out, and said once."""
+        if message not in self.problems.values():
+            log.warning("datashunt: registry %s: %s", self.location, message)
+        self.problems[what] = message
 
     def __repr__(self) -> str:
         return f"GateRegistry({self.location!r})"
@@ -211,14 +102,18 @@ class GateRegistry:
                 "(`datashunt calibrate --gate DIR ...` writes the policy)"
             )
         policy = ShuntPolicy.load(src)
-        known = self.versions()
-        if parent is not None and parent not in {v.version for v in known}:
-            raise ConfigError(f"unknown parent version {parent!r}: {self._known(known)}")
-        if known and tuple(known[0].labels) != tuple(policy.labels):
-            raise ConfigError(
-                f"the gate's labels {list(policy.labels)} differ from the registry's "
-                f"{list(known[0].labels)}: one registry serves one label set"
-            )
+
+        def check(known: list[GateVersion]) -> None:
+            # called by the backend under its lock (in its transaction): two adds at once of
+            # gates with different labels into an empty registry cannot both pass
+            if parent is not None and parent not in {v.version for v in known}:
+                raise ConfigError(f"unknown parent version {parent!r}: {self._known(known)}")
+            if known and tuple(known[0].labels) != tuple(policy.labels):
+                raise ConfigError(
+                    f"the gate's labels {list(policy.labels)} differ from the registry's "
+                    f"{list(known[0].labels)}: one registry serves one label set"
+                )
+
         meta = GateVersion(
             version="",
             created_at=utc_now().isoformat(),
@@ -230,7 +125,7 @@ class GateRegistry:
             metrics=dict(metrics or {}),
             note=note,
         )
-        return self._backend.add(meta, src)
+        return self._backend.add(meta, src, check)
 
     def versions(self) -> list[GateVersion]:
         """Every registered version, oldest first."""
@@ -245,6 +140,8 @@ class GateRegistry:
         for v in self.versions():
             if v.version == version:
                 return v
+        if version in self.problems:
+            raise ConfigError(f"gate version {version!r} cannot be read: {self.problems[version]}")
         raise ConfigError(f"no gate version {version!r} in {self.location}: {self._known()}")
 
     def path(self, version: str | None = None) -> Path:
@@ -278,14 +175,52 @@ class GateRegistry:
         """Changes whenever the events change: a cheap test for followers."""
         return self._backend.marker()
 
-    def promote(self, version: str, *, reason: str = "") -> RegistryEvent:
-        """Make ``version`` the champion.
+    def verify(self, version: str) -> GateVersion:
+        """Check that ``version`` can serve: its files are the ones registered (the digest
+        recorded at :meth:`add`), its policy loads, its labels are the registry's, its gate
+        loads with those labels.
 
         Raises:
-            ConfigError: no such version.
+            ConfigError: what is wrong with it, and what to do.
+        """
+        from ..gates import load_gate
+        from .backends import VERSION_FILE
+
+        v = self.get(version)
+        path = self._backend.path(version)
+        refuse = f"{version} cannot serve"
+        digest = dir_digest(path, exclude=(VERSION_FILE,))
+        if digest != v.digest:
+            raise ConfigError(
+                f"{refuse}: its files in {path} changed after it was added (digest "
+                f"{digest[:12]}, recorded {v.digest[:12]}): add the gate again"
+            )
+        try:
+            policy = ShuntPolicy.load(path)
+            gate = load_gate(path)
+        except Exception as exc:  # a loader's own error type, whatever the backend
+            raise ConfigError(f"{refuse}: it does not load ({type(exc).__name__}: {exc})") from exc
+        first = self.versions()[0]
+        for what, labels in (("policy", policy.labels), ("gate", tuple(gate.labels))):
+            if tuple(labels) != tuple(first.labels):
+                raise ConfigError(
+                    f"{refuse}: its {what}'s labels {list(labels)} differ from the registry's "
+                    f"{list(first.labels)} (set by {first.version}): one registry serves one "
+                    "label set"
+                )
+        return v
+
+    def promote(self, version: str, *, reason: str = "") -> RegistryEvent:
+        """Make ``version`` the champion, once :meth:`verify` passes (under the registry's
+        lock: what is checked is what is promoted).
+
+        Raises:
+            ConfigError: no such version, or one that cannot serve (see :meth:`verify`).
         """
         self.get(version)
-        return self._backend.append_event(lambda evs: self._event(evs, "promote", version, reason))
+        return self._backend.append_event(
+            self._verified(version, lambda evs: self._event(evs, "promote", version, reason))
+        )
 
     def rollback(self, to: str | None = None, *, reason: str = "") -> RegistryEvent:
         """Return to the previous champion (or to ``to``, an earlier one).
@@ -311,9 +246,23 @@ class GateRegistry:
                         "promote it instead (`datashunt gates promote`)"
                     )
                 target = to
-            return self._event(evs, "rollback", target, reason)
+            return self._verified(target, lambda e: self._event(e, "rollback", target, reason))(evs)
 
         return self._backend.append_event(make)
+
+    def _verified(
+        self, version: str, make: Callable[[list[RegistryEvent]], RegistryEvent]
+    ) -> Callable[[list[RegistryEvent]], RegistryEvent]:
+        """``make``, after :meth:`verify` (once: a database backend may call it again)."""
+        done: list[bool] = []
+
+        def checked(evs: list[RegistryEvent]) -> RegistryEvent:
+            if not done:
+                self.verify(version)
+                done.append(True)
+            return make(evs)
+
+        return checked
 
     # ---- helpers ----------------------------------------------------------------------------
 
