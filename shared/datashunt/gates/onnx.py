@@ -3,11 +3,9 @@
 The torch model is exported with ``torch.onnx.export`` the first time a gate is opened with
 ``backend="onnx"``, and the file is kept beside the model (``datashunt_gate.onnx``, with a
 small JSON stamp naming the weights' digest it came from); later opens, and every Ray actor
-of a batch job, load the cached file. ``quantize="int8"`` goes two steps further, the way
-Optimum does it for BERT-like models with ONNX Runtime's own tools: the transformer
-optimiser fuses attention, LayerNorm and GELU into single kernels, then dynamic quantisation
-stores every MatMul weight in int8 (activations are quantised per call; on a CPU with
-AVX-512 VNNI the products run in int8). The result is ``datashunt_gate.int8.onnx``.
+of a batch job, load the cached file. ``quantize="int8"`` then stores every MatMul weight in
+int8 with ONNX Runtime's dynamic quantisation (activations are quantised per call; on a CPU
+with AVX-512 VNNI the products run in int8): ``datashunt_gate.int8.onnx``.
 
 A read-only model directory (the packaged backbone) caches under ``~/.cache/datashunt/onnx/``
 instead. Each file is written to a temporary name and renamed, so actors that export at the
@@ -38,6 +36,7 @@ ONNX_FILE = "datashunt_gate.onnx"
 #: The optimised, int8-quantised export (``HFGate(backend="onnx", quantize="int8")``).
 ONNX_INT8_FILE = "datashunt_gate.int8.onnx"
 _OPSET = 17
+_RECIPE = "matmul-per-channel"  # in the int8 stamp: a changed recipe makes a new file
 
 
 def _require_ort() -> Any:
@@ -107,9 +106,9 @@ def export_onnx(
     if quantize is None:
         return path
     qpath = cache / ONNX_INT8_FILE
-    qstamp = {**stamp, "onnxruntime": ort.__version__, "quantize": quantize}
+    qstamp = {**stamp, "onnxruntime": ort.__version__, "quantize": quantize, "recipe": _RECIPE}
     if not _is_current(qpath, qstamp):
-        _write_atomically(qpath, lambda tmp: _quantize_int8(path, model.config, tmp), qstamp)
+        _write_atomically(qpath, lambda tmp: _quantize_int8(path, tmp), qstamp)
     return qpath
 
 
@@ -135,43 +134,26 @@ def _export(model: Any, tokenizer: Any, out: str) -> None:
         )
 
 
-def _quantize_int8(fp32: Path, config: Any, out: str) -> None:
-    """Fuse the transformer's kernels (ONNX Runtime's BERT optimiser, what Optimum's
-    ``ORTOptimizer`` runs), then quantise every MatMul weight to int8, per output channel.
+def _quantize_int8(fp32: Path, out: str) -> None:
+    """Every MatMul weight to int8, per output channel; activations are quantised per call
+    (unsigned 8-bit, what the VNNI kernels take), and ONNX Runtime fuses the rest at load.
 
-    Per-channel weights keep a 6-layer MiniLM within 0.5 point of fp32 where per-tensor
-    ones lose more (BENCHMARKS.md); activations are unsigned 8-bit, which the VNNI kernels
-    take."""
+    Measured on MiniLM (bench/results/gate.md): per-channel weights keep closer to fp32 than
+    per-tensor ones, and running ONNX Runtime's BERT optimiser first (what Optimum's
+    ``ORTOptimizer`` does) made the quantised model slower here (2.0x against 2.5x ONNX fp32
+    on short inputs at 1 thread, 1.7x against 1.9x on long ones), so it is not run."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
-    from onnxruntime.transformers.optimizer import optimize_model
 
-    with tempfile.TemporaryDirectory(dir=Path(out).parent) as tmp:
-        fused = Path(tmp) / "fused.onnx"
-        kind = "bert" if config.model_type in ("bert", "roberta", "distilbert") else None
-        if kind is None:
-            fused = fp32  # an architecture the fusions do not know: quantise it as it is
-        else:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                opt = optimize_model(
-                    str(fp32),
-                    model_type=kind,
-                    num_heads=int(getattr(config, "num_attention_heads", 0)),
-                    hidden_size=int(getattr(config, "hidden_size", 0)),
-                    opt_level=1,  # portable fusions only; level 2+ is ORT's own at load
-                )
-                opt.save_model_to_file(str(fused))
-        quantize_dynamic(
-            str(fused),
-            out,
-            weight_type=QuantType.QInt8,
-            per_channel=True,
-            op_types_to_quantize=["MatMul"],
-            # the fused kernels live in ONNX Runtime's own domain, which shape inference does
-            # not know: their outputs are float
-            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
-        )
+    quantize_dynamic(
+        str(fp32),
+        out,
+        weight_type=QuantType.QInt8,
+        per_channel=True,
+        op_types_to_quantize=["MatMul"],
+        # shape inference leaves some exported outputs untyped; they are float
+        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+    )
 
 
 class OnnxLogits:
