@@ -220,4 +220,4 @@ class Exploration:
             )
 
     def rate(self, t: int) -> float:
-        return self.floor + (self.start - self.floor) * 0.5 ** (max(t, 0) / self.half_life)
+        return float(self.floor + (self.start - self.floor) * 0.5 ** (max(t, 0) / self.half_life))
