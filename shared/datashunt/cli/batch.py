@@ -43,7 +43,7 @@ def _cmd_batch(args: argparse.Namespace) -> int:
         work_dir=Path(args.work_dir) if args.work_dir else None,
         prompt_mode=args.prompt_mode,
         ray_address=args.ray_address,
-        retry=RetryPolicy(attempts=args.llm_attempts),
+        retry=RetryPolicy(attempts=args.llm_attempts, deadline=args.llm_deadline),
         stop_after_failures=args.stop_after_failures,
     )
     summary = run_batch_job(cfg)
@@ -98,6 +98,12 @@ def register(sub: Any) -> None:
     p.add_argument("--chunk", type=int, default=256, help="LLM rows per checkpoint")
     p.add_argument(
         "--llm-attempts", type=int, default=3, help="tries per LLM call, the first included"
+    )
+    p.add_argument(
+        "--llm-deadline",
+        type=float,
+        default=30.0,
+        help="seconds for one LLM call, its retries included (default 30)",
     )
     p.add_argument(
         "--stop-after-failures",

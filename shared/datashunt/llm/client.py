@@ -25,7 +25,7 @@ from typing import Any
 
 from ..errors import ConfigError, LLMError
 from ..types import LLMReply, LLMRequest, Message
-from .retry import retry_after_of
+from .retry import retry_after_of, time_left
 from .wire import as_wire, http_error_message, parse_chunk, parse_completion
 
 try:
@@ -55,7 +55,8 @@ class OpenAICompatLLM:
         max_tokens: answer length cap (labels are short); ``None`` leaves it to the server.
         temperature: sampling temperature (0: greedy, reproducible labels).
         top_logprobs: alternatives per token (0 disables logprobs).
-        timeout: seconds per request.
+        timeout: seconds per request at most; under a :class:`RetryPolicy` with a deadline
+            (30 s by default) each request gets what is left of it, if that is less.
         http_client: an ``httpx.Client`` (or ``httpx2.Client``, what openai 3 uses) for the
             sync calls: a proxy, a mock transport. Its owner closes it.
         async_http_client: an ``httpx.AsyncClient`` for the async calls. Without one, each
@@ -80,7 +81,7 @@ class OpenAICompatLLM:
         max_tokens: int | None = 8,
         temperature: float = 0.0,
         top_logprobs: int = 5,
-        timeout: float = 60.0,
+        timeout: float = 30.0,
         http_client: Any = None,
         async_http_client: Any = None,
         extra_body: Mapping[str, Any] | None = None,
@@ -154,8 +155,8 @@ class OpenAICompatLLM:
             )
         if isinstance(exc, openai.APITimeoutError):
             return LLMError(
-                f"{self.url} did not answer within {self.timeout:g}s "
-                "(raise timeout= for a slow model or a long answer)",
+                f"{self.url} did not answer within {self.timeout:g}s or the call's deadline "
+                "(raise timeout= or RetryPolicy(deadline=) for a slow model or a long answer)",
                 retryable=True,
             )
         if isinstance(exc, openai.APIConnectionError):
@@ -233,7 +234,7 @@ class OpenAICompatLLM:
         Raises:
             LLMError: the server answered an error, could not be reached, or sent no answer.
         """
-        create = _sdk_args(self.payload(messages, **overrides))
+        create = _sdk_args(self.payload(messages, **overrides), self.timeout)
         try:
             completion = self._sync().chat.completions.create(**create)
         except _WIRE_ERRORS as exc:
@@ -242,7 +243,7 @@ class OpenAICompatLLM:
 
     async def achat(self, messages: Sequence[Message], **overrides: Any) -> LLMReply:
         """Async :meth:`chat`."""
-        create = _sdk_args(self.payload(messages, **overrides))
+        create = _sdk_args(self.payload(messages, **overrides), self.timeout)
         try:
             async with self._async() as client:
                 completion = await client.chat.completions.create(**create)
@@ -257,7 +258,7 @@ class OpenAICompatLLM:
         Raises:
             LLMError: as :meth:`chat`, also when the stream breaks midway.
         """
-        create = _sdk_args(self.payload(messages, stream=True, **overrides))
+        create = _sdk_args(self.payload(messages, stream=True, **overrides), self.timeout)
         try:
             with self._sync().chat.completions.create(**create) as stream:
                 for chunk in stream:
@@ -269,7 +270,7 @@ class OpenAICompatLLM:
         self, messages: Sequence[Message], **overrides: Any
     ) -> AsyncIterator[LLMReply]:
         """Async :meth:`stream_chat`."""
-        create = _sdk_args(self.payload(messages, stream=True, **overrides))
+        create = _sdk_args(self.payload(messages, stream=True, **overrides), self.timeout)
         try:
             async with self._async() as client:
                 stream = await client.chat.completions.create(**create)
@@ -280,15 +281,20 @@ class OpenAICompatLLM:
             raise self._error(exc) from exc
 
 
-def _sdk_args(body: dict[str, Any]) -> dict[str, Any]:
-    """``create(...)`` arguments: the SDK's required ones, every other field as is."""
+def _sdk_args(body: dict[str, Any], timeout: float) -> dict[str, Any]:
+    """``create(...)`` arguments: the SDK's required ones, every other field as is, and the
+    request's timeout when a deadline leaves less than the client's own."""
     rest = dict(body)
-    return {
+    args = {
         "model": rest.pop("model"),
         "messages": rest.pop("messages"),
         "stream": rest.pop("stream"),
         "extra_body": rest,
     }
+    left = time_left()
+    if left is not None and left < timeout:
+        args["timeout"] = max(left, 0.001)  # the SDK's per-request option; 0 would mean none
+    return args
 
 
 def _body_text(response: Any) -> str:

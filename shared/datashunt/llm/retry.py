@@ -12,19 +12,19 @@ error) and a record.
 from __future__ import annotations
 
 import asyncio
-import email.utils
+import contextvars
 import json
 import math
 import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Any, Generic, TypeVar
 
 from tenacity import AsyncRetrying, RetryCallState, Retrying, stop_after_attempt
 
 from ..errors import ConfigError, LLMError
+from .statuses import retry_after_of, status_of
 
 __all__ = [
     "RETRYABLE_STATUSES",
@@ -33,6 +33,7 @@ __all__ = [
     "empty_answer_error",
     "retry_after_of",
     "status_of",
+    "time_left",
 ]
 
 T = TypeVar("T")
@@ -48,52 +49,21 @@ _TRANSIENT_NAMES = frozenset(
 )
 
 
-def status_of(exc: BaseException) -> int | None:
-    """The HTTP status an error carries: ``LLMError.status``, or an SDK's ``status_code``."""
-    for value in (
-        getattr(exc, "status", None),
-        getattr(exc, "status_code", None),
-        getattr(getattr(exc, "response", None), "status_code", None),
-    ):
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    return None
+# The monotonic time by which the call in progress (in this thread or task) must end, set by
+# RetryPolicy.call / acall: a client caps each request's timeout at what is left of it.
+_DEADLINE_AT: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "datashunt_deadline_at", default=None
+)
 
 
-def _parse_retry_after(value: str) -> float | None:
-    """Seconds from a ``Retry-After`` value: delta-seconds or an HTTP date (RFC 9110 10.2.3)."""
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError, IndexError):
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=timezone.utc)  # noqa: UP017 - keeps Python 3.10 working
-        seconds = (when - datetime.now(timezone.utc)).total_seconds()  # noqa: UP017
-    return max(0.0, seconds) if math.isfinite(seconds) else None
+def time_left() -> float | None:
+    """Seconds left of the deadline of the LLM call in progress (``None``: no deadline).
 
-
-def retry_after_of(exc: BaseException) -> float | None:
-    """Seconds the server asked to wait: ``LLMError.retry_after``, or the error's response
-    headers (``retry-after-ms``, which OpenAI sends, then ``retry-after``)."""
-    own = getattr(exc, "retry_after", None)
-    if isinstance(own, int | float) and not isinstance(own, bool):
-        return max(0.0, float(own))
-    headers: Any = getattr(getattr(exc, "response", None), "headers", None)
-    if headers is None:
-        headers = getattr(exc, "headers", None)
-    if headers is None or not hasattr(headers, "get"):  # a Mapping, httpx.Headers, HTTPMessage
-        return None
-    ms = headers.get("retry-after-ms")
-    if ms is not None:
-        parsed = _parse_retry_after(str(ms))
-        if parsed is not None:
-            return parsed / 1000.0
-    raw = headers.get("retry-after")
-    return _parse_retry_after(str(raw)) if raw is not None else None
+    A client calls it before each request and sends ``min(its timeout, time_left())`` as the
+    request's timeout, so that one deadline bounds the whole call, its retries included.
+    """
+    at = _DEADLINE_AT.get()
+    return None if at is None else max(0.0, at - time.monotonic())
 
 
 @dataclass(frozen=True)
@@ -120,8 +90,16 @@ class RetryPolicy:
     back together), unless the server sent ``Retry-After``: that is honoured, capped at
     ``max_retry_after``. Only transient errors are retried (see :meth:`retryable`).
 
+    One deadline bounds the whole call, every attempt and wait included: no retry starts
+    that could not finish before it, an async attempt is cancelled when it passes, and a
+    client that reads :func:`time_left` (the core's ``OpenAICompatLLM`` does) caps each
+    request's timeout at what is left. A provider client's own retries must be off (the
+    openai SDK's ``max_retries=0``), so that the attempts counted here are the requests sent.
+
     Attributes:
         attempts: calls in all, the first included (1 disables retries).
+        deadline: seconds for the whole call, retries and waits included (``None``: no
+            deadline; then each request's own timeout is the only bound).
         base_delay: seconds before the second attempt.
         max_delay: the longest computed wait, in seconds.
         jitter: the share of each wait drawn at random, in [0, 1].
@@ -151,10 +129,19 @@ class RetryPolicy:
         ConnectionError,
         json.JSONDecodeError,
     )
+    deadline: float | None = 30.0  # last: positional arguments keep their meaning
 
     def __post_init__(self) -> None:
         if not isinstance(self.attempts, int) or self.attempts < 1:
             raise ConfigError(f"attempts must be an integer >= 1, got {self.attempts!r}")
+        if self.deadline is not None and not (
+            isinstance(self.deadline, int | float)
+            and math.isfinite(self.deadline)
+            and self.deadline > 0
+        ):
+            raise ConfigError(
+                f"deadline must be a number of seconds > 0 or None, got {self.deadline!r}"
+            )
         for name in ("base_delay", "max_delay", "max_retry_after"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
@@ -189,7 +176,12 @@ class RetryPolicy:
         return any(cls.__name__ in _TRANSIENT_NAMES for cls in type(exc).__mro__)
 
     def delay(
-        self, attempt: int, exc: BaseException, *, rng: Callable[[], float] = random.random
+        self,
+        attempt: int,
+        exc: BaseException,
+        *,
+        rng: Callable[[], float] = random.random,
+        elapsed: float = 0.0,
     ) -> float | None:
         """Seconds to wait after failed attempt number ``attempt`` (1-based), or ``None`` to stop.
 
@@ -197,15 +189,28 @@ class RetryPolicy:
             attempt: the attempt that just failed.
             exc: its error.
             rng: a ``[0, 1)`` random source, for the jitter.
+            elapsed: seconds since the call began: no retry starts past the deadline.
         """
         if attempt >= self.attempts or not self.retryable(exc):
             return None
+        wait = min(self.max_delay, self.base_delay * 2.0 ** (attempt - 1))
+        wait *= 1.0 - self.jitter * rng()
         if self.honour_retry_after:
             asked = retry_after_of(exc)
             if asked is not None:
-                return asked if asked <= self.max_retry_after else None
-        wait = min(self.max_delay, self.base_delay * 2.0 ** (attempt - 1))
-        return wait * (1.0 - self.jitter * rng())
+                wait = asked if asked <= self.max_retry_after else math.inf
+        if self.deadline is not None and elapsed + wait >= self.deadline:
+            return None
+        return wait if math.isfinite(wait) else None
+
+    def deadline_error(self, attempts: int) -> LLMError:
+        """The error of a call that ran out of its deadline."""
+        return LLMError(
+            f"no answer within the {self.deadline:g}s deadline ({attempts} attempts; raise "
+            "RetryPolicy(deadline=...) for a slow model)",
+            retryable=False,
+            attempts=attempts,
+        )
 
     def _tenacity(self) -> dict[str, Any]:
         """tenacity's ``retry``, ``wait`` and ``stop`` for one call, all from :meth:`delay`.
@@ -220,7 +225,7 @@ class RetryPolicy:
             exc = state.outcome.exception() if state.outcome is not None else None
             if not isinstance(exc, Exception):  # success, or KeyboardInterrupt / cancellation
                 return False
-            wait = self.delay(state.attempt_number, exc)
+            wait = self.delay(state.attempt_number, exc, elapsed=state.seconds_since_start or 0.0)
             if wait is None:
                 return False
             decided[state.attempt_number] = wait
@@ -248,6 +253,7 @@ class RetryPolicy:
         ``sleep`` waits between attempts (a test passes a recorder).
         """
         attempts = 0
+        token = self._start()
 
         def attempt() -> T:
             nonlocal attempts
@@ -261,7 +267,23 @@ class RetryPolicy:
         try:
             return Attempted(retrying(attempt), None, attempts)
         except Exception as exc:
-            return Attempted(None, exc, attempts)
+            return Attempted(None, self._past_deadline(exc, attempts), attempts)
+        finally:
+            _DEADLINE_AT.reset(token)
+
+    def _start(self) -> contextvars.Token[float | None]:
+        at = None if self.deadline is None else time.monotonic() + self.deadline
+        outer = _DEADLINE_AT.get()  # a call inside a call keeps the earlier deadline
+        return _DEADLINE_AT.set(at if outer is None or at is None else min(at, outer))
+
+    def _past_deadline(self, exc: Exception, attempts: int) -> Exception:
+        """The deadline's own error for a call that ran out of time, else ``exc``."""
+        left = time_left()
+        if left is not None and left <= 0.05 and self.retryable(exc):
+            err = self.deadline_error(attempts)
+            err.__cause__ = exc
+            return err
+        return exc
 
     async def acall(
         self,
@@ -274,11 +296,20 @@ class RetryPolicy:
         Cancellation (``asyncio.CancelledError``) is never swallowed.
         """
         attempts = 0
+        token = self._start()
 
         async def attempt() -> T:
             nonlocal attempts
             attempts += 1
-            return await fn(*args)
+            left = time_left()
+            if left is None:
+                return await fn(*args)
+            try:  # an async attempt can be cut off: it is, when the deadline passes
+                return await asyncio.wait_for(fn(*args), timeout=left)
+            except TimeoutError as exc:
+                if (time_left() or 0.0) > 0.0:
+                    raise  # the call's own timeout, before the deadline: a retry may help
+                raise self.deadline_error(attempts) from exc
 
         async def pause(seconds: float) -> None:
             await sleep(seconds)
@@ -287,7 +318,9 @@ class RetryPolicy:
         try:
             return Attempted(await retrying(attempt), None, attempts)
         except Exception as exc:
-            return Attempted(None, exc, attempts)
+            return Attempted(None, self._past_deadline(exc, attempts), attempts)
+        finally:
+            _DEADLINE_AT.reset(token)
 
 
 def empty_answer_error(text: str | None) -> LLMError | None:
