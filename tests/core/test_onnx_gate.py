@@ -97,3 +97,23 @@ def test_batch_backends_name_the_gate_options(tiny_bert: Path) -> None:
     assert set(BACKENDS) == {"torch", "int8", "bf16", "onnx", "onnx-int8"}
     with pytest.raises(ConfigError, match="backend must be one of"):
         GateScorer(tiny_bert, "fp8")
+
+
+def test_calibrate_on_onnx_int8_writes_the_file_and_pins_the_weights(
+    tiny_bert: Path, tmp_path: Path
+) -> None:
+    import json
+    import shutil
+
+    from datashunt.cli import main
+    from datashunt.gates import HFGate
+    from datashunt.gates.onnx import ONNX_INT8_FILE
+
+    gate = Path(shutil.copytree(tiny_bert, tmp_path / "gate"))
+    data = tmp_path / "dev.csv"
+    data.write_text("text,label\n" + "good great,positive\nbad awful,negative\n" * 30)
+    argv = ["calibrate", "--gate", str(gate), "--data", str(data), "--target", "budget:0.5"]
+    assert main([*argv, "--backend", "onnx", "--quantize", "int8"]) == 0
+    assert (gate / ONNX_INT8_FILE).is_file()
+    policy = json.loads((gate / "datashunt_policy.json").read_text(encoding="utf-8"))
+    assert policy["gate_digest"] == HFGate(gate).weights_digest
