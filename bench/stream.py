@@ -113,7 +113,9 @@ def evaluate(trace: Trace, answers: IntArray, gold: IntArray | None) -> dict[str
         "small_share": float(trace.kept.mean()),
         "fidelity": float((trace.pred[small] == answers[small]).mean()) if small.any() else None,
         "rounds": trace.rounds,
-        "promotions": [p for p, _ in trace.promotions],
+        "promotions": [
+            (p, r.certificate.score, r.certificate.threshold) for p, r in trace.promotions
+        ],
     }
     ok = None if gold is None else trace.pred == gold
     if ok is not None:
@@ -247,7 +249,7 @@ def run_one(s: Stream, x: FloatArray, args: argparse.Namespace) -> dict[str, Any
             "last2000_share": _mean(rows, "last2000_share"),
             "fidelity_target": args.target if p == "datashunt" else None,
             "fidelity_violation_rate": (
-                float(np.mean([a < args.target for a in checks]))
+                float(np.mean([a[0] < args.target for a in checks]))
                 if p == "datashunt" and checks
                 else None
             ),
@@ -330,7 +332,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for r in runs:
             if (r["data"], r["teacher"], r["policy"]) == (name.split("-")[0], teacher, "datashunt"):
                 r["repetitions"] = len(checks)
-                viol = [a < args.target for a in checks]
+                viol = [a[0] < args.target for a in checks]
                 r["fidelity_violation_rate"] = float(np.mean(viol)) if viol else None
     total = time.perf_counter() - started
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -238,11 +238,12 @@ def repeated_certificates(
     orders: int,
     splits: int,
     shadow: int,
-) -> list[float]:
+) -> list[tuple[float, str, float]]:
     """The promise checked over orders x held-out splits: per repetition, the first ``shadow``
     inputs of a random order are the shadow phase's answers, ``config.holdout`` of them held
     out; the round's gate, if it certifies, is measured on every later input it keeps (its
-    agreement with the LLM's readable answers). Returns one agreement per certified gate."""
+    agreement with the LLM's readable answers). Returns, per certified gate, that agreement,
+    the deferral score the round chose and the share of later inputs it kept."""
     out = []
     for order in range(orders):
         perm = np.random.default_rng(1000 + order).permutation(len(x))
@@ -256,5 +257,6 @@ def repeated_certificates(
             keep = r.keep(x[later])
             if keep.any():
                 pred = r.student.predict_proba(x[later][keep]).argmax(axis=1)
-                out.append(float((pred == answers[later][keep]).mean()))
+                agree = float((pred == answers[later][keep]).mean())
+                out.append((agree, r.certificate.score, float(keep.mean())))
     return out
