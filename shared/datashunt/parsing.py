@@ -161,8 +161,8 @@ class AnswerParser:
                 neg = bool(_NEGATION.search(before) or _NEGATED_AFTER.search(after))
                 (negated if neg else affirmed).add(label)
                 gap = normalize(f"{gap} {norm[end : m.start()]}")
-                side_by_side = prev and prev[0] != label and not (prev[1] or neg)
-                if side_by_side and alternative is None and gap in _ALTERNATIVE_GAPS:
+                pair = prev is not None and prev[0] != label and not (prev[1] or neg)
+                if pair and prev is not None and alternative is None and gap in _ALTERNATIVE_GAPS:
                     alternative = f"{prev[0]} {gap} {label}".replace("  ", " ")
                 prev, gap, end = (label, neg), "", m.end()
             gap = normalize(f"{gap} {norm[end:]}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import sqlite3
 import time
@@ -13,7 +14,15 @@ import sqlalchemy as sa
 
 from ..errors import ConfigError, StoreError
 
-__all__ = ["first_line", "is_transient", "make_engine", "storable", "store_url"]
+__all__ = [
+    "CONNECT_TIMEOUT",
+    "FileWatch",
+    "first_line",
+    "is_transient",
+    "make_engine",
+    "storable",
+    "store_url",
+]
 
 _SCHEMES = "a path to a SQLite file, sqlite:///PATH, or postgresql+psycopg://USER@HOST/DB"
 
@@ -64,8 +73,16 @@ def _read_only_sqlite(url: sa.URL) -> sa.URL:
     return url.set(database=uri).update_query_dict({"mode": "ro", "uri": "true"})
 
 
-def make_engine(url: str, *, timeout: float, read_only: bool = False) -> sa.Engine:
-    """A pooled engine for ``url``; SQLite in WAL mode with a busy timeout of ``timeout``.
+#: Seconds per attempt to reach a database server (libpq may try twice: with and without
+#: TLS). Short: a host that accepts and never answers must not hold every write for long.
+CONNECT_TIMEOUT = 2.0
+
+
+def make_engine(
+    url: str, *, timeout: float, read_only: bool = False, connect_timeout: float = CONNECT_TIMEOUT
+) -> sa.Engine:
+    """A pooled engine for ``url``; SQLite in WAL mode with a busy timeout of ``timeout``; a
+    server (PostgreSQL) given ``connect_timeout`` seconds per connection attempt.
 
     Raises:
         ConfigError: ``url`` is not a URL.
@@ -88,7 +105,7 @@ def make_engine(url: str, *, timeout: float, read_only: bool = False) -> sa.Engi
         if read_only:
             sa_url = _read_only_sqlite(sa_url)
     elif dialect.driver in ("psycopg", "psycopg2"):  # libpq's options
-        kwargs["connect_args"] = {"connect_timeout": max(1, round(timeout))}
+        kwargs["connect_args"] = {"connect_timeout": max(1, round(connect_timeout))}
         if read_only:  # the server refuses writes, whatever the user's rights
             kwargs["connect_args"]["options"] = "-c default_transaction_read_only=on"
     try:
@@ -171,3 +188,40 @@ def is_transient(exc: sa.exc.SQLAlchemyError) -> bool:
         | sa.exc.DisconnectionError
         | sa.exc.TimeoutError,
     )
+
+
+class FileWatch:
+    """Notices that the SQLite file a store opened was deleted or replaced.
+
+    SQLite writes to the file it opened: unlinked under it, every write still "succeeds"
+    into an inode nobody can read again. A store checks :meth:`gone` around each write.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.ident = self._ident()
+
+    @classmethod
+    def of(cls, url: str) -> FileWatch | None:
+        """A watch on the SQLite database file of ``url`` (``None``: in memory, a URI)."""
+        db = sa.engine.make_url(url).database
+        if not db or db == ":memory:" or db.startswith("file:"):
+            return None
+        return cls(Path(db))
+
+    def _ident(self) -> tuple[int, int] | None:
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return None
+        return (st.st_dev, st.st_ino)
+
+    def gone(self) -> str | None:
+        """Why the file at the path is no longer the one opened, if it is not."""
+        if self.ident is None:
+            return None
+        now = self._ident()
+        if now == self.ident:
+            return None
+        what = "deleted" if now is None else "replaced by another file"
+        return f"{self.path} was {what} after the store opened it"

@@ -16,6 +16,7 @@ import asyncio
 import hashlib
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from datetime import timezone
 from pathlib import Path
@@ -25,7 +26,15 @@ import sqlalchemy as sa
 from sqlalchemy.exc import SQLAlchemyError
 
 from ..errors import ConfigError, StoreError
-from .connect import first_line, is_transient, make_engine, storable, store_url
+from .connect import (
+    CONNECT_TIMEOUT,
+    FileWatch,
+    first_line,
+    is_transient,
+    make_engine,
+    storable,
+    store_url,
+)
 from .export import summarise, write_jsonl
 from .records import RECORD_FIELDS, CallRecord, StoreInputs
 from .schema import calls, ensure_schema
@@ -34,6 +43,7 @@ from .spill import SpillJournal
 __all__ = ["CallStore", "open_store"]
 
 log = logging.getLogger("datashunt")
+_SLOW_FAILURE_S, RETRY_AFTER_S = 0.5, 5.0  # a failure this slow: spill at once for a while
 
 
 class CallStore:
@@ -48,8 +58,10 @@ class CallStore:
             disk full, server down); replayed by the next successful write. ``None``: such a
             write raises :class:`StoreError`. One spill file belongs to one store object: do
             not share it between processes.
-        timeout: seconds a write waits for a locked SQLite database, or for a PostgreSQL
-            connection, before it fails (and spills).
+        timeout: seconds a write waits for a locked SQLite database (or a free pooled
+            connection) before it fails (and spills).
+        connect_timeout: seconds per attempt to reach a server (PostgreSQL); with a spill file,
+            after one slow failure writes spill at once for ``RETRY_AFTER_S`` seconds.
         read_only: only read: no file, folder or table is created, a missing store is a
             :class:`StoreError`, and SQLite files are opened ``mode=ro`` (a 444 file reads).
 
@@ -71,6 +83,7 @@ class CallStore:
         spill_path: str | Path | None = None,
         timeout: float = 30.0,
         read_only: bool = False,
+        connect_timeout: float = CONNECT_TIMEOUT,
     ) -> None:
         if store_inputs not in ("full", "hash", "none"):
             raise ConfigError(
@@ -83,13 +96,17 @@ class CallStore:
         self.store_inputs = store_inputs
         self.read_only = read_only
         self.url = store_url(url, read_only=read_only)
-        self.engine = make_engine(self.url, timeout=timeout, read_only=read_only)
+        self.engine = make_engine(
+            self.url, timeout=timeout, read_only=read_only, connect_timeout=connect_timeout
+        )
+        self._away: tuple[float, str] | None = None  # (until when, why): spill without trying
         self.is_sqlite = self.engine.dialect.name == "sqlite"
         self._no_nul = self.engine.dialect.name == "postgresql"  # its text cannot hold NUL
         self._spill = SpillJournal(Path(spill_path).expanduser()) if spill_path else None
         self.spill_path = self._spill.path if self._spill else None
         self._schema_lock = threading.Lock()
         self._columns: set[str] | None = None
+        t0 = time.monotonic()
         try:
             self._ensure_schema()
         except SQLAlchemyError as exc:
@@ -98,6 +115,10 @@ class CallStore:
             # A server that is down at start-up must not stop the application: records spill
             # until it is back, and the schema is created on the first write that reaches it.
             log.warning("store %s unavailable at start: %s", self._safe_url(), first_line(exc))
+            if time.monotonic() - t0 > _SLOW_FAILURE_S:  # a silent host: no wait per write
+                self._away = (time.monotonic() + RETRY_AFTER_S, f"unavailable: {first_line(exc)}")
+        # a deleted or replaced SQLite file would take writes into nowhere: each write checks
+        self._file = FileWatch.of(self.url) if self.is_sqlite and not read_only else None
         if self.pending and self._columns is not None:
             self._try_flush()
 
@@ -105,6 +126,9 @@ class CallStore:
     def pending(self) -> int:
         """Records in the spill file, not yet in the database."""
         return self._spill.pending if self._spill else 0
+
+    def _gone(self) -> str | None:
+        return self._file.gone() if self._file is not None else None
 
     def _ensure_schema(self) -> set[str]:
         if self._columns is None:
@@ -173,15 +197,36 @@ class CallStore:
                 "read_only=True to write"
             )
         rows = [self._row(r) for r in records]
-        try:
-            self._ensure_schema()
-            with self.engine.begin() as conn:
-                conn.execute(calls.insert(), rows)
-        except SQLAlchemyError as exc:
-            reason = f"{exc.__class__.__name__}: {first_line(exc)}"
-            if self._spill is None or not is_transient(exc):
-                raise StoreError(f"could not write {what} to {self._safe_url()}: {reason}") from exc
-            self._spill_rows(self._spill, rows, reason)
+        away = self._away
+        if self._spill is not None and away is not None and time.monotonic() < away[0]:
+            # the server just made a write wait and fail: do not make this one wait too
+            self._spill_rows(self._spill, rows, away[1])
+            return
+        gone = self._gone()
+        if gone is None:
+            t0 = time.monotonic()
+            try:
+                self._ensure_schema()
+                with self.engine.begin() as conn:
+                    conn.execute(calls.insert(), rows)
+            except SQLAlchemyError as exc:
+                reason = f"{exc.__class__.__name__}: {first_line(exc)}"
+                if self._spill is None or not is_transient(exc):
+                    msg = f"could not write {what} to {self._safe_url()}: {reason}"
+                    raise StoreError(msg) from exc
+                if time.monotonic() - t0 > _SLOW_FAILURE_S:
+                    self._away = (time.monotonic() + RETRY_AFTER_S, reason)
+                self._spill_rows(self._spill, rows, reason)
+                return
+            self._away = None
+            gone = self._gone()  # deleted during the write: it went nowhere
+        if gone is not None:
+            if self._spill is None:
+                raise StoreError(
+                    f"could not write {what}: {gone}, so the write would be lost; open the "
+                    "store again (or give it a spill_path to keep writes while it is away)"
+                )
+            self._spill_rows(self._spill, rows, gone)
             return
         if self.pending:
             self._try_flush()
@@ -211,7 +256,7 @@ class CallStore:
             return
         try:
             self._flush_locked(spill)
-        except (SQLAlchemyError, OSError) as exc:
+        except (SQLAlchemyError, OSError, StoreError) as exc:
             log.warning("could not replay spilled records yet: %s", first_line(exc))
         finally:
             spill.lock.release()
@@ -238,6 +283,9 @@ class CallStore:
                 ) from exc
 
     def _flush_locked(self, spill: SpillJournal) -> int:
+        gone = self._gone()
+        if gone is not None:  # replayed into a deleted file, the records would be lost
+            raise StoreError(f"could not replay {spill.pending} spilled records: {gone}")
         self._ensure_schema()
         return spill.replay(self.engine, self._safe_url())
 
