@@ -24,6 +24,11 @@ def validate_labels(labels: Sequence[str]) -> tuple[str, ...]:
     Raises:
         ConfigError: if the label set is empty, has duplicates or non-string entries.
     """
+    if isinstance(labels, str | bytes):  # tuple("negative") would be its letters
+        raise ConfigError(
+            f"labels must be a list of label names, got the string {labels!r}: "
+            f"write [{labels!r}, ...]"
+        )
     out = tuple(labels)
     if not out:
         raise ConfigError("labels must not be empty: give at least one label name")
@@ -36,7 +41,21 @@ def validate_labels(labels: Sequence[str]) -> tuple[str, ...]:
     return out
 
 
+def _number(name: str, value: object) -> float:
+    """``value`` as a float, or a :class:`ConfigError` naming the field (JSON gives ``null``,
+    strings and booleans where a number belongs)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{name} must be a number, got {value!r} ({type(value).__name__})")
+    return float(value)
+
+
+def _check_count(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{name} must be >= 1 (a whole number), got {value!r}")
+
+
 def _check_unit(name: str, value: float, *, open_right: bool = False) -> None:
+    value = _number(name, value)
     ok = math.isfinite(value) and value >= 0.0 and (value < 1.0 if open_right else value <= 1.0)
     if not ok:
         interval = "[0, 1)" if open_right else "[0, 1]"
@@ -97,12 +116,13 @@ class ShuntPolicy:
         _check_unit("threshold", self.threshold)
         _check_unit("prune_epsilon", self.prune_epsilon, open_right=True)
         _check_unit("min_reliable_recall", self.min_reliable_recall)
-        if not (math.isfinite(self.temperature) and self.temperature > 0):
+        temperature = _number("temperature", self.temperature)
+        if not (math.isfinite(temperature) and temperature > 0):
             raise ConfigError(f"temperature must be a positive number, got {self.temperature}")
-        if self.min_candidates < 1:
-            raise ConfigError(f"min_candidates must be >= 1, got {self.min_candidates}")
-        if self.hint_top_k < 1:
-            raise ConfigError(f"hint_top_k must be >= 1, got {self.hint_top_k}")
+        _check_count("min_candidates", self.min_candidates)
+        _check_count("hint_top_k", self.hint_top_k)
+        if not isinstance(self.class_recall, Mapping):
+            raise ConfigError(f"class_recall must be a dict, got {self.class_recall!r}")
         unknown = sorted(set(self.class_recall) - set(self.labels))
         if unknown:
             raise ConfigError(
@@ -159,7 +179,8 @@ class ShuntPolicy:
         if extra:
             raise ConfigError(f"unknown policy fields {extra}; known fields: {sorted(known)}")
         kwargs = dict(data)
-        kwargs["labels"] = tuple(kwargs.get("labels", ()))
+        labels = kwargs.get("labels", ())
+        kwargs["labels"] = labels if isinstance(labels, str) else tuple(labels)
         return cls(**kwargs)
 
     def save(self, path: str | Path) -> Path:
@@ -182,6 +203,16 @@ class ShuntPolicy:
             )
         try:
             data = json.loads(p.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"policy file {p} is not valid JSON: {exc}") from exc
-        return cls.from_dict(data)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(
+                f"policy file {p} is not valid JSON ({exc}): it may be cut short; write it "
+                "again (`datashunt calibrate`)"
+            ) from exc
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"policy file {p} must hold a JSON object, got {type(data).__name__}")
+        try:
+            return cls.from_dict(data)
+        except ConfigError as exc:
+            raise ConfigError(f"policy file {p}: {exc}") from exc
+        except (TypeError, ValueError) as exc:  # a field of the wrong shape (labels: 5)
+            raise ConfigError(f"policy file {p} has a field of the wrong type: {exc}") from exc

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -10,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError, GateError
-from ..policy import POLICY_FILE
+from ..policy import POLICY_FILE, ShuntPolicy
 from ._deps import check_remote_code, check_weights, require, weights_digest
 from .base import BaseGate, FloatArray
 
@@ -24,9 +23,9 @@ _ONNX = (None, "int8")  # precisions the ONNX backend offers
 
 
 def _policy_temperature(model_dir: Path) -> float:
-    p = model_dir / POLICY_FILE
-    if p.is_file():
-        return float(json.loads(p.read_text(encoding="utf-8")).get("temperature", 1.0))
+    # read through ShuntPolicy: a broken policy file is one error that names it
+    if (model_dir / POLICY_FILE).is_file():
+        return ShuntPolicy.load(model_dir).temperature
     return 1.0
 
 
