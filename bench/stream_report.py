@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -96,3 +98,34 @@ def write_report(
     )
     md.write_text(text, encoding="utf-8")
     plot(details, png)
+
+
+def merge(out: Path, parts: Sequence[Path]) -> None:
+    """One ``stream.{json,md,png}`` from runs made separately (``--data`` one stream each, e.g.
+    in parallel): their runs and curves side by side, the wall time their sum."""
+    runs: list[Any] = []
+    details: dict[str, Any] = {}
+    total = 0.0
+    for part in parts:
+        runs += json.loads(part.read_text(encoding="utf-8"))["runs"]
+        extra = json.loads(part.with_name(part.stem + "_windows.json").read_text("utf-8"))
+        details.update(extra["details"])
+        total += float(extra["total_wall_s"])
+    out.write_text(json.dumps({"runs": runs}, indent=2) + "\n", encoding="utf-8")
+    windows = {"total_wall_s": round(total, 1), "merged_from": [str(p) for p in parts]}
+    text = json.dumps({**windows, "details": details}, indent=1) + "\n"
+    out.with_name(out.stem + "_windows.json").write_text(text, encoding="utf-8")
+    write_report(runs, details, out.with_suffix(".md"), out.with_suffix(".png"), total)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m bench.stream_report OUT PART.json ...``: :func:`merge`."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) < 2:
+        raise SystemExit("usage: python -m bench.stream_report OUT.json PART.json [PART.json ...]")
+    merge(Path(args[0]), [Path(a) for a in args[1:]])
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

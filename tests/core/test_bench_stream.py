@@ -114,3 +114,15 @@ def test_routing_does_not_depend_on_gold(tmp_path: Path) -> None:
 def test_unknown_run_is_refused(tmp_path: Path) -> None:
     with pytest.raises(SystemExit, match="unknown run"):
         stream.main(["--data", "nope", "--out", str(tmp_path / "s.json")])
+
+
+def test_parts_merge_into_one_report(tmp_path: Path) -> None:
+    from bench.stream_report import main as merge_main
+
+    part = run_main(tmp_path, gold=False)
+    out = tmp_path / "merged" / "stream.json"
+    out.parent.mkdir()
+    assert merge_main([str(out), str(tmp_path / "res" / "stream.json")]) == 0
+    assert json.loads(out.read_text())["runs"] == part["runs"]
+    assert "| mr | llm_label | datashunt |" in out.with_suffix(".md").read_text()
+    assert out.with_suffix(".png").is_file()
