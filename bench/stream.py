@@ -289,7 +289,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--limit", type=int, default=None, help="only the first N inputs of each")
     p.add_argument("--target", type=float, default=0.95, help="fidelity target")
     p.add_argument("--confidence", type=float, default=0.95)
-    p.add_argument("--bisect", type=int, default=8, help="bisection steps for equal calls")
+    p.add_argument("--bisect", type=int, default=6, help="bisection steps for equal calls")
     p.add_argument("--splits", type=int, default=7, help="held-out splits per order (checks)")
     p.add_argument("--shadow", type=int, default=3000, help="shadow inputs in each check")
     p.add_argument("--checks-only", action="store_true", help="redo the checks in --out only")
