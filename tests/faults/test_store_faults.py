@@ -99,3 +99,15 @@ def test_the_default_connect_timeout_is_a_few_seconds() -> None:
     import inspect
 
     assert inspect.signature(CallStore).parameters["connect_timeout"].default <= 5
+
+
+def test_a_huge_answer_is_cut_and_the_record_says_so(tmp_path: Path) -> None:
+    from datashunt.store.records import MAX_RESPONSE_CHARS
+
+    store = CallStore(tmp_path / "calls.sqlite")
+    huge = "positive " * 600_000  # 5.4 MB
+    rid = store.add(CallRecord(route="llm", response=huge, extra={"attempts": 1}))
+    rec = next(r for r in store.iter() if r.id == rid)
+    assert rec.response == huge[:MAX_RESPONSE_CHARS]
+    assert rec.extra == {"attempts": 1, "response_truncated": True, "response_chars": len(huge)}
+    assert sum(f.stat().st_size for f in tmp_path.glob("calls.sqlite*")) < 1_000_000

@@ -7,7 +7,14 @@ from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from typing import Any, Literal
 
-__all__ = ["RECORD_FIELDS", "CallRecord", "StoreInputs", "utc_now"]
+__all__ = [
+    "MAX_RESPONSE_CHARS",
+    "RECORD_FIELDS",
+    "CallRecord",
+    "StoreInputs",
+    "capped",
+    "utc_now",
+]
 
 #: Keep inputs in ``"full"``, as a SHA-256 ``"hash"`` only, or ``"none"``.
 StoreInputs = Literal["full", "hash", "none"]
@@ -68,3 +75,18 @@ class CallRecord:
 
 #: The record's field names, in column order.
 RECORD_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(CallRecord))
+
+
+#: The longest answer a record keeps, in characters: a runaway model's megabytes are cut to
+#: this, and the record's ``extra`` says so (``response_truncated``, ``response_chars``).
+MAX_RESPONSE_CHARS = 65_536
+
+
+def capped(row: dict[str, Any]) -> dict[str, Any]:
+    """``row`` with its ``response`` cut to :data:`MAX_RESPONSE_CHARS`, marked if it was."""
+    text = row.get("response")
+    if isinstance(text, str) and len(text) > MAX_RESPONSE_CHARS:
+        row["response"] = text[:MAX_RESPONSE_CHARS]
+        mark = {"response_truncated": True, "response_chars": len(text)}
+        row["extra"] = {**(row.get("extra") or {}), **mark}
+    return row

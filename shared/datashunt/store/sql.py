@@ -36,7 +36,7 @@ from .connect import (
     store_url,
 )
 from .export import summarise, write_jsonl
-from .records import RECORD_FIELDS, CallRecord, StoreInputs
+from .records import RECORD_FIELDS, CallRecord, StoreInputs, capped
 from .schema import calls, ensure_schema
 from .spill import SpillJournal
 
@@ -144,7 +144,7 @@ class CallStore:
         return sa.engine.make_url(self.url).render_as_string(hide_password=True)
 
     def _row(self, rec: CallRecord) -> dict[str, Any]:
-        row = {name: getattr(rec, name) for name in RECORD_FIELDS}
+        row = capped({name: getattr(rec, name) for name in RECORD_FIELDS})
         text = rec.input_text
         if text is not None and row["input_hash"] is None:
             raw = text.encode("utf-8", "surrogatepass")
