@@ -132,6 +132,7 @@ def test_certify_fidelity_certifies_an_agreeing_student() -> None:
     assert 0.3 < cert.small_share < 0.6
     assert answers_to_collect(cert, holdout_share=0.3) == 0
     assert "fidelity >= 95.0%" in cert.describe()
+    assert "agreement, not accuracy" in cert.guarantee.method
 
 
 def test_certify_fidelity_says_how_many_answers_are_missing() -> None:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -40,6 +40,9 @@ __all__ = [
     "certify_fidelity",
     "holdout_mask",
 ]
+
+#: Appended to the guarantee's method: its "precision" is agreement with the LLM's answers.
+FIDELITY_NOTE = "; fidelity: the labels were the LLM's parsed answers (agreement, not accuracy)"
 
 #: Fewest held-out inputs above δ for which :func:`certify_fidelity` estimates the answers
 #: still needed (above a handful of inputs, the empirical agreement is mostly luck).
@@ -156,7 +159,8 @@ def certify_fidelity(
         options = [_needed(s, ok, target, each) for _, s, _ in results]
         found = [n for n in options if n is not None]
         needed = min(found) if found else None
-    g = best.guarantee
+    # the level is an agreement with the LLM, not an accuracy: say so where the policy keeps it
+    g = replace(best.guarantee, method=best.guarantee.method + FIDELITY_NOTE)
     return FidelityCertificate(
         score=name,
         threshold=best.threshold,
