@@ -211,14 +211,14 @@ class SQLBackend:
     def __init__(self, url: str, skip: Skip, *, cache_dir: str | Path | None = None) -> None:
         self.skip = skip
         self.engine = make_engine(url, timeout=30.0)
-        for attempt in range(2):
+        for attempt in range(len(_META.tables) + 1):
             try:
                 _META.create_all(self.engine)
                 break
             except sa.exc.SQLAlchemyError as exc:
-                # two processes opening a new registry at once: one creates the tables
-                # between the other's check and its CREATE; the second look finds them
-                if attempt or "already exists" not in str(exc):
+                # two processes opening a new registry at once: one creates a table between
+                # the other's check and its CREATE; the next look finds it (once per table)
+                if attempt == len(_META.tables) or "already exists" not in str(exc):
                     raise StoreError(f"cannot open the gate registry at {url}: {exc}") from exc
         home = Path(cache_dir) if cache_dir else Path.home() / ".cache" / "datashunt" / "registry"
         self.cache = home / self.engine.url.render_as_string(hide_password=True).replace("/", "_")
