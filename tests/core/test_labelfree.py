@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -144,6 +146,10 @@ def test_certify_fidelity_says_how_many_answers_are_missing() -> None:
     assert cert.holdout_needed is not None and cert.holdout_needed > 40
     more = answers_to_collect(cert, holdout_share=0.5, readable_share=0.9)
     assert more == int(np.ceil((cert.holdout_needed - 40) / 0.5 / 0.9))
+    # enough answers at the rates seen, yet the sequence stopped: a quarter more, not "0 more"
+    stuck = dataclasses.replace(cert, holdout_needed=30, n_holdout=40)
+    assert answers_to_collect(stuck, holdout_share=0.5) == 20
+    assert "stopped on errors above it" in stuck.describe()
     # an agreement below the target: no number of answers can certify it
     bad = certify_fidelity({"max": score}, np.zeros(40, bool), target=0.95, confidence=0.95)
     assert bad.holdout_needed is None and answers_to_collect(bad, holdout_share=0.5) is None

@@ -44,6 +44,10 @@ __all__ = [
 #: Appended to the guarantee's method: its "precision" is agreement with the LLM's answers.
 FIDELITY_NOTE = "; fidelity: the labels were the LLM's parsed answers (agreement, not accuracy)"
 
+#: When the rates seen would already certify but the fixed sequence stopped above that δ, the
+#: next try waits for this share more held-out answers.
+REGROW = 0.25
+
 #: Fewest held-out inputs above δ for which :func:`certify_fidelity` estimates the answers
 #: still needed (above a handful of inputs, the empirical agreement is mostly luck).
 MIN_ABOVE = 30
@@ -88,11 +92,18 @@ class FidelityCertificate:
                 f"{self.small_share:.1%} of inputs (agreement {self.agreement:.1%} on "
                 f"{self.n_holdout} held-out answers, lower bound {self.bound:.1%})"
             )
-        need = "no" if self.holdout_needed is None else f"about {self.holdout_needed}"
-        return (
+        head = (
             f"fidelity >= {self.target:.1%} cannot be certified at {self.confidence:.0%} on "
-            f"{self.n_holdout} held-out answers; {need} held-out answers would certify it"
+            f"{self.n_holdout} held-out answers"
         )
+        if self.holdout_needed is None:
+            return head + "; at the agreement seen, no number of held-out answers would"
+        if self.holdout_needed <= self.n_holdout:
+            return head + (
+                f"; the rates seen would certify a δ at {self.holdout_needed}, but the test "
+                "sequence stopped on errors above it: more answers will tell"
+            )
+        return head + f"; about {self.holdout_needed} held-out answers would certify it"
 
 
 def _check(target: float, confidence: float) -> None:
@@ -187,7 +198,9 @@ def answers_to_collect(
         return None
     if not (0.0 < holdout_share <= 1.0 and 0.0 < readable_share <= 1.0):
         raise ConfigError("holdout_share and readable_share must be in (0, 1]")
-    missing = max(0, cert.holdout_needed - cert.n_holdout)
+    missing = cert.holdout_needed - cert.n_holdout
+    if missing <= 0:  # the rates would do, but the fixed sequence stopped above that δ
+        missing = math.ceil(REGROW * cert.n_holdout)
     return math.ceil(missing / holdout_share / readable_share)
 
 
