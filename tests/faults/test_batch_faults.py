@@ -111,7 +111,7 @@ def test_dead_endpoint_stops_fast_with_one_line_and_rerun_asks_the_failed_rows(
 
         proxy.default = "answer:positive"  # the endpoint is back
         seen = proxy.requests
-        assert main([*argv, "--llm-url", proxy.base_url]) == 0
+        assert main([*argv, "--llm-url", proxy.base_url, "--resume"]) == 0
         again = _prompts(proxy, seen)
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert not paid & set(again) and len(again) == len(set(again)) == len(failed)
@@ -130,3 +130,12 @@ def test_nothing_listening_stops_at_once(data: Path, tiny_bert: Path, tmp_path: 
     assert time.perf_counter() - t0 < 15
     rows = _llm_rows(tmp_path / "o.parquet")
     assert len(rows) == LLM_ROWS and all(r["error"] is not None for r in rows)
+
+
+def test_resume_without_an_earlier_run_says_so(
+    data: Path, tiny_bert: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["batch", "--data", str(data), "--out", str(tmp_path / "o.parquet")]
+    argv += ["--gate", str(tiny_bert), "--llm-column", "text", "--budget", "0.5", "--resume"]
+    assert main(argv) == 2
+    assert "--resume: no job to resume" in capsys.readouterr().err

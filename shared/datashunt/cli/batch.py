@@ -15,6 +15,7 @@ __all__ = ["register"]
 
 def _cmd_batch(args: argparse.Namespace) -> int:
     from ..batch import BatchConfig, run_batch_job
+    from ..errors import ConfigError
     from ..llm.retry import RetryPolicy
 
     llm_url = args.llm_url
@@ -46,6 +47,11 @@ def _cmd_batch(args: argparse.Namespace) -> int:
         retry=RetryPolicy(attempts=args.llm_attempts, deadline=args.llm_deadline),
         stop_after_failures=args.stop_after_failures,
     )
+    if args.resume and not (cfg.work / "job.json").is_file():
+        raise ConfigError(
+            f"--resume: no job to resume in {cfg.work} (run without --resume to start it, or "
+            "pass the --work-dir of the earlier run)"
+        )
     summary = run_batch_job(cfg)
     print(json.dumps({"out": str(cfg.out), **summary.to_json()}))
     if summary.failed_rows:
@@ -113,6 +119,12 @@ def register(sub: Any) -> None:
         "is written with the unanswered rows marked, exit code 2",
     )
     p.add_argument("--work-dir", help="checkpoints (default OUT.work)")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the job in the work dir, asking again the rows that failed (any rerun "
+        "does; with --resume a missing work dir is an error, not a fresh start)",
+    )
     p.add_argument("--prompt-mode", choices=("none", "soft", "hard", "both"), default="soft")
     p.add_argument("--ray-address", help="an existing Ray cluster (default: a local one)")
     p.set_defaults(func=_cmd_batch)
