@@ -129,6 +129,7 @@ def _register(args: argparse.Namespace, r: Any, labels: tuple[str, ...], unparse
                 "holdout_answers": cert.n_holdout,
                 "holdout_agreement": cert.agreement,
                 "small_share": cert.small_share,
+                "llm_rate": 1.0 - cert.small_share,  # on the held-out answers (gates list)
                 "agreement_bound": cert.bound,
             },
         )
