@@ -21,7 +21,7 @@ from llama_index.core.base.llms.types import ChatMessage, MessageRole
 from llama_index.core.schema import QueryBundle
 from llama_index.core.tools.types import ToolMetadata
 
-import datashunt.engine.steps as engine_steps
+import datashunt.engine.conclude as engine_conclude
 import datashunt.inputs as inputs
 from datashunt import CallStore, Shunt, ShuntPolicy
 from datashunt.engine import Watch
@@ -58,13 +58,13 @@ def tally(monkeypatch: pytest.MonkeyPatch) -> Tally:
     for name, module in list(sys.modules.items()):
         if name.split(".")[0] in _PACKAGES and getattr(module, "validate_text", None) is real:
             monkeypatch.setattr(module, "validate_text", counting)
-    real_receipt = engine_steps.make_receipt
+    real_receipt = engine_conclude.make_receipt
 
     def receipt(*args: Any, **kw: Any) -> Any:
         seen.receipts += 1
         return real_receipt(*args, **kw)
 
-    monkeypatch.setattr(engine_steps, "make_receipt", receipt)
+    monkeypatch.setattr(engine_conclude, "make_receipt", receipt)
     return seen
 
 

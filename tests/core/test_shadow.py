@@ -31,8 +31,8 @@ def test_a_shadowing_shunt_asks_the_llm_as_the_users_chain_would(tmp_path: Path)
     recs = list(CallStore(store).iter())
     assert sorted(r.input_text for r in recs) == ["a bad buy", "a great buy", "it came"]
     assert sorted(r.parsed_label for r in recs) == ["negative", "positive", "positive"]
-    # audits and the way back are on by default in this mode
-    assert shunt.options.audit_rate == 0.05 and shunt.options.on_drift == "shadow"
+    # exploration after takeover and the way back are on by default in this mode
+    assert shunt.options.explore is not None and shunt.options.on_drift == "shadow"
 
 
 def test_an_empty_registry_is_a_valid_thing_to_follow(tiny_bert: Path, tmp_path: Path) -> None:
@@ -120,3 +120,27 @@ def test_a_refused_version_is_not_served_again(tiny_bert: Path, tmp_path: Path) 
 def test_shadowing_needs_two_labels() -> None:
     with pytest.raises(ConfigError, match="two labels"):
         Shunt.shadow(["only"], llm=FakeLLM())
+
+
+def test_after_takeover_a_decaying_share_of_the_gates_answers_goes_to_the_llm() -> None:
+    from datashunt.engine.shadow import Exploration
+
+    llm = FakeLLM("positive")
+    shunt = Shunt.shadow(LABELS, llm=llm, explore=Exploration(start=0.5, floor=0.0, half_life=200))
+    shunt.swap(KeywordGate(), ShuntPolicy(labels=LABELS, threshold=0.9), version="v0001")
+    confident = ["a great buy"] * 200
+    early = sum("audit" in r.extra for r in shunt.run_batch(confident))  # type: ignore[union-attr]
+    shunt.run_batch(confident * 4)
+    late = sum("audit" in r.extra for r in shunt.run_batch(confident))  # type: ignore[union-attr]
+    # rate 0.5 -> 0.35 over the first 200 inputs; ~0.016 after 1,000 more
+    assert 60 <= early <= 110 and late <= 12
+
+
+def test_a_plain_shunt_audits_at_its_constant_rate() -> None:
+    shunt = Shunt(KeywordGate(), ShuntPolicy(labels=LABELS, threshold=0.9), llm=FakeLLM(),
+                  audit_rate=0.2, audit_seed=1)  # fmt: skip
+    counts = [
+        sum("audit" in r.extra for r in shunt.run_batch(["a great buy"] * 300))  # type: ignore[union-attr]
+        for _ in range(3)
+    ]
+    assert all(40 <= c <= 80 for c in counts)  # no decay without ``explore``

@@ -10,13 +10,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import replace
+from typing import Any
 
 from ..errors import StoreError
 from ..images import images_of
 from ..parsing import label_distribution_from_logprobs
+from ..prompts import build_request
 from ..store import CallRecord
 from ..types import Decision, LLMReply, LLMRequest, Message, ParsedAnswer, ShuntResult
 from .exchange import call_failed
+from .receipts import Receipt, make_receipt
 from .records import call_record, describe_error
 from .steps import ShuntSteps
 
@@ -27,6 +30,19 @@ log = logging.getLogger("datashunt")
 
 class Concluding(ShuntSteps):
     """The steps after the gate pass: parse, conclude, record (see :class:`Shunt`)."""
+
+    def audit_request(self, text: str, decision: Decision) -> LLMRequest:
+        """The audit of a gate answer: every label on offer, no hint (``audit_rate``)."""
+        opts = self.options
+        return build_request(
+            opts.template, self.policy_of(decision), decision, "none", text, text, opts.noun, True
+        )
+
+    def receipt_of(self, decision: Decision, reply: LLMReply | None = None, **kw: Any) -> Receipt:
+        """The :class:`Receipt` of a result (see :mod:`datashunt.engine.receipts`)."""
+        policy = self.policy_of(decision)
+        args = (policy, decision.policy_version or policy.version, decision, self.prices)
+        return make_receipt(*args, reply=reply, drift=self.watch.drifted, **kw)
 
     def parse(self, reply: LLMReply, request: LLMRequest) -> ParsedAnswer:
         """Map the reply to a label among the request's candidates, with ``C_l``."""

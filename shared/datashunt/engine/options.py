@@ -20,6 +20,7 @@ from ..store import CallStore
 from ..transfer import PromptTransfer
 from .drift import DriftMonitor
 from .receipts import Price
+from .shadow import Exploration
 
 __all__ = ["OnDrift", "OnError", "ShuntOptions"]
 
@@ -50,6 +51,11 @@ class ShuntOptions:
         audit_seed: seeds the audit draw.
         drift: ``True`` (or a :class:`DriftMonitor`) to watch for drift.
         prices: model -> price per million tokens ``(input, output)``, for receipts' cost.
+        explore: after a gate takes over from shadowing (or is swapped in), the share of its
+            answers also put to the LLM decays from ``explore.start`` to ``explore.floor``
+            (:class:`~datashunt.engine.shadow.Exploration`; the default of :meth:`Shunt.shadow`)
+            in place of the constant ``audit_rate``: those answers keep the next round learning
+            where the gate is sure, and measure its fidelity.
         on_drift: what a drift alarm's audit test does: ``"warn"`` (log and event only), or
             ``"shadow"`` (back to shadowing: every input to the LLM until the registry promotes
             another gate; the default of :meth:`Shunt.shadow`).
@@ -75,6 +81,7 @@ class ShuntOptions:
     audit_seed: int | None = None
     drift: DriftMonitor | bool | None = None
     prices: Mapping[str, Price | tuple[float, float]] | None = None
+    explore: Exploration | None = None
     on_drift: OnDrift = "warn"
 
     def __post_init__(self) -> None:

@@ -59,7 +59,8 @@ def _smalls(shunt: Shunt, plan: Plan, slots: list[Outcome | None]) -> list[Item]
     )
     for item, res in zip(smalls, done, strict=True):
         slots[item.index] = res
-    return [smalls[j] for j in shunt.watch.audited([it.decision for it in smalls])]
+    picked = shunt.audit_draw([it.decision for it in smalls], decided=len(plan.decided))
+    return [smalls[j] for j in picked]
 
 
 def run_plan(

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -21,7 +22,14 @@ from ..errors import ConfigError
 from ..gates.base import BaseGate, FloatArray
 from ..policy import ShuntPolicy, validate_labels
 
-__all__ = ["SHADOW_VERSION", "ShadowGate", "is_shadow", "is_shadow_policy", "shadow_policy"]
+__all__ = [
+    "SHADOW_VERSION",
+    "Exploration",
+    "ShadowGate",
+    "is_shadow",
+    "is_shadow_policy",
+    "shadow_policy",
+]
 
 log = logging.getLogger("datashunt")
 
@@ -64,3 +72,29 @@ def is_shadow(gate: object) -> bool:
 def is_shadow_policy(policy: ShuntPolicy) -> bool:
     """Whether ``policy`` is a shadow policy (what decided an input while shadowing)."""
     return bool(policy.metrics.get(SHADOW_KEY))
+
+
+@dataclass(frozen=True)
+class Exploration:
+    """The share of inputs still sent to the LLM after takeover, whatever the score says.
+
+    ``rate(t) = floor + (start - floor) * 0.5 ** (t / half_life)`` for the ``t``-th input since
+    the student first took over. Those inputs are drawn uniformly (not only among the uncertain
+    ones, as OCL's decaying probability also is): their answers keep the student learning where
+    it is confident, and they are the audits on which the next certificate is computed.
+    """
+
+    start: float = 0.15
+    floor: float = 0.03
+    half_life: float = 1000.0
+
+    def __post_init__(self) -> None:
+        if not (0.0 <= self.floor <= self.start <= 1.0) or self.half_life <= 0:
+            raise ConfigError(
+                "exploration needs 0 <= floor <= start <= 1 and half_life > 0, got "
+                f"start={self.start}, floor={self.floor}, half_life={self.half_life}"
+            )
+
+    def rate(self, t: int) -> float:
+        """The share for the ``t``-th gate-answered input since the gate took over."""
+        return float(self.floor + (self.start - self.floor) * 0.5 ** (max(t, 0) / self.half_life))

@@ -26,7 +26,7 @@ from .calls import AsyncLLMCall, LLMCall
 from .options import ShuntOptions
 from .plan import Item, Plan
 from .run import CallFor, arun_plan, run_plan
-from .shadow import SHADOW_VERSION, ShadowGate, shadow_policy
+from .shadow import SHADOW_VERSION, Exploration, ShadowGate, shadow_policy
 
 __all__ = ["Shunt"]
 
@@ -135,15 +135,21 @@ class Shunt(Asking):
         """A shunt with no gate yet: every input goes to the LLM as the user's chain would
         send it (every label on offer, no hint) and each answer is recorded with its parsed
         label, for ``datashunt bootstrap`` to learn the first gate from. Keywords as the
-        constructor's; in this mode audits are on (``audit_rate=0.05``) and a drift alarm's
-        audit test sends the shunt back to shadowing (``on_drift="shadow"``) unless given.
+        constructor's. Unless given: once a gate takes over, a decaying share of its answers
+        (15 % falling to 3 %, ``explore``) is also put to the LLM, to keep learning and to
+        measure fidelity; and a drift alarm's audit test sends the shunt back to shadowing
+        (``on_drift="shadow"``).
 
         Example:
             >>> shunt = Shunt.shadow(["negative", "positive"], llm=lambda r: "positive")
             >>> shunt.run("Great blender.").source, shunt.shadowing
             ('llm', True)
         """
-        defaults: dict[str, Any] = {"audit_rate": 0.05, "on_drift": "shadow"}
+        defaults: dict[str, Any] = {
+            "audit_rate": 0.05,
+            "explore": Exploration(),
+            "on_drift": "shadow",
+        }
         options = kwargs.pop("options", None)
         if options is None:
             kwargs = {**defaults, **kwargs}

@@ -11,7 +11,6 @@ import logging
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
@@ -26,10 +25,10 @@ from ..policy import ShuntPolicy
 from ..prompts import PromptMode, build_request, hard_candidates
 from ..store import open_store
 from ..transfer import TransferResult
-from ..types import Decision, LLMReply, LLMRequest
+from ..types import Decision, LLMRequest
 from .drift import DriftAlarm
 from .options import OnError, ShuntOptions
-from .receipts import Receipt, make_receipt, price_table
+from .receipts import price_table
 from .shadow import SHADOW_VERSION, ShadowGate, is_shadow, is_shadow_policy, shadow_policy
 from .watch import Watch
 
@@ -89,6 +88,7 @@ class ShuntSteps:
         )
         #: registry versions this shunt went back to shadowing from (never served again)
         self.refused: set[str] = set()
+        self._decided_since_swap = 0  # the clock of ``explore``
         self.watch.listeners.append(self._on_alarm)
 
     # the options read on every request, as attributes
@@ -161,6 +161,7 @@ class ShuntSteps:
             while len(self._recent) > _RECENT_POLICIES:
                 self._recent.pop(next(iter(self._recent)))
             self._serving = new
+            self._decided_since_swap = 0
             if self._drift_from_policy:  # the alarm compares with the new calibration
                 self.watch.rebase(policy)
         log.info("datashunt: now serving gate %s (policy %s)", version or "?", new.policy_version)
@@ -186,6 +187,16 @@ class ShuntSteps:
             old.version or "?",
         )
         return old
+
+    def audit_draw(self, decisions: Sequence[Decision], *, decided: int | None = None) -> list[int]:
+        """Indices of the gate-answered ``decisions`` also put to the LLM: at ``audit_rate``,
+        or at ``explore``'s decaying rate since the gate took over (its clock counts every
+        input decided: ``decided``, default ``len(decisions)``)."""
+        explore, t = self.options.explore, self._decided_since_swap
+        self._decided_since_swap += len(decisions) if decided is None else decided
+        if explore is None or self.shadowing:
+            return self.watch.audited(decisions)
+        return self.watch.audited(decisions, rate=explore.rate(t))
 
     def _on_alarm(self, alarm: DriftAlarm) -> None:
         if alarm.test == "audit" and self.options.on_drift == "shadow" and not self.shadowing:
@@ -310,19 +321,6 @@ class ShuntSteps:
                 build_request(template, policy, d, mode, text, tr.text if tr else text, noun)
             )
         return out
-
-    def audit_request(self, text: str, decision: Decision) -> LLMRequest:
-        """The audit of a gate answer: every label on offer, no hint (``audit_rate``)."""
-        opts = self.options
-        return build_request(
-            opts.template, self.policy_of(decision), decision, "none", text, text, opts.noun, True
-        )
-
-    def receipt_of(self, decision: Decision, reply: LLMReply | None = None, **kw: Any) -> Receipt:
-        """The :class:`Receipt` of a result (see :mod:`datashunt.engine.receipts`)."""
-        policy = self.policy_of(decision)
-        args = (policy, decision.policy_version or policy.version, decision, self.prices)
-        return make_receipt(*args, reply=reply, drift=self.watch.drifted, **kw)
 
 
 def _check_labels(gate: Gate, policy: ShuntPolicy) -> None:

@@ -197,13 +197,15 @@ class Watch:
                     log.exception("drift listener %r failed", listener)
         return alarm
 
-    def audited(self, decisions: Sequence[Decision]) -> list[int]:
-        """Indices of the gate-answered decisions drawn for an audit."""
-        if self.audit_rate <= 0.0:
+    def audited(self, decisions: Sequence[Decision], rate: float | None = None) -> list[int]:
+        """Indices of the gate-answered decisions drawn for an audit (at ``rate``, default
+        ``audit_rate``)."""
+        rate = self.audit_rate if rate is None else rate
+        if rate <= 0.0:
             return []
         draws = self._rng.random(len(decisions))
         return [
             i
             for i, (d, u) in enumerate(zip(decisions, draws, strict=True))
-            if d.route == "small" and u < self.audit_rate
+            if d.route == "small" and u < rate
         ]

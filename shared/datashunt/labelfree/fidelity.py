@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from ..engine.shadow import Exploration
 from ..errors import ConfigError
 from ..training.binomial import examples_needed
 from ..training.certify import THRESHOLD_GRID, Guarantee, certify_threshold
@@ -213,28 +214,3 @@ def holdout_mask(n: int, share: float, seed: int = 0) -> np.ndarray[Any, np.dtyp
     mask = np.zeros(n, dtype=bool)
     mask[np.random.default_rng(seed).choice(n, size=k, replace=False)] = True
     return mask
-
-
-@dataclass(frozen=True)
-class Exploration:
-    """The share of inputs still sent to the LLM after takeover, whatever the score says.
-
-    ``rate(t) = floor + (start - floor) * 0.5 ** (t / half_life)`` for the ``t``-th input since
-    the student first took over. Those inputs are drawn uniformly (not only among the uncertain
-    ones, as OCL's decaying probability also is): their answers keep the student learning where
-    it is confident, and they are the audits on which the next certificate is computed.
-    """
-
-    start: float = 0.15
-    floor: float = 0.03
-    half_life: float = 1000.0
-
-    def __post_init__(self) -> None:
-        if not (0.0 <= self.floor <= self.start <= 1.0) or self.half_life <= 0:
-            raise ConfigError(
-                "exploration needs 0 <= floor <= start <= 1 and half_life > 0, got "
-                f"start={self.start}, floor={self.floor}, half_life={self.half_life}"
-            )
-
-    def rate(self, t: int) -> float:
-        return float(self.floor + (self.start - self.floor) * 0.5 ** (max(t, 0) / self.half_life))
