@@ -117,7 +117,7 @@ def test_dead_endpoint_stops_fast_with_one_line_and_rerun_asks_the_failed_rows(
     assert not paid & set(again) and len(again) == len(set(again)) == len(failed)
     assert summary["reasked_rows"] == len(failed) and summary["failed_rows"] == 0
     assert pq.read_table(out).to_pylist() == reference
-    assert elapsed < 20
+    assert elapsed < 30  # (a 5,000-row job once retried for 427 s)
 
 
 def test_nothing_listening_stops_at_once(data: Path, tiny_bert: Path, tmp_path: Path) -> None:
@@ -127,7 +127,7 @@ def test_nothing_listening_stops_at_once(data: Path, tiny_bert: Path, tmp_path: 
     t0 = time.perf_counter()
     with pytest.raises(LLMError, match="5 LLM calls failed in a row .*could not reach"):
         run_batch_job(_cfg(data, tmp_path / "o.parquet", tiny_bert, url, stop_after_failures=5))
-    assert time.perf_counter() - t0 < 15
+    assert time.perf_counter() - t0 < 30
     rows = _llm_rows(tmp_path / "o.parquet")
     assert len(rows) == LLM_ROWS and all(r["error"] is not None for r in rows)
 

@@ -52,7 +52,7 @@ def test_a_hung_llm_is_cut_off_at_the_deadline_and_attempts_match_requests(
             res = asyncio.run(shunt.arun(UNSURE))
         elapsed = time.perf_counter() - t0
         seen = proxy.requests
-    assert DEADLINE - 0.2 <= elapsed < DEADLINE + 1.0, elapsed
+    assert DEADLINE - 0.2 <= elapsed < DEADLINE + 3.0, elapsed  # was 30 s and more
     assert res.source == "fallback" and res.error is not None and "deadline" in res.error
     assert res.attempts == seen == 2
     rec = next(store.iter(route="llm"))

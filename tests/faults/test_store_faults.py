@@ -83,7 +83,7 @@ def test_a_silent_postgres_host_fails_fast_and_spills_at_once(
     t0 = time.perf_counter()
     with pytest.raises(StoreError, match="cannot open the store"):
         CallStore(url)
-    assert time.perf_counter() - t0 < 4
+    assert time.perf_counter() - t0 < 8  # 2 s per attempt, libpq tries twice; was 30 s
     t0 = time.perf_counter()
     store = CallStore(url, spill_path=tmp_path / "spill.jsonl")
     opened = time.perf_counter() - t0
@@ -92,7 +92,7 @@ def test_a_silent_postgres_host_fails_fast_and_spills_at_once(
     store.add(_rec(2))
     wrote = time.perf_counter() - t0
     assert store.pending == 2
-    assert opened < 3.5 and wrote < 0.5, (opened, wrote)  # was 30 s each
+    assert opened < 8 and wrote < 1.0, (opened, wrote)  # was 30 s each
 
 
 def test_the_default_connect_timeout_is_a_few_seconds() -> None:
