@@ -8,7 +8,7 @@ probabilities and agreement, the text's length and, optionally, a low-dimensiona
 the fine-tuned gate's features.
 
 The features, the folds and the ``lr-gain`` head are the library's
-(:mod:`datashunt.training.deferral`), which ``datashunt bench --deferral`` offers as the
+(:mod:`datashunt.training.guarantees.deferral`), which ``datashunt bench --deferral`` offers as the
 ``deferral-dev`` score. The gates were trained on the train split, so their train probabilities
 are over-confident; the head is therefore learned on **dev** with K-fold cross-fitting (fit on
 K-1 folds, score the K-th; repeated over several fold seeds) and compared, on the same dev
@@ -44,15 +44,15 @@ from bench.deferral_cache import GATES, cache_path, texts_digest
 from datashunt.benchmark.baselines import route_lowest
 from datashunt.gates import softmax
 from datashunt.gates.ensemble import mix_probabilities
-from datashunt.training.deferral import (
+from datashunt.training.fitting.metrics import fit_temperature
+from datashunt.training.guarantees.deferral import (
     BenefitHead,
     confidence_features,
     deferral_features,
     gain,
 )
-from datashunt.training.deferral import stratified_folds as folds
-from datashunt.training.metrics import fit_temperature
-from datashunt.training.ranking import auroc, budget_threshold
+from datashunt.training.guarantees.deferral import stratified_folds as folds
+from datashunt.training.guarantees.ranking import auroc, budget_threshold
 
 FloatArray = np.ndarray[Any, np.dtype[np.float64]]
 BoolArray = np.ndarray[Any, np.dtype[np.bool_]]
@@ -264,7 +264,7 @@ def design(
     split: Split, feature_set: str, base: Mapping[str, float], pca: Any = None
 ) -> FloatArray:
     """The head's input for one feature set (``conf``, ``all``, ``all+pca``); ``all`` is
-    :func:`datashunt.training.deferral.deferral_features` over every cached gate (the
+    :func:`datashunt.training.guarantees.deferral.deferral_features` over every cached gate (the
     ``deferral-dev`` score of ``datashunt bench --deferral`` with ``--gate A+B``)."""
     if feature_set in ("all", "all+pca"):
         others = list(split.members.values())  # every gate, mixture members too
@@ -375,7 +375,7 @@ def routed_at_dev_delta(
 ) -> tuple[BoolArray, BoolArray, float]:
     """(correctness, routed, threshold): inputs whose priority exceeds the ``floor(budget * n)``
     -th highest dev priority go to the LLM (so at most that share of dev does): the library's
-    :func:`~datashunt.training.ranking.budget_threshold` on the negated priority."""
+    :func:`~datashunt.training.guarantees.ranking.budget_threshold` on the negated priority."""
     delta = budget_threshold(-np.asarray(dev_priority, dtype=np.float64), budget)
     routed = -np.asarray(priority, dtype=np.float64) < delta
     return np.where(routed, llm, small), routed, -delta

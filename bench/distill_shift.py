@@ -183,7 +183,8 @@ def summary(runs: list[dict[str, Any]]) -> str:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m bench.distill_shift",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--cache", type=Path, default=ROOT / ".cache" / "distill_shift")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "distill_shift.json")

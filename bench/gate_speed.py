@@ -676,8 +676,8 @@ def guarantee_check(dev: Any, test: Any, y_dev: np.ndarray, y_test: np.ndarray) 
     there too) of one variant, and what it does on test: is the floor held?"""
     from datashunt.gates import softmax
     from datashunt.training import PrecisionFloor
-    from datashunt.training.certify import certify_threshold
-    from datashunt.training.metrics import fit_temperature
+    from datashunt.training.fitting.metrics import fit_temperature
+    from datashunt.training.guarantees.certify import certify_threshold
 
     temperature = fit_temperature(dev, y_dev)
     p_dev = softmax(dev, temperature)

@@ -47,10 +47,10 @@ from datashunt.engine.representation import EmbeddingDrift
 from datashunt.gates import EmbeddingGate, softmax
 from datashunt.gates.embedding import fit_head
 from datashunt.training import Budget, MaxAccuracy, PrecisionFloor, choose_threshold
-from datashunt.training.certify import certify_threshold
-from datashunt.training.conformal import conformal_set, fit_conformal
-from datashunt.training.metrics import fit_temperature
-from datashunt.training.thresholds import coverage_table
+from datashunt.training.fitting.metrics import fit_temperature
+from datashunt.training.guarantees.certify import certify_threshold
+from datashunt.training.guarantees.conformal import conformal_set, fit_conformal
+from datashunt.training.guarantees.thresholds import coverage_table
 
 #: An array of any shape and type (the embeddings, logits and masks passed around here).
 Array = np.ndarray[Any, Any]

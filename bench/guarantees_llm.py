@@ -30,9 +30,9 @@ from datashunt import Shunt, ShuntPolicy, ShuntResult
 from datashunt.gates import softmax
 from datashunt.llm import CachedLLM, LLMCache, LLMServer, OpenAICompatLLM
 from datashunt.prompts import conformal_candidates
-from datashunt.training.calibration import LogitsGate
-from datashunt.training.conformal import fit_conformal
-from datashunt.training.metrics import class_recall, fit_temperature
+from datashunt.training.fitting.metrics import class_recall, fit_temperature
+from datashunt.training.guarantees.calibration import LogitsGate
+from datashunt.training.guarantees.conformal import fit_conformal
 
 OUT = Path("bench/results/guarantees_llm.json")
 

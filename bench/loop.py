@@ -52,7 +52,7 @@ from datashunt.llm.replay import ColumnReplayLLM
 from datashunt.loop import LoopConfig, run_round
 from datashunt.loop.evidence import score_at_threshold
 from datashunt.registry import GateRegistry
-from datashunt.training.targets import PrecisionFloor
+from datashunt.training.guarantees.targets import PrecisionFloor
 
 # ``--demo`` (``make loop-demo``): the same scenario, lighter. A base gate on 1,000 reviews at 64
 # tokens (cached under its own name, so the evidence's gate stays), smaller amazon-mds slices,

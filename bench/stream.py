@@ -43,7 +43,7 @@ from bench.stream_sim import (
 )
 from datashunt.data import find_data_dir
 from datashunt.labelfree import EmbeddingStudent, RoundConfig
-from datashunt.training.deferral import stratified_folds
+from datashunt.training.guarantees.deferral import stratified_folds
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS: dict[str, tuple[str, str]] = {  # name -> (file, teacher column)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
 import json
-import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -120,10 +120,14 @@ def merge(out: Path, parts: Sequence[Path]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m bench.stream_report OUT PART.json ...``: :func:`merge`."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    if len(args) < 2:
-        raise SystemExit("usage: python -m bench.stream_report OUT.json PART.json [PART.json ...]")
-    merge(Path(args[0]), [Path(a) for a in args[1:]])
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.stream_report",
+        description="Merge the per-stream parts of bench.stream into one results file.",
+    )
+    parser.add_argument("out", type=Path, help="the merged stream.json to write")
+    parser.add_argument("parts", type=Path, nargs="+", help="the parts' stream.json files")
+    args = parser.parse_args(argv)
+    merge(args.out, list(args.parts))
     return 0
 
 

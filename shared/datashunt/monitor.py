@@ -32,7 +32,7 @@ _FORMAT = {"hour": "%Y-%m-%d %H:00", "day": "%Y-%m-%d", "month": "%Y-%m"}
 
 
 def _interval(k: int, n: int) -> tuple[float, float] | None:
-    from .training.certify import clopper_pearson_lower, clopper_pearson_upper
+    from .training.guarantees.certify import clopper_pearson_lower, clopper_pearson_upper
 
     if n == 0:
         return None

@@ -83,9 +83,10 @@ class ShuntPolicy:
             earlier releases hold a description string here; they still load.
         metrics: calibration figures (NLL, ECE, coverage) kept for reports.
         guarantee: what a certified δ promises (``Guarantee.to_json()`` of
-            :mod:`datashunt.training.certify`), or ``None`` for an uncertified δ.
+            :mod:`datashunt.training.guarantees.certify`), or ``None`` for an uncertified δ.
         conformal: split-conformal label sets (``ConformalSets.to_json()`` of
-            :mod:`datashunt.training.conformal`): when set, hard pruning offers the conformal
+            :mod:`datashunt.training.guarantees.conformal`): when set, hard pruning offers the
+            conformal
             set instead of the ε rule, and a set of one label is answered by the gate.
         gate_digest: the digest of the gate the policy was fitted on (its weights and label
             order, ``HFGate.weights_digest``); a shunt refuses a gate with another digest.

@@ -62,7 +62,8 @@ def conformal_candidates(
     probabilities: Mapping[str, float], labels: tuple[str, ...], qhat: float
 ) -> tuple[str, ...]:
     """The split-conformal (LAC) set: the labels with ``1 - p <= qhat``, in label order; the
-    top label alone when none qualifies (never empty). See :mod:`datashunt.training.conformal`.
+    top label alone when none qualifies (never empty). See
+    :mod:`datashunt.training.guarantees.conformal`.
     """
     keep = tuple(lab for lab in labels if 1.0 - probabilities.get(lab, 0.0) <= qhat + 1e-12)
     return keep or (max(labels, key=lambda lab: probabilities.get(lab, 0.0)),)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from bench import deferral as d
-from datashunt.training.deferral import confidence_features
+from datashunt.training.guarantees.deferral import confidence_features
 
 
 def test_routed_correct_sends_the_top_k_by_priority() -> None:

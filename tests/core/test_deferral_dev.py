@@ -1,4 +1,4 @@
-"""The deferral score learned on dev (``datashunt.training.deferral``, the bench's
+"""The deferral score learned on dev (``datashunt.training.guarantees.deferral``, the bench's
 ``deferral-dev``): its features, folds and head, and that it is chosen over the maximum
 probability exactly where the LLM's correctness depends on something the confidence does not
 see (issue 18)."""
@@ -17,7 +17,7 @@ from datashunt.cli import main
 from datashunt.data import Dataset, Example
 from datashunt.errors import ConfigError
 from datashunt.llm import ColumnReplayLLM
-from datashunt.training.deferral import (
+from datashunt.training.guarantees.deferral import (
     BenefitHead,
     confidence_features,
     cross_fitted_scores,
@@ -27,7 +27,7 @@ from datashunt.training.deferral import (
     member_features,
     stratified_folds,
 )
-from datashunt.training.ranking import SCORES, choose_score
+from datashunt.training.guarantees.ranking import SCORES, choose_score
 from tests.conftest import KeywordGate
 
 

@@ -21,7 +21,11 @@ from datashunt import (
 )
 from datashunt.gates import FloatArray
 from datashunt.training import target_from_policy
-from datashunt.training.distill_data import open_existing_store, read_logged, select_stages
+from datashunt.training.distillation.distill_data import (
+    open_existing_store,
+    read_logged,
+    select_stages,
+)
 
 LABELS = ("negative", "positive")
 

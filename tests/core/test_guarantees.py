@@ -28,7 +28,7 @@ from datashunt.data import Dataset, Example
 from datashunt.engine.watch import REFERENCE_KEY
 from datashunt.errors import ConfigError, DataError
 from datashunt.training import ConformalSets, Guarantee, certify_threshold, fit_conformal
-from datashunt.training.certify import (
+from datashunt.training.guarantees.certify import (
     STARTS,
     THRESHOLD_GRID,
     budget_examples_needed,
@@ -38,7 +38,7 @@ from datashunt.training.certify import (
     precision_pvalue,
     share_pvalue,
 )
-from datashunt.training.conformal import conformal_set
+from datashunt.training.guarantees.conformal import conformal_set
 from tests.conftest import ArrayGate, FakeLLM, KeywordGate
 
 LABELS = ("negative", "positive")

@@ -211,7 +211,7 @@ def test_cli_trains_an_image_gate_from_a_folder(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from datashunt.cli import main
-    from datashunt.training.image import digits_folder
+    from datashunt.training.fitting.image import digits_folder
 
     digits_folder(tmp_path / "train", per_class=3, size=8)
     digits_folder(tmp_path / "dev", per_class=2, size=8, offset=3)

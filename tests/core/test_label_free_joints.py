@@ -28,9 +28,9 @@ from datashunt.cli import main
 from datashunt.gates import softmax
 from datashunt.loop import ALL_RECORDS, LoopConfig, run_round
 from datashunt.registry import GateRegistry
-from datashunt.training.distill_config import check_gate_dir
-from datashunt.training.distill_head import HeadDistiller, open_distiller
-from datashunt.training.targets import PrecisionFloor
+from datashunt.training.distillation.distill_config import check_gate_dir
+from datashunt.training.distillation.distill_head import HeadDistiller, open_distiller
+from datashunt.training.guarantees.targets import PrecisionFloor
 from tests.conftest import WORDS
 from tests.core.test_distill import LABELS, NEW, OLD, llm_record, make
 

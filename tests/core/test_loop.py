@@ -23,7 +23,7 @@ from datashunt.loop import (
     run_round,
 )
 from datashunt.registry import GateRegistry
-from datashunt.training.targets import Budget, PrecisionFloor
+from datashunt.training.guarantees.targets import Budget, PrecisionFloor
 from tests.core.test_distill import CFG, LABELS, NEW, OLD, llm_record, make, train_specific_gate
 
 torch = pytest.importorskip("torch")

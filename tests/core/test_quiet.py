@@ -16,8 +16,8 @@ import pytest
 from datashunt.cli import main
 from datashunt.data import Dataset, Example
 from datashunt.training import TrainConfig, train_gate
-from datashunt.training.calibration import few_rows_warning
-from datashunt.training.targets import Budget, MaxAccuracy, PrecisionFloor
+from datashunt.training.guarantees.calibration import few_rows_warning
+from datashunt.training.guarantees.targets import Budget, MaxAccuracy, PrecisionFloor
 
 NOISE = ("Loading weights", "LOAD REPORT", "it/s]", "not sharded")
 SMALL = Dataset(

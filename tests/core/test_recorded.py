@@ -22,7 +22,7 @@ from datashunt.data import Dataset, Example, read_text_column
 from datashunt.errors import DataError
 from datashunt.llm import ColumnReplayLLM
 from datashunt.llm.replay import NO_RECORDED_ANSWER
-from datashunt.training.ranking import (
+from datashunt.training.guarantees.ranking import (
     auroc,
     budget_threshold,
     choose_score,
@@ -283,7 +283,7 @@ def test_cli_bench_file_without_split_col_says_what_to_pass(
 
 
 def test_deferral_head_learns_where_the_llm_helps() -> None:
-    from datashunt.training.ranking import DeferralHead
+    from datashunt.training.guarantees.ranking import DeferralHead
 
     rng = np.random.default_rng(0)
     n = 400

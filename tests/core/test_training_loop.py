@@ -10,8 +10,8 @@ import pytest
 
 from datashunt import ConfigError, Dataset, Example, TrainConfig, train_gate
 from datashunt.training import OptimConfig, StageData, TrainingLoop
-from datashunt.training.distill_train import train_rounds
-from datashunt.training.models import load_classifier, make_accelerator
+from datashunt.training.distillation.distill_train import train_rounds
+from datashunt.training.fitting.models import load_classifier, make_accelerator
 from tests.conftest import WORDS
 
 torch = pytest.importorskip("torch")

@@ -15,7 +15,7 @@ from langchain_core.runnables import RunnableLambda
 from datashunt import CallStore, ShuntPolicy
 from datashunt.gates import HFImageGate
 from datashunt.images import IMAGE_PLACEHOLDER, image_input, image_part
-from datashunt.training.image import ImageTrainConfig, digits_folder, train_image_gate
+from datashunt.training.fitting.image import ImageTrainConfig, digits_folder, train_image_gate
 from langchain_datashunt import DataShuntRouter, DataShuntRunnable
 from tests.support.lc_fakes import CountingChat
 

@@ -11,7 +11,7 @@ import numpy as np
 
 from ..engine import Shunt
 from ..errors import ConfigError
-from ..training.ranking import budget_threshold
+from ..training.guarantees.ranking import budget_threshold
 from .recorded_data import BoolArray, FloatArray, RecordedConfig, Split, ask_routed
 
 __all__ = ["cascade", "cascade_outcome"]

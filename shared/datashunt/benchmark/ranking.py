@@ -4,7 +4,7 @@ deferral score ``deferral-dev`` (:func:`deferral_dev_scores`).
 
 Every candidate is scored the way the shunt is used: the mean dev accuracy of routing the
 least-confident inputs to the LLM over a set of call budgets (the criterion of
-:func:`datashunt.training.ranking.choose_score`). A candidate that changes the gate's
+:func:`datashunt.training.guarantees.ranking.choose_score`). A candidate that changes the gate's
 predictions (a mixture) is scored with its own predictions, and an unreadable LLM answer falls
 back to that candidate's label, as in the shunt.
 """
@@ -22,8 +22,8 @@ from scipy.optimize import minimize
 from ..errors import ConfigError
 from ..gates.base import softmax
 from ..gates.ensemble import EnsembleGate, Mode, mix_probabilities
-from ..training.deferral import DevDeferral, deferral_features, dev_deferral
-from ..training.ranking import auroc, budget_threshold, routed_accuracy
+from ..training.guarantees.deferral import DevDeferral, deferral_features, dev_deferral
+from ..training.guarantees.ranking import auroc, budget_threshold, routed_accuracy
 
 if TYPE_CHECKING:
     from ..gates import Gate
@@ -191,7 +191,7 @@ def deferral_dev_scores(
     seed: int = 0,
     c: float = 0.1,
 ) -> tuple[DevDeferral, dict[str, Any]]:
-    """The ``deferral-dev`` score (:func:`datashunt.training.deferral.dev_deferral`): a
+    """The ``deferral-dev`` score (:func:`datashunt.training.guarantees.deferral.dev_deferral`): a
     logistic head of the LLM's benefit on the gate's confidence features, its members'
     probabilities and agreement (:func:`member_probabilities`) and the log word count,
     cross-fitted on dev (``folds`` folds stratified by the benefit and the gate's label), then

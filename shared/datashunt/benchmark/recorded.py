@@ -25,7 +25,7 @@ from ..errors import ConfigError
 from ..gates import Gate
 from ..llm.replay import ColumnReplayLLM
 from ..training import Budget, calibrate
-from ..training.ranking import (
+from ..training.guarantees.ranking import (
     SCORES,
     DeferralHead,
     auroc,

@@ -135,7 +135,7 @@ def mixture_on_dev(
     (:func:`~datashunt.benchmark.ranking.choose_mixture`) with the best mean dev routing
     accuracy against the recorded answers; the first member alone where no mixture beats it.
     """
-    from ..training.metrics import fit_temperature
+    from ..training.fitting.metrics import fit_temperature
 
     labels = tuple(members[0][0].labels)
     y = np.array([labels.index(e.label) for e in dev.examples])

@@ -45,7 +45,7 @@ def run_bootstrap(
     """
     from ..labelfree import RoundConfig, answers_to_collect, holdout_mask, train_round
     from ..store import CallStore
-    from ..training.distill_data import open_existing_store, read_logged
+    from ..training.distillation.distill_data import open_existing_store, read_logged
 
     labels = _labels(args.labels)
     cfg = RoundConfig(

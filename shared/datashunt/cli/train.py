@@ -82,7 +82,7 @@ def _say_skipped(data: Dataset) -> None:
 
 def _train_image(args: argparse.Namespace) -> Any:
     """``--kind image``: ``--data`` is a folder with one sub-folder of images per class."""
-    from ..training.image import ImageTrainConfig, image_folder, train_image_gate
+    from ..training.fitting.image import ImageTrainConfig, image_folder, train_image_gate
 
     train = image_folder(args.data)
     dev = image_folder(args.dev_data, labels=train.labels) if args.dev_data else None

@@ -1,7 +1,8 @@
 """A gate that mixes the probabilities of several gates (e.g. a fine-tuned model and an
 embedding head): one more way to rank inputs by confidence.
 
-Routing quality is ranking quality (see :mod:`datashunt.training.ranking`): two gates that err
+Routing quality is ranking quality (see :mod:`datashunt.training.guarantees.ranking`): two gates
+that err
 on different inputs can order the inputs better together than either alone. Each member keeps
 its own temperature (fit them on dev first); the mixture is a weighted mean of the members'
 probabilities (``mode="prob"``) or of their log-probabilities (``mode="logit"``, a product of

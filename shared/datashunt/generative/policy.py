@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError, DataError
-from ..training.targets import Budget, MaxAccuracy, PrecisionFloor, Target
-from ..training.thresholds import choose_threshold
+from ..training.guarantees.targets import Budget, MaxAccuracy, PrecisionFloor, Target
+from ..training.guarantees.thresholds import choose_threshold
 from .confidence import MEASURES, Measure, SequenceConfidence, auroc
 
 __all__ = [

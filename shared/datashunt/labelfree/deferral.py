@@ -1,15 +1,16 @@
 """Deferral scores learned without gold: which inputs the student keeps, which go to the LLM.
 
 Every score is "higher = keep with the student", in ``[0, 1]`` so that the certified δ of
-:mod:`datashunt.training.certify` applies to it unchanged:
+:mod:`datashunt.training.guarantees.certify` applies to it unchanged:
 
 * ``max``: the student's top probability (the shunt's ``C_s``);
 * ``margin``: top-1 minus top-2 probability, the rule of Cache & Distil (Ramírez et al., ACL
   Findings 2024; ``handler.py`` of guillemram97/neural-caching, strategy ``"BT"``: call the LLM
   when ``BT = p_(1) - p_(2) < p_strat``);
 * ``agree``: a learned estimate of P(the student agrees with the LLM), the library's deferral
-  head (:class:`~datashunt.training.deferral.BenefitHead` over
-  :func:`~datashunt.training.deferral.confidence_features`) retrained toward OCL's target,
+  head (:class:`~datashunt.training.guarantees.deferral.BenefitHead` over
+  :func:`~datashunt.training.guarantees.deferral.confidence_features`) retrained toward OCL's
+  target,
   disagreement with the LLM, instead of the LLM's benefit against gold (:class:`AgreementHead`).
 
 :class:`OCLHead` reproduces Online Cascade Learning's deferral rule (Nie et al., ICML 2024;
@@ -32,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError
-from ..training.deferral import BenefitHead, confidence_features
+from ..training.guarantees.deferral import BenefitHead, confidence_features
 from .student import FloatArray
 
 __all__ = [
@@ -63,7 +64,8 @@ SCORES: Mapping[str, Callable[[Any], FloatArray]] = {"max": max_score, "margin":
 class AgreementHead:
     """P(the student agrees with the LLM), from the student's probabilities.
 
-    A :class:`~datashunt.training.deferral.BenefitHead` whose "LLM right" is always 1 and whose
+    A :class:`~datashunt.training.guarantees.deferral.BenefitHead` whose "LLM right" is always 1
+    and whose
     "gate right" is agreement with the LLM: its benefit classes are then {0: agree, 1: disagree}
     and ``1 + head.score`` is the probability of agreeing. Fit it on probabilities the student
     gave *before* it learnt those answers (prequential, or out-of-fold): on its own training

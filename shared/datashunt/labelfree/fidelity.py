@@ -3,9 +3,11 @@
 Without gold labels, the promise a user can check is *fidelity*: on the inputs the student
 answers alone, it gives the LLM's answer at least ``target`` of the time, with probability at
 least ``confidence`` over the held-out answers. It is the precision floor of
-:mod:`datashunt.training.certify` (Learn then Test, fixed-sequence Clopper-Pearson tests over the
+:mod:`datashunt.training.guarantees.certify` (Learn then Test, fixed-sequence Clopper-Pearson tests
+over the
 fixed δ grid) with the LLM's parsed answers in place of gold labels, run unchanged by
-:func:`~datashunt.training.certify.certify_threshold`. The held-out answers must be a uniform
+:func:`~datashunt.training.guarantees.certify.certify_threshold`. The held-out answers must be a
+uniform
 random part of the traffic (the shadow phase's answers, or audits drawn regardless of the
 score) and never training answers; unreadable answers are left out (nothing to agree with).
 
@@ -29,9 +31,9 @@ import numpy as np
 
 from ..engine.shadow import Exploration
 from ..errors import ConfigError
-from ..training.binomial import examples_needed
-from ..training.certify import THRESHOLD_GRID, Guarantee, certify_threshold
-from ..training.targets import PrecisionFloor
+from ..training.guarantees.binomial import examples_needed
+from ..training.guarantees.certify import THRESHOLD_GRID, Guarantee, certify_threshold
+from ..training.guarantees.targets import PrecisionFloor
 from .student import FloatArray
 
 __all__ = [
@@ -70,7 +72,8 @@ class FidelityCertificate:
         bound: the Clopper-Pearson lower bound of that agreement.
         holdout_needed: when nothing certified, the held-out answers that would certify the
             most promising δ seen (``None``: no δ agrees with the LLM above the target).
-        guarantee: the :class:`~datashunt.training.certify.Guarantee` to store in the policy.
+        guarantee: the :class:`~datashunt.training.guarantees.certify.Guarantee` to store in the
+        policy.
     """
 
     score: str

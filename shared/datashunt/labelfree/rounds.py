@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError
-from ..training.deferral import stratified_folds
+from ..training.guarantees.deferral import stratified_folds
 from .deferral import SCORES, AgreementHead
 from .fidelity import FidelityCertificate, certify_fidelity
 from .student import EmbeddingStudent, FloatArray

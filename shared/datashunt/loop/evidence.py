@@ -18,8 +18,8 @@ import numpy as np
 from ..data import Dataset
 from ..gates import FloatArray, softmax
 from ..policy import ShuntPolicy
-from ..training.calibration import LogitsGate, calibrate
-from ..training.targets import Target
+from ..training.guarantees.calibration import LogitsGate, calibrate
+from ..training.guarantees.targets import Target
 
 __all__ = [
     "EvidenceSlice",

@@ -4,7 +4,7 @@
    registration time), or since the time the caller gives (``since``), up to now.
 2. 2CD (:class:`~datashunt.training.Distiller`) from the champion into a challenger,
    re-calibrated, with a certified δ when ``confidence`` is set (an embedding champion: its
-   head is refit, :mod:`datashunt.training.distill_head`).
+   head is refit, :mod:`datashunt.training.distillation.distill_head`).
 3. Champion and challenger calibrated on the same data for the same target, scored on the same
    slices (:mod:`.evidence`): the user's gold data and the store's audits.
 4. The challenger is registered and promoted only if :func:`~.evidence.judge` says so; a
@@ -27,10 +27,10 @@ from ..gates import FloatArray
 from ..registry import GateRegistry, as_registry
 from ..store import CallStore
 from ..store.records import utc_now
-from ..training.distill_config import DistillConfig
-from ..training.distill_data import open_existing_store
-from ..training.distill_head import open_distiller
-from ..training.targets import PrecisionFloor, Target
+from ..training.distillation.distill_config import DistillConfig
+from ..training.distillation.distill_data import open_existing_store
+from ..training.distillation.distill_head import open_distiller
+from ..training.guarantees.targets import PrecisionFloor, Target
 from .evidence import EvidenceSlice, GateEvidence, Verdict, evaluate_gate, judge, slices_from
 
 __all__ = ["ALL_RECORDS", "LoopConfig", "RoundReport", "audit_slice", "parse_since", "run_round"]

@@ -14,7 +14,22 @@
 
 from __future__ import annotations
 
-from .calibration import (
+from .distillation.distill import Distiller
+from .distillation.distill_config import DistillConfig
+from .distillation.distill_data import LoggedInput, SelectionCounts, StageData, StoreCounts
+from .distillation.distill_head import distill_gate
+from .distillation.distill_report import DISTILL_REPORT_FILE, DistillReport, SliceFigures
+from .distillation.distill_train import StageLoss
+from .fitting.loop import OptimConfig, PhaseLoss, TrainingLoop
+from .fitting.metrics import (
+    class_recall,
+    expected_calibration_error,
+    fit_temperature,
+    negative_log_likelihood,
+    wilson_interval,
+)
+from .fitting.train import TRAIN_REPORT_FILE, TrainConfig, TrainReport, accuracy, train_gate
+from .guarantees.calibration import (
     MIN_CALIBRATION_ROWS,
     RECOMMENDED_CALIBRATION_ROWS,
     CalibrationReport,
@@ -22,24 +37,10 @@ from .calibration import (
     calibrate,
     check_calibration_rows,
 )
-from .certify import Certified, Guarantee, certify_threshold
-from .conformal import ConformalSets, conformal_set, fit_conformal
-from .distill import Distiller
-from .distill_config import DistillConfig
-from .distill_data import LoggedInput, SelectionCounts, StageData, StoreCounts
-from .distill_head import distill_gate
-from .distill_report import DISTILL_REPORT_FILE, DistillReport, SliceFigures
-from .distill_train import StageLoss
-from .llm_accuracy import LLMMeasurement, measure_llm, measure_llm_sample
-from .loop import OptimConfig, PhaseLoss, TrainingLoop
-from .metrics import (
-    class_recall,
-    expected_calibration_error,
-    fit_temperature,
-    negative_log_likelihood,
-    wilson_interval,
-)
-from .targets import (
+from .guarantees.certify import Certified, Guarantee, certify_threshold
+from .guarantees.conformal import ConformalSets, conformal_set, fit_conformal
+from .guarantees.llm_accuracy import LLMMeasurement, measure_llm, measure_llm_sample
+from .guarantees.targets import (
     Budget,
     MaxAccuracy,
     PrecisionFloor,
@@ -49,8 +50,7 @@ from .targets import (
     target_from_json,
     target_from_policy,
 )
-from .thresholds import CoverageRow, choose_threshold, coverage_table, format_table
-from .train import TRAIN_REPORT_FILE, TrainConfig, TrainReport, accuracy, train_gate
+from .guarantees.thresholds import CoverageRow, choose_threshold, coverage_table, format_table
 
 __all__ = [
     "DISTILL_REPORT_FILE",

@@ -17,9 +17,9 @@ from typing import Literal
 
 import numpy as np
 
-from ..errors import DataError, StoreError
-from ..gates import FloatArray, softmax
-from ..store import CallRecord, CallStore
+from ...errors import DataError, StoreError
+from ...gates import FloatArray, softmax
+from ...store import CallRecord, CallStore
 
 __all__ = [
     "LoggedInput",

@@ -22,9 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ConfigError, DataError
-from ..gates import FloatArray
-from ..prompts import conformal_candidates
+from ...errors import ConfigError, DataError
+from ...gates import FloatArray
+from ...prompts import conformal_candidates
 
 __all__ = ["ConformalSets", "conformal_set", "fit_conformal"]
 

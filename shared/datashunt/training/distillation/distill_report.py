@@ -10,13 +10,13 @@ from typing import Any
 
 import numpy as np
 
-from ..data import Dataset
-from ..gates import FloatArray, softmax
-from ..policy import ShuntPolicy
+from ...data import Dataset
+from ...gates import FloatArray, softmax
+from ...policy import ShuntPolicy
+from ..fitting.train import TRAIN_REPORT_FILE
+from ..guarantees.targets import describe_target
 from .distill_data import LoggedInput, SelectionCounts, StoreCounts
 from .distill_train import StageLoss
-from .targets import describe_target
-from .train import TRAIN_REPORT_FILE
 
 __all__ = [
     "DISTILL_REPORT_FILE",

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from ..gates import FloatArray, softmax
+from ...gates import FloatArray, softmax
 
 __all__ = [
     "ArrayLike",

@@ -11,10 +11,10 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ..data import Dataset
-from ..errors import ConfigError
-from ..gates import BaseGate, EmbeddingGate, HFGate
-from ..gates._deps import DEFAULT_BACKBONE, quiet_load, require, resolve_backbone
+from ...data import Dataset
+from ...errors import ConfigError
+from ...gates import BaseGate, EmbeddingGate, HFGate
+from ...gates._deps import DEFAULT_BACKBONE, quiet_load, require, resolve_backbone
 from .loop import OptimConfig, ShuffledBatches, TrainingLoop, cross_entropy, encode_texts
 
 __all__ = ["TRAIN_REPORT_FILE", "TrainConfig", "TrainReport", "accuracy", "train_gate"]

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import ConfigError, DataError
-from ..gates import FloatArray
-from .metrics import ArrayLike
+from ...errors import ConfigError, DataError
+from ...gates import FloatArray
+from ..fitting.metrics import ArrayLike
 from .targets import Budget, MaxAccuracy, PrecisionFloor, Target
 
 __all__ = ["CoverageRow", "choose_threshold", "coverage_table", "format_table"]

@@ -35,8 +35,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ..errors import ConfigError
-from ..gates import FloatArray
+from ...errors import ConfigError
+from ...gates import FloatArray
 from .binomial import (
     STARTS,
     alpha_of,

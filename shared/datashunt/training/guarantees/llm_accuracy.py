@@ -15,11 +15,11 @@ from typing import Any
 
 import numpy as np
 
-from ..data import Dataset
-from ..errors import LLMError
-from ..gates import FloatArray, Gate
-from ..llm.retry import RetryPolicy
-from ..policy import ShuntPolicy
+from ...data import Dataset
+from ...errors import LLMError
+from ...gates import FloatArray, Gate
+from ...llm.retry import RetryPolicy
+from ...policy import ShuntPolicy
 
 __all__ = ["LLMMeasurement", "measure_llm", "measure_llm_sample"]
 
@@ -86,7 +86,7 @@ def measure_llm_sample(
     retry policy applies (``retry``; default :class:`RetryPolicy`), and the answer is parsed
     as it would be in production.
     """
-    from ..engine import Shunt
+    from ...engine import Shunt
 
     n = len(dev)
     idx = np.sort(np.random.default_rng(seed).choice(n, size=min(sample, n), replace=False))

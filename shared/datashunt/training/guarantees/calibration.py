@@ -1,8 +1,8 @@
 """Calibration: fit the gate's temperature, measure it, and choose the shunt threshold δ.
 
-δ is chosen on labelled data for a :mod:`target <datashunt.training.targets>`; the LLM's
+δ is chosen on labelled data for a :mod:`target <datashunt.training.guarantees.targets>`; the LLM's
 accuracy that :class:`~datashunt.training.MaxAccuracy` needs can be measured with
-:mod:`datashunt.training.llm_accuracy`.
+:mod:`datashunt.training.guarantees.llm_accuracy`.
 """
 
 from __future__ import annotations
@@ -14,20 +14,20 @@ from typing import Any
 
 import numpy as np
 
-from ..data import Dataset
-from ..engine.watch import REFERENCE_KEY, reference_confidences
-from ..errors import DataError, GateError
-from ..gates import BaseGate, FloatArray, Gate, softmax
-from ..policy import ShuntPolicy
-from .certify import Certified, certify_threshold, examples_needed
-from .conformal import fit_conformal
-from .metrics import (
+from ...data import Dataset
+from ...engine.watch import REFERENCE_KEY, reference_confidences
+from ...errors import DataError, GateError
+from ...gates import BaseGate, FloatArray, Gate, softmax
+from ...policy import ShuntPolicy
+from ..fitting.metrics import (
     class_recall,
     expected_calibration_error,
     fit_temperature,
     negative_log_likelihood,
     wilson_interval,
 )
+from .certify import Certified, certify_threshold, examples_needed
+from .conformal import fit_conformal
 from .targets import Budget, PrecisionFloor, Target, describe_target
 from .thresholds import CoverageRow, choose_threshold, coverage_table, format_table
 
@@ -228,10 +228,10 @@ def calibrate(
         fit_temp: fit the temperature (otherwise the gate's current one is kept).
         min_rows: refuse fewer calibration rows than this (see :data:`MIN_CALIBRATION_ROWS`).
         confidence: certify δ: with this probability over the calibration sample the target
-            holds on new exchangeable data (:mod:`~datashunt.training.certify`); the
+            holds on new exchangeable data (:mod:`~datashunt.training.guarantees.certify`); the
             guarantee is stored in the policy. ``None`` (default): δ as before, uncertified.
         coverage: fit split-conformal label sets at this coverage (e.g. 0.9) for hard
-            pruning (:mod:`~datashunt.training.conformal`).
+            pruning (:mod:`~datashunt.training.guarantees.conformal`).
         **policy_fields: other :class:`ShuntPolicy` fields (``prune_epsilon``, ...).
 
     Raises:

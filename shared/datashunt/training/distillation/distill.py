@@ -27,18 +27,18 @@ from typing import Any
 
 import numpy as np
 
-from ..data import Dataset
-from ..errors import ConfigError, DataError
-from ..gates import FloatArray
-from ..policy import POLICY_FILE, ShuntPolicy
-from ..store import CallStore
-from .calibration import LogitsGate, calibrate
+from ...data import Dataset
+from ...errors import ConfigError, DataError
+from ...gates import FloatArray
+from ...policy import POLICY_FILE, ShuntPolicy
+from ...store import CallStore
+from ..fitting.models import load_classifier, make_accelerator, predict_logits
+from ..guarantees.calibration import LogitsGate, calibrate
+from ..guarantees.targets import Target, target_from_policy
 from .distill_config import DistillConfig, check_gate_dir, check_labels, gate_kind
 from .distill_data import StageData, open_existing_store, read_logged, select_stages
 from .distill_report import DistillReport, build_slices, write_outputs
 from .distill_train import StageLoss, train_copy
-from .models import load_classifier, make_accelerator, predict_logits
-from .targets import Target, target_from_policy
 
 __all__ = ["Distiller"]
 

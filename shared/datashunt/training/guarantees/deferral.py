@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 from scipy.optimize import minimize
 
-from ..errors import ConfigError
+from ...errors import ConfigError
 
 __all__ = [
     "BenefitHead",

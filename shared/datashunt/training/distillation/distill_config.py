@@ -9,11 +9,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, get_args
 
-from ..data import Dataset
-from ..errors import ConfigError, DataError, ModelNotFoundError
-from ..gates._deps import check_weights, resolve_backbone
-from ..gates.embedding import GATE_FILE
-from ..policy import ShuntPolicy
+from ...data import Dataset
+from ...errors import ConfigError, DataError, ModelNotFoundError
+from ...gates._deps import check_weights, resolve_backbone
+from ...gates.embedding import GATE_FILE
+from ...policy import ShuntPolicy
 from .distill_data import Method
 
 __all__ = ["DistillConfig", "check_gate_dir", "check_labels", "gate_kind"]
@@ -99,7 +99,7 @@ class DistillConfig:
 def gate_kind(gate_dir: str | Path) -> Literal["finetune", "embedding", "image", "ensemble"]:
     """What ``train-gate`` (or ``bench``) wrote at ``gate_dir``: its ``datashunt_gate.json``
     type, an image classifier, else a fine-tuned text classifier."""
-    from ..gates import _is_image_model
+    from ...gates import _is_image_model
 
     path = Path(gate_dir).expanduser()
     meta = path / GATE_FILE

@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import DataShuntError
-from ..gates import FloatArray
-from ..gates._deps import require
+from ...errors import DataShuntError
+from ...gates import FloatArray
+from ...gates._deps import require
 from .loop import encode_texts
 
 __all__ = [

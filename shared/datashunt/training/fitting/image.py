@@ -2,7 +2,7 @@
 
 Fine-tunes a local ``AutoModelForImageClassification`` backbone, or, with none, trains a small
 ViT from scratch (no image backbone ships on the package index). It steps through the one
-:class:`~datashunt.training.loop.TrainingLoop`; the result loads as
+:class:`~datashunt.training.fitting.loop.TrainingLoop`; the result loads as
 :class:`~datashunt.gates.HFImageGate`.
 """
 
@@ -18,11 +18,11 @@ from typing import Any
 
 import numpy as np
 
-from ..data import Dataset, Example
-from ..errors import ConfigError, DataError
-from ..gates import HFImageGate
-from ..gates._deps import check_remote_code, check_weights, require
-from ..images import load_pil
+from ...data import Dataset, Example
+from ...errors import ConfigError, DataError
+from ...gates import HFImageGate
+from ...gates._deps import check_remote_code, check_weights, require
+from ...images import load_pil
 from .loop import OptimConfig, ShuffledBatches, TrainingLoop, cross_entropy
 from .train import TRAIN_REPORT_FILE, TrainReport, accuracy
 

@@ -20,8 +20,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..errors import ConfigError
-from ..policy import ShuntPolicy
+from ...errors import ConfigError
+from ...policy import ShuntPolicy
 
 __all__ = [
     "Budget",

@@ -23,16 +23,16 @@ from typing import Any
 
 import numpy as np
 
-from ..data import Dataset
-from ..gates import EmbeddingGate, FloatArray
-from ..gates._deps import require
-from ..store import CallStore
+from ...data import Dataset
+from ...gates import EmbeddingGate, FloatArray
+from ...gates._deps import require
+from ...store import CallStore
+from ..guarantees.targets import Target
 from .distill import Distiller
 from .distill_config import DistillConfig, gate_kind
 from .distill_data import StageData
 from .distill_report import DistillReport
 from .distill_train import StageLoss
-from .targets import Target
 
 __all__ = [
     "HEAD_L2",
@@ -52,7 +52,8 @@ _HEAD_FILE = "head.safetensors"  # as EmbeddingGate.save writes it
 class HeadDistiller(Distiller):
     """A :class:`Distiller` for an embedding gate: the learnable copy is a new head.
 
-    Build it with :func:`~datashunt.training.distill.open_distiller` (or directly, with the
+    Build it with :func:`open_distiller` (or directly,
+    with the
     same arguments as :class:`Distiller`).
 
     Example:

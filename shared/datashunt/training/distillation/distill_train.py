@@ -9,11 +9,11 @@ from typing import Any
 
 import numpy as np
 
-from ..gates._deps import require
+from ...gates._deps import require
+from ..fitting.loop import LossFn, OptimConfig, TrainingLoop
+from ..fitting.models import collate_texts, load_classifier, save_classifier
 from .distill_config import DistillConfig
 from .distill_data import StageData
-from .loop import LossFn, OptimConfig, TrainingLoop
-from .models import collate_texts, load_classifier, save_classifier
 
 __all__ = ["StageLoss", "stage_loss", "train_copy", "train_rounds"]
 

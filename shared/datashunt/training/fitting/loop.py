@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ConfigError
-from ..gates._deps import require
+from ...errors import ConfigError
+from ...gates._deps import require
 
 __all__ = [
     "CHARS_PER_TOKEN_CAP",
