@@ -17,6 +17,7 @@ from langchain_core.runnables import Runnable, RunnableConfig
 
 from datashunt import LLMError, LLMReply, LLMRequest
 from datashunt.adapters import ModelCall, Rendered
+from datashunt.llm.retry import time_left
 
 from ._convert import as_messages, message_text, message_to_reply, model_name_of, with_image
 
@@ -58,7 +59,15 @@ class ChatModelCall(ModelCall[Any]):
 
     def send(self, payload: Any) -> LLMReply:
         with unreadable_as_llm_error():
-            return message_to_reply(self.llm.invoke(payload, self.config))
+            return message_to_reply(self.llm.invoke(payload, self.config, **self._bounded()))
+
+    def _bounded(self) -> dict[str, Any]:
+        """For an OpenAI chat model (see :func:`single_attempt`), this attempt's timeout: what
+        is left of the retry policy's deadline, when less than the model's own."""
+        left, own = time_left(), getattr(self.llm, "request_timeout", None)
+        if left is None or getattr(self.llm, "root_client", None) is None:
+            return {}
+        return {"timeout": min(left, own) if isinstance(own, int | float) else left}
 
     async def asend(self, payload: Any) -> LLMReply:
         with unreadable_as_llm_error():

@@ -56,3 +56,17 @@ def test_a_reply_without_choices_is_retried_like_any_unreadable_answer(tmp_path:
         out = _runnable(chat, tmp_path / "c.sqlite").invoke("it came")
         assert (out.label, out.source, out.attempts) == ("negative", "llm", 3)
         assert proxy.requests == 3
+
+
+def test_chatopenai_defaults_are_cut_off_at_the_policys_deadline(tmp_path: Path) -> None:
+    with FaultProxy(None, default="timeout:20") as proxy:
+        chat = ChatOpenAI(model="m", base_url=proxy.base_url, api_key="sk-test")  # no timeout
+        policy = ShuntPolicy(labels=("negative", "positive"), threshold=0.9)
+        retry = RetryPolicy(attempts=3, base_delay=0.01, jitter=0.0, deadline=1.5)
+        runnable = DataShuntRunnable.from_gate(
+            KeywordGate(), policy, llm=chat, retry=retry, store=tmp_path / "c.sqlite"
+        )
+        t0 = time.monotonic()
+        out = runnable.invoke("it came")
+        assert time.monotonic() - t0 < 4  # the deadline, not 30 s per attempt
+        assert out.source == "fallback" and proxy.requests == out.attempts

@@ -61,12 +61,13 @@ class _Attempt:
         except Exception as exc:
             self.error = exc
 
-    def wait(self, retry: RetryPolicy, attempt: int) -> float | None:
+    def wait(self, retry: RetryPolicy, attempt: int, t0: float) -> float | None:
         """Seconds before the next attempt, or ``None`` to stop: text already sent to the
-        caller cannot be taken back, so such a stream is never retried."""
+        caller cannot be taken back, so such a stream is never retried; nor is one past the
+        policy's deadline."""
         if self.error is None or self.sent:
             return None
-        return retry.delay(attempt, self.error)
+        return retry.delay(attempt, self.error, elapsed=time.perf_counter() - t0)
 
     def done(self, attempts: int, t0: float) -> StreamedExchange:
         value = self.value if self.error is None else None
@@ -95,7 +96,7 @@ def stream_exchange(
         except Exception as exc:
             state.error = exc
         state.settle()  # an empty answer becomes the attempt's error
-        wait = state.wait(retry, attempt)
+        wait = state.wait(retry, attempt, t0)
         if wait is None:
             break
         time.sleep(wait)
@@ -123,7 +124,7 @@ async def astream_exchange(
         except Exception as exc:
             state.error = exc
         state.settle()
-        wait = state.wait(retry, attempt)
+        wait = state.wait(retry, attempt, t0)
         if wait is None:
             break
         await asyncio.sleep(wait)
