@@ -40,29 +40,12 @@ class Shunt(Asking):
             labels with δ = 0.9 (calibrate instead: ``datashunt calibrate``).
         llm: a sync callable ``LLMRequest -> LLMReply | str``.
         allm: an async one; ``arun`` falls back to running ``llm`` in a thread.
-        options: every other setting as one :class:`ShuntOptions` value; each of its fields
-            may also be given as a keyword (merged over ``options``):
-        prompt_mode: ``"none"``, ``"soft"``, ``"hard"`` or ``"both"`` (see
-            :mod:`datashunt.prompts`).
-        template: the prompt template (``str.format`` syntax over the shunt variables).
-        transfer: shorten long inputs before the LLM sees them (Prompt Transferring).
-        store: a :class:`CallStore`, a URL or SQLite path, or ``None``.
-        record_small: also record inputs the gate answered alone (distillation uses them).
-        on_llm_error: ``"fallback"`` answers with the gate's label (``source="fallback"``);
-            ``"raise"`` raises :class:`LLMError`. Either way the store records the failure.
-        retry: how failed LLM calls (timeouts, refused connections, 429, 5xx, empty answers)
-            are retried before ``on_llm_error`` applies; default :class:`RetryPolicy` (3 attempts
-            with jittered exponential backoff, honouring ``Retry-After``).
-        max_concurrency: LLM calls in flight at once in batch paths.
-        max_chars: longer inputs are refused with :class:`InputError`.
-        synonyms: extra surface forms per label for reading the LLM's answer.
-        noun: what an input is called in the soft hint ("review").
-        model_name: the model recorded when the provider names none (failed calls included).
-        audit_rate: the share of gate answers also put to the LLM as audits (``audit_seed``
-            seeds the draw); see :mod:`datashunt.engine.watch` and ``datashunt monitor``.
-        drift: ``True`` (or a :class:`~datashunt.engine.drift.DriftMonitor`) to watch the
-            gate's confidences for a drift away from the calibration sample.
-        prices: model -> price per million tokens ``(input, output)``, for receipts' cost.
+        options: every other setting (prompt mode, store, retry, concurrency, audits,
+            exploration, drift, prices, ...) as one :class:`ShuntOptions` value, where each is
+            documented; any of its fields may also be given as a keyword, merged over it.
+
+    Raises:
+        ConfigError: an unknown option, or labels that differ between gate and policy.
 
     Example:
         >>> shunt = Shunt.from_dir("runs/gate", llm=my_llm, prompt_mode="soft")  # doctest: +SKIP
