@@ -144,3 +144,30 @@ def test_a_plain_shunt_audits_at_its_constant_rate() -> None:
         for _ in range(3)
     ]
     assert all(40 <= c <= 80 for c in counts)  # no decay without ``explore``
+
+
+def test_a_version_the_follower_cannot_load_is_named_with_the_reason_once(
+    tiny_bert: Path,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    reg = GateRegistry(tmp_path / "reg")
+    shunt = Shunt.from_registry(reg, labels=LABELS, llm=FakeLLM("positive"))
+    follower = shunt.follow(reg, start=False)
+    gate = tmp_path / "g1"
+    shutil.copytree(tiny_bert, gate)
+    ShuntPolicy(labels=LABELS, threshold=0.0).save(gate)
+    reg.promote(reg.add(gate).version)
+
+    def torn(version: str | None = None) -> object:
+        raise ConfigError("model.safetensors is torn (12 bytes)")
+
+    monkeypatch.setattr(reg, "load", torn)
+    with caplog.at_level("WARNING", logger="datashunt"):
+        for _ in range(3):
+            with pytest.raises(ConfigError):
+                follower.check()
+    said = [r.getMessage() for r in caplog.records if "cannot serve" in r.getMessage()]
+    assert len(said) == 1 and "torn (12 bytes)" in said[0] and "still serving shadow" in said[0]
+    assert shunt.shadowing

@@ -73,6 +73,7 @@ class Follower:
         self.swaps = 0
         self._marker: str | None = None
         self._served: str | None = None
+        self._failed: tuple[str, str] | None = None
         self._check_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -96,8 +97,20 @@ class Follower:
                 # registry promotes another
                 self._marker, self._served = marker, serving
                 return False
-            gate, policy = self.registry.load(target)  # slow part: before the swap
-            self.shunt.swap(gate, policy, version=target)
+            try:
+                gate, policy = self.registry.load(target)  # slow part: before the swap
+                self.shunt.swap(gate, policy, version=target)
+            except Exception as exc:
+                if self._failed != (marker, target):  # said once per registry change
+                    log.warning(
+                        "datashunt: cannot serve %s from %s (%s); still serving %s",
+                        target,
+                        self.registry,
+                        exc,
+                        serving or "?",
+                    )
+                    self._failed = (marker, target)
+                raise
             self._marker, self._served = marker, target
             self.swaps += 1
             return True
@@ -115,7 +128,8 @@ class Follower:
             try:
                 self.check()
             except Exception:  # keep serving the current gate; try again next time
-                log.exception("datashunt: following %s failed", self.registry)
+                # check() said why, once per registry change: the traceback only when debugging
+                log.debug("datashunt: following %s failed", self.registry, exc_info=True)
 
     def stop(self) -> None:
         """Stop the background checks (the shunt keeps its current gate)."""
