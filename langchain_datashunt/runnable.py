@@ -304,8 +304,7 @@ class DataShuntRunnable(RunnableSerializable[Any, ShuntOutput]):
         already carried (adding the chunks up restores it)."""
         if isinstance(value, LLMError):
             raise value
-        out = ShuntOutput.from_result(value)
-        return out
+        return ShuntOutput.from_result(value)
 
     def _transform(
         self,

@@ -55,12 +55,6 @@ class Concluding(ShuntSteps):
                 return ParsedAnswer(parsed.label, True, parsed.reason, dist.get(parsed.label), dist)
         return parsed
 
-    def small_result(
-        self, text: str, decision: Decision, *, run_id: str | None = None
-    ) -> ShuntResult:
-        """The result for a gate-answered input (recorded if ``record_small``)."""
-        return self.small_results([text], [decision], [run_id])[0]
-
     def small_results(
         self,
         texts: Sequence[str],

@@ -38,11 +38,6 @@ class Item:
     extras: Mapping[str, Any] = field(default_factory=dict)
     run_id: str | None = None
 
-    @property
-    def asks(self) -> bool:
-        """Whether the LLM is asked about this input."""
-        return self.request is not None
-
 
 @dataclass(frozen=True)
 class Plan:
@@ -81,15 +76,6 @@ class Plan:
                 replace(s, request=edit(s, s.request))
                 if isinstance(s, Item) and s.request is not None
                 else s
-                for s in self.slots
-            )
-        )
-
-    def with_run_ids(self, run_ids: Mapping[int, str | None]) -> Plan:
-        """The same plan with run ids by input index."""
-        return Plan(
-            tuple(
-                replace(s, run_id=run_ids.get(s.index, s.run_id)) if isinstance(s, Item) else s
                 for s in self.slots
             )
         )

@@ -211,18 +211,6 @@ class ShuntSteps:
 
     # ---- decide and prepare ---------------------------------------------------------------
 
-    def validate(self, texts: Sequence[object]) -> list[str | InputError]:
-        """Each input checked once (type, emptiness, length): the text, or its error."""
-        if isinstance(texts, str):
-            raise InputError("expected a list of texts, got a single string: pass [text]")
-        out: list[str | InputError] = []
-        for i, t in enumerate(texts):
-            try:  # an image (bytes, PIL, Path) travels as its data URL
-                out.append(validate_text(self.as_input(t, i), index=i, max_chars=self.max_chars))
-            except InputError as exc:
-                out.append(exc)
-        return out
-
     @property
     def takes_images(self) -> bool:
         """The gate classifies images (``modality = "image"``, e.g. ``HFImageGate``)."""
@@ -250,7 +238,7 @@ class ShuntSteps:
         return self.gate_pass(batch)
 
     def gate_pass(self, batch: Sequence[str]) -> list[Decision]:
-        """The decisions for texts already validated (:meth:`validate`): the one gate pass
+        """The decisions for texts already validated (:meth:`Shunt.plan`): the one gate pass
         every path makes, fed to the drift alarm.
 
         Raises:
