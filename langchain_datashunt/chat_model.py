@@ -1,18 +1,19 @@
 """``DataShuntChatModel``: a small chat model answers first, the large one when it is unsure.
 
-The route is decided by the small answer's sequence confidence; the core's
-:class:`datashunt.generative.GenerativeShunt` asks, judges, keeps or escalates, and times,
-retries and records both calls. This module contributes only the lines that call the LangChain
-models (:class:`_ChatCall`) and the translation of the result into LangChain messages.
+The core's :class:`datashunt.generative.GenerativeShunt` asks, judges, keeps or escalates, and
+times, retries and records both calls. This module contributes only the lines that call the
+LangChain models and the translation of the result into LangChain messages.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextvars import ContextVar
-from typing import Any
+from dataclasses import replace
+from typing import Any, TypeVar
 
 from langchain_core.callbacks import (
     AsyncCallbackManager,
@@ -25,13 +26,19 @@ from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.messages.tool import tool_call_chunk
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable, RunnableConfig, ensure_config
-from pydantic import ConfigDict, Field, PrivateAttr
+from pydantic import ConfigDict, Field
 
-from datashunt import ConfigError, LLMReply, RetryPolicy
-from datashunt.adapters import ModelCall
+from datashunt import ConfigError
+from datashunt.adapters import (
+    GENERATIVE_OPTIONS,
+    generative_shunt,
+    generative_summary,
+    refuse_loose,
+)
 from datashunt.generative import GenerativePolicy, GenerativeResult, GenerativeShunt
 
-from ._convert import as_messages, message_text, message_to_reply, model_name_of
+from ._convert import as_messages, model_name_of
+from .model_call import ChatCall
 
 __all__ = ["DataShuntChatModel"]
 
@@ -47,6 +54,8 @@ _IMPLICIT: ContextVar[Any] = ContextVar("datashunt_chat_run", default=None)
 # The LangChain standard parameters, forwarded to both models at every call.
 _FORWARDED = ("temperature", "max_tokens", "timeout")
 
+M = TypeVar("M", bound=BaseMessage)
+
 
 class DataShuntChatModel(BaseChatModel):
     """A LangChain chat model over a small and a large one, routed by the small answer's
@@ -54,26 +63,22 @@ class DataShuntChatModel(BaseChatModel):
 
     The small model answers every prompt (it must return token logprobs: ``ChatOpenAI(...,
     logprobs=True, top_logprobs=1)`` against the local server, which sends none without
-    ``top_logprobs``); its answer stands when the policy's measure
-    clears δ, else the large model answers. ``invoke``, ``stream``, ``batch`` and their async
-    forms work as on any chat model, and callbacks see both inner calls as child runs. A stream
-    sends the large answer as it comes (its usage, finish reason, model name, tool-call chunks
-    and id kept) or the kept small answer as one chunk; ``response_metadata["datashunt"]``
-    tells the route either way. Tool calling (``bind_tools``) and structured output
-    (``with_structured_output``) go to the large model. Every escalation is recorded in
-    ``store`` (the messages sent, the large answer, the small answer and its confidence).
+    ``top_logprobs``); its answer stands when the policy's measure clears δ, else the large
+    model answers. ``invoke``, ``stream``, ``batch`` and their async forms work as on any chat
+    model; callbacks see both inner calls as child runs, and only they report token usage (the
+    answer returned still carries its model's ``usage_metadata``). A stream sends the large
+    answer as it comes (its usage, finish reason, model name, tool-call chunks and id kept) or
+    the kept small answer as one chunk; ``response_metadata["datashunt"]`` tells the route
+    either way. Tool calling (``bind_tools``) and structured output go to the large model.
 
     Args:
         small: the small chat model (logprobs on).
         large: the large chat model.
-        policy: the measure and δ (``datashunt.generative.calibrate_generative``).
-        store: a :class:`datashunt.CallStore`, a URL or a SQLite path.
-        record_small: also record small answers that stood.
-        retry: how failed calls are retried (both models); give them ``max_retries=0``.
-        on_llm_error: ``"fallback"`` answers with the small model's answer when the large call
-            fails; ``"raise"`` raises.
+        shunt: the core's :class:`~datashunt.generative.GenerativeShunt` (policy, store, retry,
+            ``on_llm_error``); or build one with :meth:`from_policy`.
         temperature, max_tokens, timeout, stop: sent to both models with every call.
-        max_retries: retries of a failed call (``retry=RetryPolicy(attempts=max_retries + 1)``).
+        max_retries: retries of a failed call (the shunt's retry policy, ``max_retries + 1``
+            attempts); give the inner models ``max_retries=0``.
         streaming: ``invoke`` streams the large model's answer (as ``ChatOpenAI``'s).
         stream_idle_timeout: seconds the large model's stream may go without a chunk before
             the call counts as failed (retried while nothing reached the caller); ``None``
@@ -88,12 +93,12 @@ class DataShuntChatModel(BaseChatModel):
             from datashunt.generative import GenerativePolicy
             from langchain_datashunt import DataShuntChatModel
 
-            chat = DataShuntChatModel(
+            chat = DataShuntChatModel.from_policy(
+                GenerativePolicy("mean", 0.7),
                 small=ChatOpenAI(
                     base_url=server.base_url, api_key="x", logprobs=True, top_logprobs=1
                 ),
                 large=ChatOpenAI(model="gpt-4o-mini", max_retries=0),
-                policy=GenerativePolicy("mean", 0.7),
                 store="calls.db",
             )
             chat.invoke("What is the sentiment of 'a fine film'?").content
@@ -103,11 +108,7 @@ class DataShuntChatModel(BaseChatModel):
 
     small: BaseChatModel
     large: BaseChatModel
-    policy: GenerativePolicy = GenerativePolicy()
-    store: Any = None
-    record_small: bool = False
-    retry: RetryPolicy | None = None
-    on_llm_error: str = "fallback"
+    shunt: GenerativeShunt = Field(default_factory=GenerativeShunt)
     temperature: float | None = None
     max_tokens: int | None = None
     timeout: float | None = None
@@ -117,34 +118,30 @@ class DataShuntChatModel(BaseChatModel):
     stream_idle_timeout: float | None = None
     model_kwargs: dict[str, Any] = Field(default_factory=dict)
 
-    _shunt: GenerativeShunt = PrivateAttr()
-
     def __init__(self, **kwargs: Any) -> None:
         # checked here, not in pydantic validators, so our ConfigError is not wrapped
+        how = "pass shunt=GenerativeShunt(policy, ...) or use DataShuntChatModel.from_policy"
+        refuse_loose("DataShuntChatModel", kwargs, GENERATIVE_OPTIONS, how)
         _refuse_unknown(kwargs)
+        if kwargs.get("max_retries") is not None:  # a standard parameter: the shunt's retry
+            shunt = copy.copy(kwargs.get("shunt") or GenerativeShunt())
+            shunt.retry = replace(shunt.retry, attempts=kwargs["max_retries"] + 1)
+            kwargs["shunt"] = shunt
         super().__init__(**kwargs)
-        retry = self.retry
-        if self.max_retries is not None:
-            if retry is not None:
-                raise ConfigError("give retry= or max_retries=, not both")
-            retry = RetryPolicy(attempts=self.max_retries + 1)
-        self._shunt = GenerativeShunt(
-            self.policy,
-            store=self.store,
-            record_small=self.record_small,
-            retry=retry,
-            on_llm_error=self.on_llm_error,  # type: ignore[arg-type]
-            model_name=model_name_of(self.large),
-        )
+
+    @classmethod
+    def from_policy(
+        cls, policy: GenerativePolicy | None = None, **kwargs: Any
+    ) -> DataShuntChatModel:
+        """Build the :class:`GenerativeShunt` from ``policy`` and its options as keywords
+        (``store=``, ``record_small=``, ``retry=``, ``on_llm_error=``); the other keywords are
+        the chat model's own (``small=``, ``large=``, ``temperature=``, ...)."""
+        shunt, rest = generative_shunt({**kwargs, "policy": policy})
+        return cls(shunt=shunt, **rest)
 
     @property
     def _llm_type(self) -> str:
         return "datashunt-generative"
-
-    @property
-    def shunt(self) -> GenerativeShunt:
-        """The core's generative gate (policy, store, retry)."""
-        return self._shunt
 
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
         params = super()._get_ls_params(stop=stop or self.stop, **kwargs)
@@ -176,29 +173,53 @@ class DataShuntChatModel(BaseChatModel):
         """The large model's structured output."""
         return self.large.with_structured_output(schema, **kwargs)
 
-    # ---- the steps ----------------------------------------------------------------------------
+    # ---- the public forms: the answer gets back the usage its run left to the inner runs ------
+
+    def invoke(
+        self,
+        input: LanguageModelInput,  # noqa: A002
+        config: RunnableConfig | None = None,
+        *,
+        stop: list[str] | None = None,
+        **kwargs: Any,
+    ) -> AIMessage:
+        return _with_usage(super().invoke(input, config, stop=stop, **kwargs))
+
+    async def ainvoke(
+        self,
+        input: LanguageModelInput,  # noqa: A002
+        config: RunnableConfig | None = None,
+        *,
+        stop: list[str] | None = None,
+        **kwargs: Any,
+    ) -> AIMessage:
+        return _with_usage(await super().ainvoke(input, config, stop=stop, **kwargs))
 
     def stream(
         self,
-        input: LanguageModelInput,
+        input: LanguageModelInput,  # noqa: A002
         config: RunnableConfig | None = None,
         *,
         stop: list[str] | None = None,
         **kwargs: Any,
     ) -> Iterator[AIMessageChunk]:
         config, child = self._with_child(config, CallbackManager)
-        return super().stream(input, config, stop=stop, **{_CHILD: child}, **kwargs)
+        chunks = super().stream(input, config, stop=stop, **{_CHILD: child}, **kwargs)
+        return (_with_usage(c) for c in chunks)
 
-    def astream(
+    async def astream(
         self,
-        input: LanguageModelInput,
+        input: LanguageModelInput,  # noqa: A002
         config: RunnableConfig | None = None,
         *,
         stop: list[str] | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[AIMessageChunk]:
         config, child = self._with_child(config, AsyncCallbackManager)
-        return super().astream(input, config, stop=stop, **{_CHILD: child}, **kwargs)
+        async for chunk in super().astream(input, config, stop=stop, **{_CHILD: child}, **kwargs):
+            yield _with_usage(chunk)
+
+    # ---- the inner models' runs ---------------------------------------------------------------
 
     def _should_stream(self, *, async_api: bool, run_manager: Any = None, **kwargs: Any) -> bool:
         streams = super()._should_stream(async_api=async_api, run_manager=run_manager, **kwargs)
@@ -236,19 +257,19 @@ class DataShuntChatModel(BaseChatModel):
         return {"callbacks": manager}
 
     def _calls(
-        self, run_manager: Any, stop: list[str] | None, kwargs: dict[str, Any]
-    ) -> tuple[_ChatCall, _ChatCall]:
+        self, messages: list[BaseMessage], run_manager: Any, stop: Any, kwargs: dict[str, Any]
+    ) -> tuple[Any, list[BaseMessage], ChatCall, ChatCall]:
+        """What the shunt asks: the messages as the store records them, the payload, and the
+        small and large models' calls under this run's config and options."""
         child, implicit = kwargs.pop(_CHILD, None), _IMPLICIT.get()
         _IMPLICIT.set(None)  # read once: a later call must not take this run as its parent
         if run_manager is None and child is None:
             run_manager = implicit
         config = self._inner_config(run_manager, child)
         options = {k: getattr(self, k) for k in _FORWARDED if getattr(self, k) is not None}
-        options = {**self.model_kwargs, **options, **kwargs}
-        stop = stop or self.stop
-        return _ChatCall(self.small, config, stop, options), _ChatCall(
-            self.large, config, stop, options
-        )
+        options = {**self.model_kwargs, **options, **kwargs, "stop": stop or self.stop}
+        small, large = ChatCall(self.small, config, options), ChatCall(self.large, config, options)
+        return as_messages(messages), messages, small, large
 
     def _generate(
         self,
@@ -257,8 +278,7 @@ class DataShuntChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        calls = self._calls(run_manager, stop, kwargs)
-        result = self._shunt.ask(as_messages(messages), messages, *calls)
+        result = self.shunt.ask(*self._calls(messages, run_manager, stop, kwargs))
         return ChatResult(generations=[ChatGeneration(message=_message(result))])
 
     async def _agenerate(
@@ -268,8 +288,7 @@ class DataShuntChatModel(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        calls = self._calls(run_manager, stop, kwargs)
-        result = await self._shunt.aask(as_messages(messages), messages, *calls)
+        result = await self.shunt.aask(*self._calls(messages, run_manager, stop, kwargs))
         return ChatResult(generations=[ChatGeneration(message=_message(result))])
 
     def _stream(
@@ -280,15 +299,11 @@ class DataShuntChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
         # LangChain reports each chunk to the callbacks itself: no on_llm_new_token here
-        calls = self._calls(run_manager, stop, kwargs)
+        calls, idle = self._calls(messages, run_manager, stop, kwargs), self.stream_idle_timeout
         last: Any = ""
-        idle = self.stream_idle_timeout
-        for item in self._shunt.stream(as_messages(messages), messages, *calls, idle_timeout=idle):
-            if isinstance(item, GenerativeResult):
-                yield _closing(item, last)
-            else:
-                last = item.content
-                yield ChatGenerationChunk(message=item)
+        for item in self.shunt.stream(*calls, idle_timeout=idle):
+            yield _chunk(item, last)
+            last = last if isinstance(item, GenerativeResult) else item.content
 
     async def _astream(
         self,
@@ -297,57 +312,11 @@ class DataShuntChatModel(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
-        calls = self._calls(run_manager, stop, kwargs)
+        calls, idle = self._calls(messages, run_manager, stop, kwargs), self.stream_idle_timeout
         last: Any = ""
-        idle = self.stream_idle_timeout
-        streamed = self._shunt.astream(as_messages(messages), messages, *calls, idle_timeout=idle)
-        async for item in streamed:
-            if isinstance(item, GenerativeResult):
-                yield _closing(item, last)
-            else:
-                last = item.content
-                yield ChatGenerationChunk(message=item)
-
-
-class _ChatCall(ModelCall[list[BaseMessage]]):
-    """One LangChain chat model, called with this run's config and options."""
-
-    def __init__(
-        self,
-        model: BaseChatModel,
-        config: RunnableConfig,
-        stop: list[str] | None,
-        options: dict[str, Any],
-    ) -> None:
-        self.model, self.config, self.stop, self.options = model, config, stop, options
-        self.model_name = model_name_of(model)
-
-    def send(self, payload: list[BaseMessage]) -> LLMReply:
-        return message_to_reply(
-            self.model.invoke(payload, self.config, stop=self.stop, **self.options)
-        )
-
-    async def asend(self, payload: list[BaseMessage]) -> LLMReply:
-        return message_to_reply(
-            await self.model.ainvoke(payload, self.config, stop=self.stop, **self.options)
-        )
-
-    def stream(self, payload: list[BaseMessage]) -> Iterator[Any]:
-        return self.model.stream(payload, self.config, stop=self.stop, **self.options)
-
-    def astream(self, payload: list[BaseMessage]) -> AsyncIterator[Any]:
-        return self.model.astream(payload, self.config, stop=self.stop, **self.options)
-
-    def is_empty(self, reply: LLMReply) -> bool:
-        # a message that calls a tool is an answer even with no text
-        return not reply.text.strip() and not getattr(reply.raw, "tool_calls", None)
-
-    def chunk_text(self, chunk: Any) -> str:
-        # a tool-call chunk reached the caller as surely as text: no retry after it either
-        return message_text(chunk) or json.dumps(getattr(chunk, "tool_call_chunks", None) or "")
-
-    def reply(self, acc: Any) -> LLMReply:
-        return message_to_reply(acc)
+        async for item in self.shunt.astream(*calls, idle_timeout=idle):
+            yield _chunk(item, last)
+            last = last if isinstance(item, GenerativeResult) else item.content
 
 
 def _refuse_unknown(kwargs: dict[str, Any]) -> None:
@@ -363,40 +332,52 @@ def _refuse_unknown(kwargs: dict[str, Any]) -> None:
         )
 
 
-def _meta(result: GenerativeResult) -> dict[str, Any]:
-    j = result.judgement
-    return {
-        "route": result.route,
-        "source": result.source,
-        "score": j.score,
-        "reason": j.reason,
-        "small_answer": result.small.text if result.small is not None else None,
-        "error": result.error,
-        "small_error": result.small_error,
-        "record_id": result.record_id,
+def _unreported(message: M) -> M:
+    """``message`` without its token usage, kept aside in ``response_metadata``: the inner run
+    that made the call reported it, and this run must not count it again."""
+    usage = getattr(message, "usage_metadata", None)
+    if not usage:
+        return message
+    meta = {**message.response_metadata, "datashunt": {"usage": usage}}
+    return message.model_copy(update={"usage_metadata": None, "response_metadata": meta})
+
+
+def _with_usage(message: M) -> M:
+    """The message as the caller gets it: the usage this run left unreported put back."""
+    meta = message.response_metadata.get("datashunt") or {}
+    if "usage" not in meta:
+        return message
+    rest = {
+        **message.response_metadata,
+        "datashunt": {k: v for k, v in meta.items() if k != "usage"},
     }
+    return message.model_copy(update={"usage_metadata": meta["usage"], "response_metadata": rest})
 
 
 def _message(result: GenerativeResult) -> AIMessage:
-    """The answer as ``invoke`` returns it: the answering model's own message (usage, finish
-    reason, model name, tool calls, id), with the route in ``response_metadata``."""
+    """The answer as this run reports it: the answering model's own message (finish reason,
+    model name, tool calls, id, usage aside), with the route in ``response_metadata``."""
     chosen = result.reply if result.source == "llm" else result.small
     raw = chosen.raw if chosen is not None else None
-    base = raw if isinstance(raw, AIMessage) else AIMessage(content=result.text)
-    meta = {**base.response_metadata, "datashunt": _meta(result)}
-    return base.model_copy(update={"response_metadata": meta})
+    base = _unreported(raw if isinstance(raw, AIMessage) else AIMessage(content=result.text))
+    meta = base.response_metadata.get("datashunt", {})
+    route = {**base.response_metadata, "datashunt": {**meta, **generative_summary(result)}}
+    return base.model_copy(update={"response_metadata": route})
 
 
-def _closing(result: GenerativeResult, last: Any) -> ChatGenerationChunk:
-    """The stream's last chunk: the route, and the whole answer unless the large model's
-    chunks already carried it (``last``: their content, for a chunk of the same kind)."""
-    if result.source == "llm":
+def _chunk(item: Any, last: Any) -> ChatGenerationChunk:
+    """A streamed chunk: the large model's, its usage aside (see :func:`_unreported`); or the
+    last one, with the route and the whole answer unless the large model's chunks carried it
+    (``last``: their content, for a chunk of the same kind)."""
+    if not isinstance(item, GenerativeResult):
+        return ChatGenerationChunk(message=_unreported(item))
+    if item.source == "llm":
         empty: Any = "" if isinstance(last, str) else []
-        meta = {"datashunt": _meta(result)}
+        meta = {"datashunt": generative_summary(item)}
         return ChatGenerationChunk(
             message=AIMessageChunk(content=empty, response_metadata=meta, chunk_position="last")
         )
-    message = _message(result)
+    message = _message(item)
     fields = message.model_dump(exclude={"type", "tool_calls", "invalid_tool_calls"})
     calls = [
         tool_call_chunk(name=c["name"], args=json.dumps(c["args"]), id=c["id"], index=i)

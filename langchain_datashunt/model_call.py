@@ -1,13 +1,13 @@
 """How LangChain models are called: the adapter's only contribution to the engine's lifecycle.
 
-The engine (:meth:`datashunt.Shunt.ask` and its async and streaming forms) times, retries,
-parses and records every call; these classes say only how to render a request into what a
-LangChain model takes and how to invoke it. ``render`` reports the exact messages the model
-receives, so the store records what was sent, whatever the prompt template.
+The engine times, retries, parses and records every call; these classes say only how to render
+a request into what a LangChain model takes and how to invoke it. ``render`` reports the exact
+messages the model receives, so the store records what was sent, whatever the prompt template.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -21,11 +21,59 @@ from datashunt.llm.retry import time_left
 
 from ._convert import as_messages, message_text, message_to_reply, model_name_of, with_image
 
-__all__ = ["DEFAULT_ATTEMPT_TIMEOUT", "ChatModelCall", "single_attempt"]
+__all__ = ["DEFAULT_ATTEMPT_TIMEOUT", "ChatCall", "ChatModelCall", "single_attempt"]
 
 
-class ChatModelCall(ModelCall[Any]):
-    """A prompt template and a chat model (or any runnable to a message), for one input.
+class ChatCall(ModelCall[Any]):
+    """A chat model (or any runnable to a message) invoked with a run config and call options
+    (``stop``, ``temperature``...): sent, streamed, its message read back."""
+
+    def __init__(
+        self,
+        llm: Runnable[Any, BaseMessage],
+        config: RunnableConfig,
+        options: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.llm, self.config, self.options = llm, config, dict(options or {})
+        self.model_name = model_name_of(llm)
+
+    def send(self, payload: Any) -> LLMReply:
+        with unreadable_as_llm_error():
+            options = {**self.options, **self._bounded()}
+            return message_to_reply(self.llm.invoke(payload, self.config, **options))
+
+    def _bounded(self) -> dict[str, Any]:
+        """For an OpenAI chat model (see :func:`single_attempt`), this attempt's timeout: what
+        is left of the retry policy's deadline, when less than the model's own."""
+        left, own = time_left(), getattr(self.llm, "request_timeout", None)
+        if left is None or getattr(self.llm, "root_client", None) is None:
+            return {}
+        return {"timeout": min(left, own) if isinstance(own, int | float) else left}
+
+    async def asend(self, payload: Any) -> LLMReply:
+        with unreadable_as_llm_error():
+            return message_to_reply(await self.llm.ainvoke(payload, self.config, **self.options))
+
+    def is_empty(self, reply: LLMReply) -> bool:
+        # a message that calls a tool is an answer even with no text
+        return not reply.text.strip() and not getattr(reply.raw, "tool_calls", None)
+
+    def stream(self, payload: Any) -> Iterator[Any]:
+        return self.llm.stream(payload, self.config, **self.options)
+
+    def astream(self, payload: Any) -> AsyncIterator[Any]:
+        return self.llm.astream(payload, self.config, **self.options)
+
+    def chunk_text(self, chunk: Any) -> str:
+        # a tool-call chunk reached the caller as surely as text: no retry after it either
+        return message_text(chunk) or json.dumps(getattr(chunk, "tool_call_chunks", None) or "")
+
+    def reply(self, acc: Any) -> LLMReply:
+        return message_to_reply(acc)
+
+
+class ChatModelCall(ChatCall):
+    """A prompt template and a chat model, for one input of a classification shunt.
 
     Args:
         prompt: renders the shunt variables (plus ``extras``) into a prompt value.
@@ -41,53 +89,20 @@ class ChatModelCall(ModelCall[Any]):
         config: RunnableConfig,
         extras: Mapping[str, Any] | None = None,
     ) -> None:
-        self.prompt, self.llm, self.config = prompt, llm, config
-        self.extras = dict(extras or {})
-        self.model_name = model_name_of(llm)
-
-    def _variables(self, request: LLMRequest) -> dict[str, Any]:
-        return {**self.extras, **request.variables}
+        super().__init__(llm, config)
+        self.prompt, self.extras = prompt, dict(extras or {})
 
     def render(self, request: LLMRequest) -> Rendered[Any]:
-        value = with_image(self.prompt.invoke(self._variables(request), self.config), request.text)
-        return Rendered(value, as_messages(value))
+        value = self.prompt.invoke({**self.extras, **request.variables}, self.config)
+        return self._rendered(value, request)
 
     async def arender(self, request: LLMRequest) -> Rendered[Any]:
-        value = await self.prompt.ainvoke(self._variables(request), self.config)
+        value = await self.prompt.ainvoke({**self.extras, **request.variables}, self.config)
+        return self._rendered(value, request)
+
+    def _rendered(self, value: Any, request: LLMRequest) -> Rendered[Any]:
         value = with_image(value, request.text)  # an image input: a block of the user message
         return Rendered(value, as_messages(value))
-
-    def send(self, payload: Any) -> LLMReply:
-        with unreadable_as_llm_error():
-            return message_to_reply(self.llm.invoke(payload, self.config, **self._bounded()))
-
-    def _bounded(self) -> dict[str, Any]:
-        """For an OpenAI chat model (see :func:`single_attempt`), this attempt's timeout: what
-        is left of the retry policy's deadline, when less than the model's own."""
-        left, own = time_left(), getattr(self.llm, "request_timeout", None)
-        if left is None or getattr(self.llm, "root_client", None) is None:
-            return {}
-        return {"timeout": min(left, own) if isinstance(own, int | float) else left}
-
-    async def asend(self, payload: Any) -> LLMReply:
-        with unreadable_as_llm_error():
-            return message_to_reply(await self.llm.ainvoke(payload, self.config))
-
-    def is_empty(self, reply: LLMReply) -> bool:
-        # a message that calls a tool is an answer even with no text
-        return not reply.text.strip() and not getattr(reply.raw, "tool_calls", None)
-
-    def stream(self, payload: Any) -> Iterator[Any]:
-        return self.llm.stream(payload, self.config)
-
-    def astream(self, payload: Any) -> AsyncIterator[Any]:
-        return self.llm.astream(payload, self.config)
-
-    def chunk_text(self, chunk: Any) -> str:
-        return message_text(chunk)
-
-    def reply(self, acc: Any) -> LLMReply:
-        return message_to_reply(acc)
 
 
 @contextmanager

@@ -9,12 +9,18 @@ called and which messages it receives. Calls made here are tagged so that
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import replace
 from typing import Any
 
-from llama_index.core.base.llms.types import ChatMessage, ImageBlock, MessageRole, TextBlock
+from llama_index.core.base.llms.types import (
+    ChatMessage,
+    ChatResponse,
+    ImageBlock,
+    MessageRole,
+    TextBlock,
+)
 from llama_index.core.llms import LLM
 from llama_index_instrumentation.dispatcher import active_instrument_tags, instrument_tags
 
@@ -43,12 +49,15 @@ def recorded_scope() -> Iterator[None]:
 
 class LlamaIndexCall(ModelCall[Payload]):
     """A LlamaIndex ``LLM``: a chat model gets ``messages`` (default: the request's prompt as
-    one user message), a completion model gets the prompt.
+    one user message), a completion model gets the prompt; streamed, its chat responses are
+    cumulative (the last one is whole).
 
     Args:
         llm: the LlamaIndex LLM.
         messages: the exact chat messages to send (e.g. with an injected system message).
         prompt: the completion prompt to send instead of the request's (completion models).
+        recorded: the shunt records this call: its events are tagged so that
+            :class:`DataShuntEventHandler` does not record it a second time.
         kwargs: passed to ``chat`` / ``complete``.
     """
 
@@ -58,10 +67,12 @@ class LlamaIndexCall(ModelCall[Payload]):
         *,
         messages: Sequence[ChatMessage] | None = None,
         prompt: str | None = None,
+        recorded: bool = True,
         **kwargs: Any,
     ) -> None:
         self.llm, self.messages, self.prompt, self.kwargs = llm, messages, prompt, kwargs
         self.model_name = getattr(llm.metadata, "model_name", None) or None
+        self.scope = recorded_scope if recorded else nullcontext
 
     def render(self, request: LLMRequest) -> Rendered[Payload]:
         image = is_image_input(request.text)
@@ -78,16 +89,34 @@ class LlamaIndexCall(ModelCall[Payload]):
         return Rendered(sent, tuple(to_message(m) for m in sent))
 
     def send(self, payload: Payload) -> LLMReply:
-        with recorded_scope():
+        with self.scope():
             if isinstance(payload, str):
                 return _with_raw(self.llm.complete(payload, **self.kwargs))
             return _with_raw(self.llm.chat(payload, **self.kwargs))
 
     async def asend(self, payload: Payload) -> LLMReply:
-        with recorded_scope():
+        with self.scope():
             if isinstance(payload, str):
                 return _with_raw(await self.llm.acomplete(payload, **self.kwargs))
             return _with_raw(await self.llm.achat(payload, **self.kwargs))
+
+    def stream(self, payload: Payload) -> Iterator[ChatResponse]:
+        with self.scope():
+            yield from self.llm.stream_chat(payload, **self.kwargs)  # type: ignore[arg-type]
+
+    async def astream(self, payload: Payload) -> AsyncIterator[ChatResponse]:
+        with self.scope():
+            async for response in await self.llm.astream_chat(payload, **self.kwargs):  # type: ignore[arg-type]
+                yield response
+
+    def chunk_text(self, chunk: Any) -> str:
+        return str(getattr(chunk, "delta", "") or "")
+
+    def join(self, acc: Any, chunk: Any) -> Any:
+        return chunk
+
+    def reply(self, acc: Any) -> LLMReply:
+        return _with_raw(acc)
 
 
 def with_image_block(messages: Sequence[ChatMessage], part: ImagePart) -> list[ChatMessage]:

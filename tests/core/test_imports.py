@@ -66,6 +66,7 @@ EXPECTED = {
 }
 
 ADAPTER_NAMES = {
+    "GENERATIVE_OPTIONS",
     "AnswerParser",
     "CallFor",
     "Exchange",
@@ -79,9 +80,14 @@ ADAPTER_NAMES = {
     "Plan",
     "Rendered",
     "aexchange",
+    "decision_event",
+    "drift_event",
     "exchange",
+    "generative_shunt",
+    "generative_summary",
     "hard_candidates",
     "prompt_variables",
+    "refuse_loose",
     "render_prompt",
     "soft_hint",
 }

@@ -13,7 +13,7 @@ from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.runnables import Runnable
 
 from datashunt import CallStore, LLMError
-from datashunt.generative import GenerativePolicy
+from datashunt.generative import GenerativePolicy, GenerativeShunt
 from langchain_datashunt import DataShuntChatModel
 from tests.support.lc_fakes import CountingChat
 
@@ -39,7 +39,7 @@ class ToolLarge(CountingChat):
 
 
 def _model(tmp_path: Path | None = None, **kw: Any) -> DataShuntChatModel:
-    return DataShuntChatModel(
+    return DataShuntChatModel.from_policy(
         small=ScoredSmall(answer=lambda p: "small answer"),
         large=ToolLarge(answer=lambda p: "large answer here"),
         policy=GenerativePolicy("mean", 0.5),
@@ -99,7 +99,7 @@ def test_a_failing_large_model_falls_back_or_raises(tmp_path: Path) -> None:
     from datashunt import RetryPolicy
 
     broken = ToolLarge(answer=lambda p: RuntimeError("boom"))
-    chat = DataShuntChatModel(
+    chat = DataShuntChatModel.from_policy(
         small=ScoredSmall(answer=lambda p: "small answer"),
         large=broken,
         policy=GenerativePolicy("mean", 0.5),
@@ -112,7 +112,7 @@ def test_a_failing_large_model_falls_back_or_raises(tmp_path: Path) -> None:
     (rec,) = list(CallStore(tmp_path / "c.db").iter())
     assert rec.error and "boom" in rec.error
     assert [c.content for c in chat.stream("hard") if c.content] == ["small answer"]
-    strict = DataShuntChatModel(
+    strict = DataShuntChatModel.from_policy(
         small=ScoredSmall(answer=lambda p: "small answer"),
         large=broken,
         policy=GenerativePolicy("mean", 0.5),
@@ -216,7 +216,7 @@ class ProbeChat(BaseChatModel):
 
 def _pair(kept: bool, tools: bool = False, **kw: Any) -> DataShuntChatModel:
     SEEN.clear()
-    return DataShuntChatModel(
+    return DataShuntChatModel.from_policy(
         small=ProbeChat(name_="small-probe", lp=-0.01 if kept else -2.0),
         large=ProbeChat(name_="large-probe", tools=tools),
         policy=GenerativePolicy("mean", 0.5),
@@ -285,7 +285,10 @@ def test_token_callbacks_see_the_same_totals_for_stream_and_invoke(kept: bool) -
         assert ambient.usage_metadata == handler.usage_metadata
         totals.append(handler.usage_metadata)
     assert totals[0] == totals[1]
-    assert set(totals[0]) == {"small-probe", "large-probe"} if not kept else {"small-probe"}
+    # each model call counted once, under its own model: the outer run made none of its own
+    once = {"input_tokens": 7, "output_tokens": 3, "total_tokens": 10}
+    called = ["small-probe"] if kept else ["small-probe", "large-probe"]
+    assert totals[0] == dict.fromkeys(called, once)
 
 
 def test_stream_runs_the_inner_models_as_child_runs() -> None:
@@ -333,11 +336,23 @@ def test_unknown_options_are_refused_with_what_to_do() -> None:
 
 
 def test_max_retries_is_the_retry_policy() -> None:
-    from datashunt import ConfigError, RetryPolicy
+    from datashunt import RetryPolicy
 
-    assert _pair(kept=True, max_retries=0).shunt.retry.attempts == 1
-    with pytest.raises(ConfigError, match="retry= or max_retries="):
-        _pair(kept=True, max_retries=2, retry=RetryPolicy())
+    chat = _pair(kept=True, retry=RetryPolicy(attempts=5, base_delay=0.5), max_retries=0)
+    assert chat.shunt.retry.attempts == 1 and chat.shunt.retry.base_delay == 0.5
+    shunt = GenerativeShunt(retry=RetryPolicy(attempts=5))
+    chat = DataShuntChatModel(small=chat.small, large=chat.large, shunt=shunt, max_retries=1)
+    assert chat.shunt.retry.attempts == 2 and shunt.retry.attempts == 5  # the given one is kept
+
+
+def test_it_takes_a_built_shunt_and_refuses_loose_options() -> None:
+    from datashunt import ConfigError
+
+    shunt = GenerativeShunt(GenerativePolicy("mean", 0.5), record_small=True)
+    chat = DataShuntChatModel(small=ProbeChat(), large=ProbeChat(), shunt=shunt)
+    assert chat.shunt is shunt
+    with pytest.raises(ConfigError, match=r"shunt=GenerativeShunt.*from_policy.*'policy', 'store'"):
+        DataShuntChatModel(small=ProbeChat(), large=ProbeChat(), policy=None, store="x.db")
 
 
 def test_streaming_true_streams_invoke() -> None:
@@ -405,7 +420,7 @@ async def test_implicit_streaming_keeps_the_inner_runs_as_children(kept: bool) -
 def test_a_stalled_stream_times_out_and_falls_back() -> None:
     from datashunt import RetryPolicy
 
-    chat = DataShuntChatModel(
+    chat = DataShuntChatModel.from_policy(
         small=ProbeChat(name_="small-probe"),
         large=ProbeChat(name_="large-probe", stall=1.0),
         policy=GenerativePolicy("mean", 0.5),

@@ -21,7 +21,7 @@ from typing import Any
 from langchain_openai import ChatOpenAI
 from langchain_tests.unit_tests import ChatModelUnitTests
 
-from datashunt.generative import GenerativePolicy
+from datashunt.generative import GenerativePolicy, GenerativeShunt
 from langchain_datashunt import DataShuntChatModel
 
 
@@ -45,7 +45,7 @@ class TestDataShuntChatModelUnit(ChatModelUnitTests):
         return {
             "small": _openai("smollm2", logprobs=True),
             "large": _openai("gpt-4o-mini"),
-            "policy": GenerativePolicy("mean", 0.7),
+            "shunt": GenerativeShunt(GenerativePolicy("mean", 0.7)),
         }
 
     @property

@@ -26,7 +26,7 @@ import pytest
 from langchain_openai import ChatOpenAI
 from langchain_tests.integration_tests import ChatModelIntegrationTests
 
-from datashunt.generative import GenerativePolicy
+from datashunt.generative import GenerativePolicy, GenerativeShunt
 from datashunt.llm.server import LLMServer
 from langchain_datashunt import DataShuntChatModel
 
@@ -78,7 +78,7 @@ class _Live(ChatModelIntegrationTests):
         return {
             "small": _chat(logprobs=True, top_logprobs=1),  # llama.cpp: none without it
             "large": _chat(),
-            "policy": GenerativePolicy("mean", self.delta),
+            "shunt": GenerativeShunt(GenerativePolicy("mean", self.delta)),
         }
 
     @property

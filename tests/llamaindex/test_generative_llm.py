@@ -6,10 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 from llama_index.core.base.llms.types import ChatMessage, MessageRole
 
-from datashunt import CallStore
-from datashunt.generative import GenerativePolicy
+from datashunt import CallStore, ConfigError
+from datashunt.generative import GenerativePolicy, GenerativeShunt
 from llamaindex_datashunt import DataShuntEventHandler, DataShuntGenerativeLLM
 from tests.support.llamaindex_fakes import ScriptedLLM, llamaindex_sandbox
 
@@ -36,7 +37,8 @@ def _small() -> ScoredLLM:
 def test_chat_and_complete_keep_or_escalate(tmp_path: Path) -> None:
     store = tmp_path / "calls.db"
     large = ScriptedLLM(answer="the large answer")
-    llm = DataShuntGenerativeLLM(_small(), large, policy=GenerativePolicy("mean", 0.5), store=store)
+    policy = GenerativePolicy("mean", 0.5)
+    llm = DataShuntGenerativeLLM.from_policy(policy, small=_small(), large=large, store=store)
     assert llm.complete("an easy question").text == "sure thing"
     hard = llm.chat([ChatMessage(role=MessageRole.USER, content="a hard question")])
     assert hard.message.content == "the large answer"
@@ -61,9 +63,9 @@ async def test_async_forms_and_the_handler_records_once(tmp_path: Path) -> None:
 
     get_dispatcher().add_event_handler(handler)
     large = ScriptedLLM(answer="the large answer")
-    llm = DataShuntGenerativeLLM(
-        _small(), large, policy=GenerativePolicy("mean", 0.5), store=CallStore(store)
-    )
+    shunt = GenerativeShunt(GenerativePolicy("mean", 0.5), store=CallStore(store))
+    llm = DataShuntGenerativeLLM(_small(), large, shunt)
+    assert llm.shunt is shunt
     assert (await llm.acomplete("easy")).text == "sure thing"
     assert (await llm.acomplete("hard")).text == "the large answer"
     chunks = [c async for c in await llm.astream_chat([ChatMessage(role="user", content="hard")])]
@@ -71,3 +73,8 @@ async def test_async_forms_and_the_handler_records_once(tmp_path: Path) -> None:
     assert chunks[-1].message.content == "the large answer"
     escalations = [r for r in CallStore(store).iter() if r.response == "the large answer"]
     assert len(escalations) == 2  # recorded by the shunt, not a second time by the handler
+
+
+def test_loose_options_are_refused_with_how_to_pass_them() -> None:
+    with pytest.raises(ConfigError, match=r"shunt=GenerativeShunt.*from_policy.*'policy', 'store'"):
+        DataShuntGenerativeLLM(_small(), ScriptedLLM(), policy=GenerativePolicy(), store="x.db")
