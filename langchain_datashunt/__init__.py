@@ -19,8 +19,7 @@ from .callbacks import AsyncDataShuntCallbackHandler, DataShuntCallbackHandler
 from .chat_model import DataShuntChatModel
 from .output import ShuntOutput
 from .router import DataShuntRouter
-from .runnable import DECISION_EVENT, DataShuntRunnable
-from .watching import DRIFT_EVENT, RECEIPT_EVENT
+from .runnable import DECISION_EVENT, DRIFT_EVENT, RECEIPT_EVENT, DataShuntRunnable
 
 __all__ = [
     "DECISION_EVENT",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 from langchain_core.messages import BaseMessage, HumanMessage
@@ -11,7 +10,7 @@ from langchain_core.prompt_values import PromptValue
 
 from datashunt import InputError, LLMReply
 from datashunt.adapters import Message
-from datashunt.images import ImagePart, image_input, image_part, is_image_input
+from datashunt.images import ImagePart, as_input, image_part, is_image_input
 
 __all__ = [
     "as_messages",
@@ -124,47 +123,33 @@ def input_text(
         InputError: for anything else, naming the input (by ``index`` in a batch) and what was
             expected.
     """
-    where = "input" if index is None else f"input {index}"
-    if isinstance(value, str):
-        return value, {}
-    if images and (isinstance(value, bytes | bytearray | memoryview) or _is_pil(value)):
-        return image_input(value, index=index), {}
     if isinstance(value, Mapping):
         if input_key not in value:
             raise InputError(
-                f"{where} is a dict with no {input_key!r} key (keys: {sorted(value)}); pass the "
-                f"text under {input_key!r} or set input_key="
+                f"{'input' if index is None else f'input {index}'} is a dict with no "
+                f"{input_key!r} key (keys: {sorted(value)}); pass the text under {input_key!r} "
+                "or set input_key="
             )
         extras = {k: v for k, v in value.items() if k != input_key}
-        item = value[input_key]
-        if images and (isinstance(item, bytes | bytearray | memoryview) or _is_pil(item)):
-            item = image_input(item, index=index)
-        return item, extras
-    messages: Sequence[Any] | None = None
+        return (as_input(value[input_key], index=index) if images else value[input_key]), extras
     if isinstance(value, PromptValue):
-        messages = value.to_messages()
+        value = value.to_messages()
     elif isinstance(value, BaseMessage):
-        messages = [value]
-    elif isinstance(value, list) and value and all(isinstance(m, BaseMessage) for m in value):
-        messages = value
-    if messages:
-        humans = [m for m in messages if isinstance(m, HumanMessage)]
-        last = (humans or list(messages))[-1]
+        value = [value]
+    if isinstance(value, list) and value and all(isinstance(m, BaseMessage) for m in value):
+        humans = [m for m in value if isinstance(m, HumanMessage)]
+        last = (humans or value)[-1]
         parts = image_parts(last) if images else ()  # an image gate classifies the image
         return (parts[0].data_url if parts else message_text(last)), {}
+    value = as_input(value, index=index) if images else value
+    if isinstance(value, str):
+        return value, {}
     kind = type(value).__name__
     article = "an" if kind[:1].lower() in "aeiou" else "a"
     raise InputError(
-        f"{where} is {article} {kind}, which cannot be classified: pass a str, a dict with "
-        f"{input_key!r}, a prompt value or a list of messages"
+        f"{'input' if index is None else f'input {index}'} is {article} {kind}, which cannot be "
+        f"classified: pass a str, a dict with {input_key!r}, a prompt value or a list of messages"
     )
-
-
-def _is_pil(value: object) -> bool:
-    """An image object to send as such: a PIL image, or a ``Path`` to an image file."""
-    if isinstance(value, Path):
-        return True
-    return hasattr(value, "save") and hasattr(value, "mode") and hasattr(value, "size")
 
 
 def _logprobs(message: BaseMessage) -> list[Mapping[str, Any]] | None:

@@ -59,61 +59,7 @@ def _reply(response: LLMResult) -> tuple[LLMReply, str | None]:
     return reply, llm_output.get("model_name")
 
 
-class _Translator:
-    """What both handlers share: the recorder, the chains' input texts, and the start of a
-    call in its terms."""
-
-    recorder: CallRecorder
-
-    def _setup(
-        self, store: CallStore | str | Path, labels: Sequence[str] | None, input_key: str
-    ) -> None:
-        self.recorder = CallRecorder(store, source="callback", labels=labels)
-        self.input_key = input_key
-        # run id -> the text the chain classifies (its input_key variable), passed down to the
-        # runs nested in it, so a record keeps the input beside the rendered prompt
-        self._texts: dict[UUID, str] = {}
-
-    def _chain_start(self, inputs: Any, run_id: UUID, parent_run_id: UUID | None) -> None:
-        if isinstance(inputs, dict) and isinstance(inputs.get(self.input_key), str):
-            self._texts[run_id] = inputs[self.input_key]
-        elif isinstance(inputs, str) and parent_run_id is None:
-            self._texts[run_id] = inputs
-        elif parent_run_id in self._texts:
-            self._texts[run_id] = self._texts[parent_run_id]  # type: ignore[index]
-
-    def _chain_end(self, run_id: UUID) -> None:
-        self._texts.pop(run_id, None)
-
-    @property
-    def store(self) -> CallStore:
-        """The call store records go to."""
-        return self.recorder.store
-
-    def _start(
-        self,
-        serialized: dict[str, Any] | None,
-        messages: list[list[BaseMessage]],
-        run_id: UUID,
-        metadata: dict[str, Any] | None,
-        kwargs: dict[str, Any],
-    ) -> None:
-        meta = metadata or {}
-        if meta.get("datashunt_recorded"):
-            return  # the shunt records this call itself
-        parent = kwargs.get("parent_run_id")
-        self.recorder.start(
-            run_id,
-            as_messages(messages[0] if messages else []),
-            model=_model_name(serialized, kwargs, meta),
-            input_text=self._texts.get(parent) if parent is not None else None,
-            gate_label=meta.get("datashunt_label"),
-            gate_confidence=meta.get("datashunt_confidence"),
-            candidates=meta.get("datashunt_candidates"),
-        )
-
-
-class DataShuntCallbackHandler(_Translator, BaseCallbackHandler):
+class DataShuntCallbackHandler(BaseCallbackHandler):
     """Records chat-model calls into a store (sync; safe from many threads).
 
     Args:
@@ -139,7 +85,16 @@ class DataShuntCallbackHandler(_Translator, BaseCallbackHandler):
         input_key: str = "text",
     ) -> None:
         super().__init__()
-        self._setup(store, labels, input_key)
+        self.recorder = CallRecorder(store, source="callback", labels=labels)
+        self.input_key = input_key
+        # run id -> the text the chain classifies (its input_key variable), passed down to the
+        # runs nested in it, so a record keeps the input beside the rendered prompt
+        self._texts: dict[UUID, str] = {}
+
+    @property
+    def store(self) -> CallStore:
+        """The call store records go to."""
+        return self.recorder.store
 
     def on_chain_start(
         self,
@@ -150,13 +105,18 @@ class DataShuntCallbackHandler(_Translator, BaseCallbackHandler):
         parent_run_id: UUID | None = None,
         **kwargs: Any,
     ) -> None:
-        self._chain_start(inputs, run_id, parent_run_id)
+        if isinstance(inputs, dict) and isinstance(inputs.get(self.input_key), str):
+            self._texts[run_id] = inputs[self.input_key]
+        elif isinstance(inputs, str) and parent_run_id is None:
+            self._texts[run_id] = inputs
+        elif parent_run_id in self._texts:
+            self._texts[run_id] = self._texts[parent_run_id]  # type: ignore[index]
 
     def on_chain_end(self, outputs: Any, *, run_id: UUID, **kwargs: Any) -> None:
-        self._chain_end(run_id)
+        self._texts.pop(run_id, None)
 
     def on_chain_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
-        self._chain_end(run_id)
+        self._texts.pop(run_id, None)
 
     def on_chat_model_start(
         self,
@@ -165,12 +125,20 @@ class DataShuntCallbackHandler(_Translator, BaseCallbackHandler):
         *,
         run_id: UUID,
         parent_run_id: UUID | None = None,
-        tags: list[str] | None = None,
         metadata: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
-        self._start(
-            serialized, messages, run_id, metadata, {**kwargs, "parent_run_id": parent_run_id}
+        meta = metadata or {}
+        if meta.get("datashunt_recorded"):
+            return  # the shunt records this call itself
+        self.recorder.start(
+            run_id,
+            as_messages(messages[0] if messages else []),
+            model=_model_name(serialized, kwargs, meta),
+            input_text=self._texts.get(parent_run_id) if parent_run_id is not None else None,
+            gate_label=meta.get("datashunt_label"),
+            gate_confidence=meta.get("datashunt_confidence"),
+            candidates=meta.get("datashunt_candidates"),
         )
 
     def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
@@ -182,56 +150,17 @@ class DataShuntCallbackHandler(_Translator, BaseCallbackHandler):
         self.recorder.fail(run_id, error)
 
 
-class AsyncDataShuntCallbackHandler(_Translator, AsyncCallbackHandler):
+class AsyncDataShuntCallbackHandler(DataShuntCallbackHandler, AsyncCallbackHandler):  # type: ignore[misc]
     """The async twin of :class:`DataShuntCallbackHandler`: store writes run in a worker thread,
-    so the event loop never waits on the database."""
+    so the event loop never waits on the database. The other hooks only touch memory and run
+    inline (``run_inline``), in the order LangChain calls them."""
 
-    def __init__(
-        self,
-        store: CallStore | str | Path,
-        labels: Sequence[str] | None = None,
-        *,
-        input_key: str = "text",
-    ) -> None:
-        super().__init__()
-        self._setup(store, labels, input_key)
+    run_inline = True
 
-    async def on_chain_start(
-        self,
-        serialized: dict[str, Any] | None,
-        inputs: Any,
-        *,
-        run_id: UUID,
-        parent_run_id: UUID | None = None,
-        **kwargs: Any,
-    ) -> None:
-        self._chain_start(inputs, run_id, parent_run_id)
-
-    async def on_chain_end(self, outputs: Any, *, run_id: UUID, **kwargs: Any) -> None:
-        self._chain_end(run_id)
-
-    async def on_chain_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
-        self._chain_end(run_id)
-
-    async def on_chat_model_start(
-        self,
-        serialized: dict[str, Any],
-        messages: list[list[BaseMessage]],
-        *,
-        run_id: UUID,
-        parent_run_id: UUID | None = None,
-        tags: list[str] | None = None,
-        metadata: dict[str, Any] | None = None,
-        **kwargs: Any,
-    ) -> None:
-        self._start(
-            serialized, messages, run_id, metadata, {**kwargs, "parent_run_id": parent_run_id}
-        )
-
-    async def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
+    async def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:  # type: ignore[override]
         if self.recorder.tracks(run_id):
             reply, model = _reply(response)
             await self.recorder.aend(run_id, reply, model=model)
 
-    async def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+    async def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:  # type: ignore[override]
         await self.recorder.afail(run_id, error)

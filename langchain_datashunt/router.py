@@ -8,7 +8,7 @@ from typing import Any
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.prompts import ChatPromptTemplate
-from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda, RunnableSerializable
+from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda
 from langchain_core.runnables.config import get_executor_for_config, patch_config
 from langchain_core.runnables.utils import gather_with_concurrency
 from pydantic import ConfigDict, Field, PrivateAttr
@@ -17,10 +17,10 @@ from datashunt import ConfigError, LLMReply, LLMRequest, Shunt, ShuntPolicy
 from datashunt.adapters import Rendered
 from datashunt.engine import ShuntOptions
 
-from ._convert import as_messages, message_to_reply, with_image
+from ._convert import message_to_reply
 from .model_call import ChatModelCall
 from .output import ShuntOutput
-from .runnable import DataShuntRunnable, _refuse_loose_options
+from .runnable import Batched, DataShuntRunnable, refuse_loose_options
 
 __all__ = ["ROUTER_TEMPLATE", "DataShuntRouter"]
 
@@ -43,13 +43,14 @@ class _ChooserCall(ChatModelCall):
         self.structured = structured
 
     def render(self, request: LLMRequest) -> Rendered[Any]:
-        value = with_image(self.prompt.invoke(dict(request.variables), self.config), request.text)
-        return Rendered((value, list(request.candidates)), as_messages(value))
+        return self._with_candidates(super().render(request), request)
 
     async def arender(self, request: LLMRequest) -> Rendered[Any]:
-        value = await self.prompt.ainvoke(dict(request.variables), self.config)
-        value = with_image(value, request.text)  # an image input rides in the user message
-        return Rendered((value, list(request.candidates)), as_messages(value))
+        return self._with_candidates(await super().arender(request), request)
+
+    @staticmethod
+    def _with_candidates(rendered: Rendered[Any], request: LLMRequest) -> Rendered[Any]:
+        return Rendered((rendered.payload, list(request.candidates)), rendered.messages)
 
     def _structured_model(self, candidates: list[str]) -> Runnable[Any, Any] | None:
         if self.structured is False:
@@ -107,7 +108,7 @@ class _RoutingClassifier(DataShuntRunnable):
         return _ChooserCall(self._model, cfg, self.structured_output)  # type: ignore[arg-type]
 
 
-class DataShuntRouter(RunnableSerializable[Any, Any]):
+class DataShuntRouter(Batched[Any]):
     """Route each input to a destination runnable chosen by the gate, or by a chat model among
     the gate's pruned candidates when the gate is unsure.
 
@@ -150,7 +151,7 @@ class DataShuntRouter(RunnableSerializable[Any, Any]):
     _to_dest: dict[str, str] = PrivateAttr()
 
     def __init__(self, **kwargs: Any) -> None:
-        _refuse_loose_options(type(self).__name__, kwargs)
+        refuse_loose_options(type(self).__name__, kwargs)
         super().__init__(**kwargs)
         # set up here, not in model_post_init, so our ConfigError is not wrapped by pydantic
         labels = tuple(self.shunt.policy.labels)
@@ -205,12 +206,6 @@ class DataShuntRouter(RunnableSerializable[Any, Any]):
         }
         return cfg
 
-    def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:  # noqa: A002
-        return self.batch([input], config, **kwargs)[0]
-
-    async def ainvoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:  # noqa: A002
-        return (await self.abatch([input], config, **kwargs))[0]
-
     def _batch(
         self,
         inputs: list[Any],
@@ -256,40 +251,6 @@ class DataShuntRouter(RunnableSerializable[Any, Any]):
 
         return await gather_with_concurrency(
             config[0].get("max_concurrency"), *(go(i) for i in range(len(inputs)))
-        )
-
-    def batch(
-        self,
-        inputs: list[Any],
-        config: RunnableConfig | list[RunnableConfig] | None = None,
-        *,
-        return_exceptions: bool = False,
-        **kwargs: Any,
-    ) -> list[Any]:
-        return self._batch_with_config(
-            self._batch,
-            inputs,
-            config,
-            return_exceptions=return_exceptions,
-            strict=not return_exceptions,
-            **kwargs,
-        )
-
-    async def abatch(
-        self,
-        inputs: list[Any],
-        config: RunnableConfig | list[RunnableConfig] | None = None,
-        *,
-        return_exceptions: bool = False,
-        **kwargs: Any,
-    ) -> list[Any]:
-        return await self._abatch_with_config(
-            self._abatch,
-            inputs,
-            config,
-            return_exceptions=return_exceptions,
-            strict=not return_exceptions,
-            **kwargs,
         )
 
     def _stream(

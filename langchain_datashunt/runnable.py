@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from langchain_core.callbacks import (
     AsyncCallbackManagerForChainRun,
@@ -20,23 +20,83 @@ from langchain_core.runnables import Runnable, RunnableConfig, RunnableSerializa
 from langchain_core.runnables.config import merge_configs
 from pydantic import ConfigDict, Field, PrivateAttr
 
-from datashunt import ConfigError, InputError, LLMError, Shunt, ShuntPolicy, ShuntResult, load_gate
-from datashunt.engine import Item, Plan, ShuntOptions
+from datashunt import InputError, Shunt, ShuntPolicy, ShuntResult, load_gate
+from datashunt.adapters import decision_event, drift_event, refuse_loose
+from datashunt.engine import DriftAlarm, Item, Plan, ShuntOptions
 from datashunt.prompts import DEFAULT_TEMPLATE
 from datashunt.registry import Follower, GateRegistry, as_registry
 
 from ._convert import input_text, metadata_for
 from .model_call import ChatModelCall, single_attempt
 from .output import ShuntOutput
-from .watching import DRIFT_EVENT, RECEIPT_EVENT, AlarmInbox, event_data
 
-__all__ = ["DECISION_EVENT", "DataShuntRunnable"]
+__all__ = ["DECISION_EVENT", "DRIFT_EVENT", "RECEIPT_EVENT", "DataShuntRunnable"]
 
-#: Name of the custom event each input's decision is dispatched under.
+#: Custom event with each input's decision (route, label, confidence, candidates...).
 DECISION_EVENT = "datashunt_decision"
+#: Custom event with each result's receipt (policy version, δ, guarantee, p_wrong, tokens, cost).
+RECEIPT_EVENT = "datashunt_receipt"
+#: Custom event dispatched once when the drift alarm fires.
+DRIFT_EVENT = "datashunt_drift"
+
+Out = TypeVar("Out")
 
 
-class DataShuntRunnable(RunnableSerializable[Any, ShuntOutput]):
+class Batched(RunnableSerializable[Any, Out], Generic[Out]):
+    """``invoke`` and ``batch`` over one ``_batch`` / ``_abatch``: without
+    ``return_exceptions`` (and in ``invoke``), one bad input fails the whole batch before any
+    paid call (``strict``)."""
+
+    def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Out:  # noqa: A002
+        return self.batch([input], config, **kwargs)[0]
+
+    async def ainvoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Out:  # noqa: A002
+        return (await self.abatch([input], config, **kwargs))[0]
+
+    def batch(
+        self,
+        inputs: list[Any],
+        config: RunnableConfig | list[RunnableConfig] | None = None,
+        *,
+        return_exceptions: bool = False,
+        **kwargs: Any,
+    ) -> list[Out]:
+        strict = not return_exceptions
+        return self._batch_with_config(
+            self._batch,
+            inputs,
+            config,
+            return_exceptions=return_exceptions,
+            strict=strict,
+            **kwargs,
+        )
+
+    async def abatch(
+        self,
+        inputs: list[Any],
+        config: RunnableConfig | list[RunnableConfig] | None = None,
+        *,
+        return_exceptions: bool = False,
+        **kwargs: Any,
+    ) -> list[Out]:
+        strict = not return_exceptions
+        return await self._abatch_with_config(
+            self._abatch,
+            inputs,
+            config,
+            return_exceptions=return_exceptions,
+            strict=strict,
+            **kwargs,
+        )
+
+    def _batch(self, inputs: list[Any], run_manager: Any, config: Any, strict: bool) -> Any:
+        raise NotImplementedError
+
+    async def _abatch(self, inputs: list[Any], run_manager: Any, config: Any, strict: bool) -> Any:
+        raise NotImplementedError
+
+
+class DataShuntRunnable(Batched[ShuntOutput]):
     """A confidence gate in front of a chat model, as an LCEL runnable.
 
     Confident inputs are answered by the gate with no model call. The rest go to ``llm`` with
@@ -46,7 +106,8 @@ class DataShuntRunnable(RunnableSerializable[Any, ShuntOutput]):
     call the model only for the uncertain subset, at most ``max_concurrency`` at a time.
 
     Each input's decision is dispatched as the custom event ``"datashunt_decision"`` and set as
-    ``datashunt_*`` metadata on the model's child run.
+    ``datashunt_*`` metadata on the model's child run; each result's receipt as
+    ``"datashunt_receipt"``, a drift alarm as ``"datashunt_drift"``.
 
     Args:
         shunt: the core :class:`datashunt.Shunt` (gate, policy and every option: prompt mode,
@@ -61,9 +122,6 @@ class DataShuntRunnable(RunnableSerializable[Any, ShuntOutput]):
         input_key: the text's key when the input is a dict.
         stream_idle_timeout: seconds a stream may go without a chunk before the call counts as
             failed (and, if no text has reached the caller yet, is retried); ``None``: no limit.
-
-    Each result's receipt is dispatched as the custom event ``"datashunt_receipt"``, a drift
-    alarm as ``"datashunt_drift"``.
 
     Example:
         .. code-block:: python
@@ -90,13 +148,13 @@ class DataShuntRunnable(RunnableSerializable[Any, ShuntOutput]):
 
     _prompt: Runnable[dict[str, Any], Any] = PrivateAttr()
     _model: Runnable[Any, BaseMessage] = PrivateAttr()
-    _alarms: AlarmInbox = PrivateAttr()
+    _alarms: list[DriftAlarm] = PrivateAttr(default_factory=list)
     _follower: Follower | None = PrivateAttr(default=None)
 
     def __init__(self, **kwargs: Any) -> None:
-        _refuse_loose_options(type(self).__name__, kwargs)
+        refuse_loose_options(type(self).__name__, kwargs)
         super().__init__(**kwargs)
-        self._alarms = AlarmInbox(self.shunt)
+        self.shunt.watch.listeners.append(self._alarms.append)  # dispatched as events
         # one attempt per call, bounded: the shunt's retry policy makes (and counts) each one
         self._model = single_attempt(self.llm, self.shunt.retry)
         self._prompt = self.prompt or ChatPromptTemplate.from_messages(
@@ -179,25 +237,24 @@ class DataShuntRunnable(RunnableSerializable[Any, ShuntOutput]):
             self._prompt, self._model, self._call_config(item, config), item.extras
         )
 
-    @staticmethod
-    def _output(result: ShuntResult | Exception) -> ShuntOutput | Exception:
-        if isinstance(result, Exception):
-            return result
-        return ShuntOutput.from_result(result, result.reply.raw if result.reply else None)
-
     def _events(
-        self, out: Sequence[ShuntOutput | Exception], config: list[RunnableConfig]
-    ) -> list[tuple[str, Any, RunnableConfig]]:
-        """The receipt of each output and any drift alarm, as custom events to dispatch."""
-        events: list[tuple[str, Any, RunnableConfig]] = [
+        self, results: Sequence[ShuntResult | Exception], config: list[RunnableConfig]
+    ) -> tuple[list[ShuntOutput | Exception], list[tuple[str, Any, RunnableConfig]]]:
+        """The outputs, and the custom events they raise: each receipt, any drift alarm."""
+        out = [r if isinstance(r, Exception) else _output(r) for r in results]
+        events = [
             (RECEIPT_EVENT, o.receipt, config[i])
             for i, o in enumerate(out)
             if isinstance(o, ShuntOutput) and o.receipt is not None
         ]
-        events += [(DRIFT_EVENT, alarm, config[0]) for alarm in self._alarms.take()]
-        return events
+        shunt, alarms = self.shunt, self._alarms[:]
+        del self._alarms[: len(alarms)]
+        for alarm in alarms:
+            data = drift_event(alarm, shunt.serving.version, shunt.shadowing)
+            events.append((DRIFT_EVENT, data, config[0]))
+        return out, events
 
-    # ---- sync -------------------------------------------------------------------------------
+    # ---- batch: the engine runs the plan, this adds the events ------------------------------
 
     def _batch(
         self,
@@ -208,44 +265,18 @@ class DataShuntRunnable(RunnableSerializable[Any, ShuntOutput]):
     ) -> list[ShuntOutput | Exception]:
         plan = self._plan(inputs, [str(rm.run_id) for rm in run_manager], strict)
         for item in plan.decided:
-            dispatch_custom_event(
-                DECISION_EVENT, event_data(item.decision), config=config[item.index]
-            )
+            data = decision_event(item.decision)
+            dispatch_custom_event(DECISION_EVENT, data, config=config[item.index])
         done = self.shunt.run_plan(
             plan,
             lambda it: self._call(it, config[it.index]),
             return_exceptions=True,
             max_concurrency=config[0].get("max_concurrency"),
         )
-        out = [self._output(r) for r in done]
-        for name, data, cfg in self._events(out, config):
+        out, events = self._events(done, config)
+        for name, data, cfg in events:
             dispatch_custom_event(name, data, config=cfg)
         return out
-
-    def invoke(
-        self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
-    ) -> ShuntOutput:  # noqa: A002
-        return self._batch_with_config(self._batch, [input], config, strict=True, **kwargs)[0]
-
-    def batch(
-        self,
-        inputs: list[Any],
-        config: RunnableConfig | list[RunnableConfig] | None = None,
-        *,
-        return_exceptions: bool = False,
-        **kwargs: Any,
-    ) -> list[ShuntOutput]:
-        # without return_exceptions, one bad input fails the batch before any paid call
-        return self._batch_with_config(
-            self._batch,
-            inputs,
-            config,
-            return_exceptions=return_exceptions,
-            strict=not return_exceptions,
-            **kwargs,
-        )
-
-    # ---- async ------------------------------------------------------------------------------
 
     async def _abatch(
         self,
@@ -257,108 +288,20 @@ class DataShuntRunnable(RunnableSerializable[Any, ShuntOutput]):
         run_ids = [str(rm.run_id) for rm in run_manager]
         plan = await asyncio.to_thread(self._plan, inputs, run_ids, strict)  # the gate pass
         for item in plan.decided:
-            await adispatch_custom_event(
-                DECISION_EVENT, event_data(item.decision), config=config[item.index]
-            )
+            data = decision_event(item.decision)
+            await adispatch_custom_event(DECISION_EVENT, data, config=config[item.index])
         done = await self.shunt.arun_plan(
             plan,
             lambda it: self._call(it, config[it.index]),
             return_exceptions=True,
             max_concurrency=config[0].get("max_concurrency"),
         )
-        out = [self._output(r) for r in done]
-        for name, data, cfg in self._events(out, config):
+        out, events = self._events(done, config)
+        for name, data, cfg in events:
             await adispatch_custom_event(name, data, config=cfg)
         return out
 
-    async def ainvoke(
-        self,
-        input: Any,  # noqa: A002
-        config: RunnableConfig | None = None,
-        **kwargs: Any,
-    ) -> ShuntOutput:
-        outs = await self._abatch_with_config(self._abatch, [input], config, strict=True, **kwargs)
-        return outs[0]
-
-    async def abatch(
-        self,
-        inputs: list[Any],
-        config: RunnableConfig | list[RunnableConfig] | None = None,
-        *,
-        return_exceptions: bool = False,
-        **kwargs: Any,
-    ) -> list[ShuntOutput]:
-        return await self._abatch_with_config(
-            self._abatch,
-            inputs,
-            config,
-            return_exceptions=return_exceptions,
-            strict=not return_exceptions,
-            **kwargs,
-        )
-
     # ---- streaming: the model's tokens flow through on the LLM route ----------------------------
-
-    def _final(self, value: Any) -> ShuntOutput:
-        """The last item of an engine stream: the result, without the message the chunks
-        already carried (adding the chunks up restores it)."""
-        if isinstance(value, LLMError):
-            raise value
-        return ShuntOutput.from_result(value)
-
-    def _transform(
-        self,
-        inputs: Iterator[Any],
-        run_manager: CallbackManagerForChainRun,
-        config: RunnableConfig,
-    ) -> Iterator[ShuntOutput]:
-        plan = self._plan([_last(inputs)], [str(run_manager.run_id)], strict=True)
-        (item,) = plan.decided
-        dispatch_custom_event(DECISION_EVENT, event_data(item.decision), config=config)
-        if item.request is None:  # the gate answers (and an audit, when one is drawn)
-            (result,) = self.shunt.run_plan(plan, lambda it: self._call(it, config))
-            yield ShuntOutput.from_result(result)  # type: ignore[arg-type]
-            return
-        yield ShuntOutput.from_decision(item.decision)
-        call, idle = self._call(item, config), self.stream_idle_timeout
-        stream = self.shunt.ask_stream(item.request, call, run_id=item.run_id, idle_timeout=idle)
-        for value in stream:
-            yield (
-                self._final(value) if isinstance(value, ShuntResult) else ShuntOutput(message=value)
-            )
-
-    async def _atransform(
-        self,
-        inputs: AsyncIterator[Any],
-        run_manager: AsyncCallbackManagerForChainRun,
-        config: RunnableConfig,
-    ) -> AsyncIterator[ShuntOutput]:
-        last: Any = None
-        async for value in inputs:
-            last = value
-        run_ids = [str(run_manager.run_id)]
-        plan = await asyncio.to_thread(self._plan, [last], run_ids, True)
-        (item,) = plan.decided
-        await adispatch_custom_event(DECISION_EVENT, event_data(item.decision), config=config)
-        if item.request is None:
-            (result,) = await self.shunt.arun_plan(plan, lambda it: self._call(it, config))
-            yield ShuntOutput.from_result(result)  # type: ignore[arg-type]
-            return
-        yield ShuntOutput.from_decision(item.decision)
-        call, idle = self._call(item, config), self.stream_idle_timeout
-        stream = self.shunt.aask_stream(item.request, call, run_id=item.run_id, idle_timeout=idle)
-        async for value in stream:
-            yield (
-                self._final(value) if isinstance(value, ShuntResult) else ShuntOutput(message=value)
-            )
-
-    def transform(
-        self,
-        input: Iterator[Any],
-        config: RunnableConfig | None = None,
-        **kwargs: Any,  # noqa: A002
-    ) -> Iterator[ShuntOutput]:
-        yield from self._transform_stream_with_config(input, self._transform, config, **kwargs)
 
     def stream(
         self,
@@ -366,18 +309,7 @@ class DataShuntRunnable(RunnableSerializable[Any, ShuntOutput]):
         config: RunnableConfig | None = None,
         **kwargs: Any,  # noqa: A002
     ) -> Iterator[ShuntOutput]:
-        yield from self.transform(iter([input]), config, **kwargs)
-
-    async def atransform(
-        self,
-        input: AsyncIterator[Any],
-        config: RunnableConfig | None = None,
-        **kwargs: Any,  # noqa: A002
-    ) -> AsyncIterator[ShuntOutput]:
-        async for chunk in self._atransform_stream_with_config(
-            input, self._atransform, config, **kwargs
-        ):
-            yield chunk
+        yield from self._transform_stream_with_config(iter([input]), self._stream, config, **kwargs)
 
     async def astream(
         self,
@@ -388,23 +320,65 @@ class DataShuntRunnable(RunnableSerializable[Any, ShuntOutput]):
         async def once() -> AsyncIterator[Any]:
             yield input
 
-        async for chunk in self.atransform(once(), config, **kwargs):
+        streamed = self._atransform_stream_with_config(once(), self._astream, config, **kwargs)
+        async for chunk in streamed:
             yield chunk
 
+    def _stream(
+        self, inputs: Iterator[Any], run_manager: CallbackManagerForChainRun, config: RunnableConfig
+    ) -> Iterator[ShuntOutput]:
+        plan = self._plan(list(inputs), [str(run_manager.run_id)], strict=True)
+        (item,) = plan.decided
+        dispatch_custom_event(DECISION_EVENT, decision_event(item.decision), config=config)
+        if item.request is None:  # the gate answers (and an audit, when one is drawn)
+            (result,) = self.shunt.run_plan(plan, lambda it: self._call(it, config))
+            yield _output(result)  # type: ignore[arg-type]
+            return
+        yield ShuntOutput.from_decision(item.decision)
+        call, idle = self._call(item, config), self.stream_idle_timeout
+        for value in self.shunt.ask_stream(
+            item.request, call, run_id=item.run_id, idle_timeout=idle
+        ):
+            yield _streamed(value)
 
-def _last(values: Iterator[Any]) -> Any:
-    """A stream's input: inputs are not generally addable, so the last value is the input."""
-    last: Any = None
-    for last in values:  # noqa: B007
-        pass
-    return last
+    async def _astream(
+        self,
+        inputs: AsyncIterator[Any],
+        run_manager: AsyncCallbackManagerForChainRun,
+        config: RunnableConfig,
+    ) -> AsyncIterator[ShuntOutput]:
+        values, run_ids = [v async for v in inputs], [str(run_manager.run_id)]
+        plan = await asyncio.to_thread(self._plan, values, run_ids, True)
+        (item,) = plan.decided
+        await adispatch_custom_event(DECISION_EVENT, decision_event(item.decision), config=config)
+        if item.request is None:
+            (result,) = await self.shunt.arun_plan(plan, lambda it: self._call(it, config))
+            yield _output(result)  # type: ignore[arg-type]
+            return
+        yield ShuntOutput.from_decision(item.decision)
+        call, idle = self._call(item, config), self.stream_idle_timeout
+        async for value in self.shunt.aask_stream(
+            item.request, call, run_id=item.run_id, idle_timeout=idle
+        ):
+            yield _streamed(value)
 
 
-def _refuse_loose_options(owner: str, kwargs: dict[str, Any]) -> None:
+def _output(result: ShuntResult) -> ShuntOutput:
+    return ShuntOutput.from_result(result, result.reply.raw if result.reply else None)
+
+
+def _streamed(value: Any) -> ShuntOutput:
+    """An item of an engine stream: a message chunk, or last the result, without the message
+    the chunks already carried (adding the chunks up restores it)."""
+    if isinstance(value, ShuntResult):
+        return ShuntOutput.from_result(value)
+    return ShuntOutput(message=value)
+
+
+def refuse_loose_options(owner: str, kwargs: dict[str, Any]) -> None:
     """Options belong to the :class:`Shunt`: a loose ``gate=`` or ``store=`` says how to pass it."""
-    loose = sorted(set(kwargs) & (ShuntOptions.names() | {"gate", "policy"}))
-    if loose:
-        raise ConfigError(
-            f"{owner} takes a built shunt: pass shunt=Shunt(gate, policy, ...) or use "
-            f"{owner}.from_gate(gate, policy, ...) / from_dir(...) for the options {loose}"
-        )
+    how = (
+        f"pass shunt=Shunt(gate, policy, ...) or use {owner}.from_gate(gate, policy, ...) / "
+        "from_dir(...)"
+    )
+    refuse_loose(owner, kwargs, ShuntOptions.names() | {"gate", "policy"}, how)
