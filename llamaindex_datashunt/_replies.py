@@ -2,87 +2,68 @@
 
 Logprobs are read in the OpenAI shape the core expects, ``[{"token", "logprob",
 "top_logprobs": [{"token", "logprob"}]}]``: first from the provider's raw payload (exact: it names
-the sampled token), else from LlamaIndex's ``response.logprobs`` (per position, the top
-alternatives only; the sampled token is recovered by matching the answer text).
+the sampled token; an OpenAI SDK object is read as the JSON the server sent), else from
+LlamaIndex's ``response.logprobs`` (per position, the top alternatives only; the sampled token
+is recovered by matching the answer text).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from llama_index.core.base.llms.types import ChatResponse, CompletionResponse, LogProb
 
 from datashunt import LLMReply
+from datashunt.llm.wire import as_wire
 
-__all__ = ["openai_logprobs", "response_text", "to_reply"]
+__all__ = ["openai_logprobs", "to_reply"]
 
-Logprobs = list[Mapping[str, Any]]
-
-
-def _get(obj: Any, key: str) -> Any:
-    """``obj[key]`` for mappings, ``obj.key`` for objects (OpenAI SDK models), else None."""
-    if obj is None:
-        return None
-    return obj.get(key) if isinstance(obj, Mapping) else getattr(obj, key, None)
+Logprobs = list[dict[str, Any]]
 
 
-def _first_choice(raw: Any) -> Any:
-    choices = _get(raw, "choices")
-    if isinstance(choices, Sequence) and not isinstance(choices, str) and choices:
-        return choices[0]
-    return None
-
-
-def _float(x: Any) -> float | None:
+def _pair(token: Any, logprob: Any) -> dict[str, Any] | None:
+    """``{"token", "logprob"}``, or ``None`` without a token and a finite logprob."""
     try:
-        f = float(x)
+        lp = float(logprob)
     except (TypeError, ValueError):
         return None
-    return f if not math.isnan(f) else None
+    return (
+        {"token": token, "logprob": lp} if isinstance(token, str) and not math.isnan(lp) else None
+    )
 
 
-def _int(x: Any) -> int | None:
-    return x if isinstance(x, int) and not isinstance(x, bool) else None
-
-
-def _alt(token: Any, logprob: Any) -> dict[str, Any] | None:
-    lp = _float(logprob)
-    if not isinstance(token, str) or lp is None:
-        return None
-    return {"token": token, "logprob": lp}
-
-
-def _from_openai_content(content: Sequence[Any]) -> Logprobs:
-    out: Logprobs = []
-    for entry in content:
-        head = _alt(_get(entry, "token"), _get(entry, "logprob"))
-        if head is None:
-            continue
-        alts = [a for a in (_alt(_get(t, "token"), _get(t, "logprob")) for t in _seq(entry)) if a]
-        out.append({**head, "top_logprobs": alts})
-    return out
-
-
-def _seq(entry: Any) -> Sequence[Any]:
-    tops = _get(entry, "top_logprobs")
-    return tops if isinstance(tops, Sequence) and not isinstance(tops, str) else ()
-
-
-def _from_legacy_completion(logprobs: Any) -> Logprobs:
-    # The completions API: parallel lists, top_logprobs as one {token: logprob} dict per position.
-    tokens, lps = _get(logprobs, "tokens"), _get(logprobs, "token_logprobs")
-    if not isinstance(tokens, Sequence) or not isinstance(lps, Sequence):
+def _position(head: dict[str, Any] | None, alternatives: Iterable[tuple[Any, Any]]) -> Logprobs:
+    """One generated position with its alternatives (none when the head is unusable)."""
+    if head is None:
         return []
-    tops = _get(logprobs, "top_logprobs") or [None] * len(tokens)
+    return [{**head, "top_logprobs": [a for a in (_pair(t, v) for t, v in alternatives) if a]}]
+
+
+def _payload(raw: Any) -> Mapping[str, Any]:
+    data = as_wire(raw)  # an SDK object as the JSON the server sent
+    return data if isinstance(data, Mapping) else {}
+
+
+def _from_payload(data: Mapping[str, Any]) -> Logprobs:
+    """The first choice's logprobs: the chat shape (``logprobs.content``), or the completions
+    API's parallel lists (``tokens``, ``token_logprobs``, one ``{token: logprob}`` each)."""
+    choices = data.get("choices")
+    choice = choices[0] if isinstance(choices, list) and choices else None
+    logprobs = choice.get("logprobs") if isinstance(choice, Mapping) else None
+    if not isinstance(logprobs, Mapping):
+        return []
     out: Logprobs = []
-    for tok, lp, top in zip(tokens, lps, tops, strict=False):
-        head = _alt(tok, lp)
-        if head is None:
-            continue
-        alts = [a for a in (_alt(t, v) for t, v in (top or {}).items()) if a]
-        out.append({**head, "top_logprobs": alts})
+    for e in [e for e in logprobs.get("content") or [] if isinstance(e, Mapping)]:
+        tops = [(t.get("token"), t.get("logprob")) for t in e.get("top_logprobs") or []]
+        out += _position(_pair(e.get("token"), e.get("logprob")), tops)
+    if out:
+        return out
+    tokens, lps = logprobs.get("tokens") or [], logprobs.get("token_logprobs") or []
+    tops = logprobs.get("top_logprobs") or [None] * len(tokens)
+    for token, lp, top in zip(tokens, lps, tops, strict=False):
+        out += _position(_pair(token, lp), (top or {}).items())
     return out
 
 
@@ -92,7 +73,7 @@ def _from_llamaindex(positions: Sequence[Sequence[LogProb]], text: str) -> Logpr
     out: Logprobs = []
     cursor = 0
     for position in positions:
-        alts = [a for a in (_alt(p.token, p.logprob) for p in position) if a]
+        alts = [a for a in (_pair(p.token, p.logprob) for p in position) if a]
         if not alts:
             continue
         matching = [a for a in alts if a["token"] and text.startswith(a["token"], cursor)]
@@ -112,29 +93,11 @@ def openai_logprobs(
         positions: LlamaIndex's ``response.logprobs``.
         text: the answer text, used to recover sampled tokens from ``positions``.
     """
-    choice = _first_choice(raw)
-    logprobs = _get(choice, "logprobs")
-    content = _get(logprobs, "content")
-    if isinstance(content, Sequence) and not isinstance(content, str) and content:
-        out = _from_openai_content(content)
-        if out:
-            return out
-    if logprobs is not None:
-        out = _from_legacy_completion(logprobs)
-        if out:
-            return out
-    if positions:
-        out = _from_llamaindex(positions, text)
-        if out:
-            return out
-    return None
+    return _from_payload(_payload(raw)) or _from_llamaindex(positions or [], text) or None
 
 
-def response_text(response: ChatResponse | CompletionResponse) -> str:
-    """The answer text of a chat or completion response ("" when it has none)."""
-    if isinstance(response, ChatResponse):
-        return response.message.content or ""
-    return response.text or ""
+def _int(x: Any) -> int | None:
+    return x if isinstance(x, int) and not isinstance(x, bool) else None
 
 
 def to_reply(response: object) -> LLMReply:
@@ -150,19 +113,17 @@ def to_reply(response: object) -> LLMReply:
             f"the LLM returned {type(response).__name__}, expected a ChatResponse or "
             "CompletionResponse"
         )
-    text = response_text(response)
-    raw = response.raw
-    usage = _get(raw, "usage")
-    extra = response.additional_kwargs or {}
-    prompt_tokens = _int(_get(usage, "prompt_tokens")) or _int(extra.get("prompt_tokens"))
-    completion_tokens = _int(_get(usage, "completion_tokens")) or _int(
-        extra.get("completion_tokens")
-    )
-    model = _get(raw, "model")
+    text = response.message.content if isinstance(response, ChatResponse) else response.text
+    text = text or ""
+    data, extra = _payload(response.raw), response.additional_kwargs or {}
+    usage = data.get("usage") if isinstance(data.get("usage"), Mapping) else {}
+    model = data.get("model")
     return LLMReply(
         text=text,
-        logprobs=openai_logprobs(raw, response.logprobs, text),
-        prompt_tokens=prompt_tokens,
-        completion_tokens=completion_tokens,
+        logprobs=openai_logprobs(response.raw, response.logprobs, text),
+        prompt_tokens=_int(usage.get("prompt_tokens")) or _int(extra.get("prompt_tokens")),
+        completion_tokens=(
+            _int(usage.get("completion_tokens")) or _int(extra.get("completion_tokens"))
+        ),
         model=model if isinstance(model, str) else None,
     )

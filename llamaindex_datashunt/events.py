@@ -14,6 +14,7 @@ from llama_index.core.instrumentation.events import BaseEvent
 from llama_index_instrumentation import get_dispatcher
 
 from datashunt import Shunt, ShuntResult
+from datashunt.adapters import drift_event
 from datashunt.engine import DriftAlarm
 
 __all__ = ["ShuntDriftEvent", "ShuntReceiptEvent", "watch_events"]
@@ -64,17 +65,8 @@ class _Drift:
         self.shunt = shunt
 
     def __call__(self, alarm: DriftAlarm) -> None:
-        _dispatcher.event(
-            ShuntDriftEvent(
-                at=alarm.at,
-                statistic=alarm.statistic,
-                pvalue=alarm.pvalue,
-                detail=alarm.describe(),
-                test=alarm.test,
-                serving=self.shunt.serving.version,
-                shadowing=self.shunt.shadowing,
-            )
-        )
+        data = drift_event(alarm, self.shunt.serving.version, self.shunt.shadowing)
+        _dispatcher.event(ShuntDriftEvent(**data))
 
 
 def watch_events(shunt: Shunt) -> None:

@@ -19,7 +19,6 @@ Store writes go to one background thread: ``Dispatcher.event`` calls handlers in
 from __future__ import annotations
 
 import inspect
-import threading
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -33,7 +32,7 @@ from llama_index.core.instrumentation.events.llm import (
     LLMCompletionEndEvent,
     LLMCompletionStartEvent,
 )
-from llama_index.core.instrumentation.span import BaseSpan
+from llama_index.core.instrumentation.span import SimpleSpan
 from llama_index.core.instrumentation.span_handlers import BaseSpanHandler
 from llama_index_instrumentation import get_dispatcher
 from llama_index_instrumentation.dispatcher import Dispatcher
@@ -50,68 +49,40 @@ from ._runner import RECORDED_TAG, to_message
 __all__ = ["DataShuntEventHandler"]
 
 
-class _SpanTree(BaseSpanHandler[BaseSpan]):
-    """Remembers each open span's parent, so that nested LLM calls can be recognised."""
-
-    _parents: dict[str, str | None] = PrivateAttr(default_factory=dict)
-    _guard: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+class _SpanTree(BaseSpanHandler[SimpleSpan]):
+    """Keeps each open span with its parent (in ``open_spans``), so that nested LLM calls can
+    be recognised."""
 
     @classmethod
     def class_name(cls) -> str:
         return "DataShuntSpanTree"
 
-    def span_enter(
+    def new_span(
         self,
         id_: str,
         bound_args: inspect.BoundArguments,
         instance: Any | None = None,
-        parent_id: str | None = None,
+        parent_span_id: str | None = None,
         tags: dict[str, Any] | None = None,
         **kwargs: Any,
-    ) -> None:
-        with self._guard:
-            self._parents[id_] = parent_id
+    ) -> SimpleSpan:
+        return SimpleSpan(id_=id_, parent_id=parent_span_id)
 
-    def span_exit(
-        self,
-        id_: str,
-        bound_args: inspect.BoundArguments,
-        instance: Any | None = None,
-        result: Any | None = None,
-        **kwargs: Any,
-    ) -> None:
-        with self._guard:
-            self._parents.pop(id_, None)
+    def prepare_to_exit_span(self, id_: str, *args: Any, **kwargs: Any) -> SimpleSpan | None:
+        return self.open_spans.get(id_)  # forgotten once exited: nothing is kept
 
-    def span_drop(
-        self,
-        id_: str,
-        bound_args: inspect.BoundArguments,
-        instance: Any | None = None,
-        err: BaseException | None = None,
-        **kwargs: Any,
-    ) -> None:
-        with self._guard:
-            self._parents.pop(id_, None)
+    def prepare_to_drop_span(self, id_: str, *args: Any, **kwargs: Any) -> SimpleSpan | None:
+        return self.open_spans.get(id_)
 
     def ancestors(self, span_id: str | None) -> list[str]:
         """The open ancestors of ``span_id``, nearest first."""
         out: list[str] = []
-        with self._guard:
-            cur = self._parents.get(span_id) if span_id else None
-            while cur is not None and cur not in out:
-                out.append(cur)
-                cur = self._parents.get(cur)
+        with self.lock:
+            span = self.open_spans.get(span_id) if span_id else None
+            while span is not None and span.parent_id is not None and span.parent_id not in out:
+                out.append(span.parent_id)
+                span = self.open_spans.get(span.parent_id)
         return out
-
-    def new_span(self, *args: Any, **kwargs: Any) -> None:
-        return None
-
-    def prepare_to_exit_span(self, *args: Any, **kwargs: Any) -> None:
-        return None
-
-    def prepare_to_drop_span(self, *args: Any, **kwargs: Any) -> None:
-        return None
 
 
 class DataShuntEventHandler(BaseEventHandler):

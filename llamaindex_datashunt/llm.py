@@ -25,7 +25,7 @@ from llama_index.core.base.llms.types import (
 from llama_index.core.llms import LLM
 from pydantic import Field, PrivateAttr, SerializeAsAny
 
-from datashunt import Decision, InputError, LLMRequest, Shunt, ShuntResult
+from datashunt import InputError, LLMRequest, Shunt, ShuntResult
 from datashunt.engine import CallFor, Item
 from datashunt.prompts import render_prompt
 
@@ -123,17 +123,17 @@ class DataShuntLLM(LLM):
         # label and has no tool-calling API, so structured_predict must not choose that path.
         return self.llm.metadata.model_copy(update={"is_function_calling_model": False})
 
-    # ---- chat ---------------------------------------------------------------------------------
+    # ---- chat: the system message gets the instruction ----------------------------------------
 
     def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
-        return _chat_response(self._chat(messages, kwargs), stream=False)
+        return _chat_response(self._run(*self._chat(messages, kwargs)), stream=False)
 
     async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
-        return _chat_response(await self._achat(messages, kwargs), stream=False)
+        return _chat_response(await self._arun(*self._chat(messages, kwargs)), stream=False)
 
     def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
         def gen() -> ChatResponseGen:
-            yield _chat_response(self._chat(messages, kwargs), stream=True)
+            yield _chat_response(self._run(*self._chat(messages, kwargs)), stream=True)
 
         return gen()
 
@@ -141,25 +141,28 @@ class DataShuntLLM(LLM):
         self, messages: Sequence[ChatMessage], **kwargs: Any
     ) -> ChatResponseAsyncGen:
         async def gen() -> ChatResponseAsyncGen:
-            yield _chat_response(await self._achat(messages, kwargs), stream=True)
+            yield _chat_response(await self._arun(*self._chat(messages, kwargs)), stream=True)
 
         return gen()
 
-    # ---- complete -----------------------------------------------------------------------------
+    # ---- complete: the whole prompt is classified, the instruction put before it --------------
 
     def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
-        return _completion_response(self._complete(prompt, formatted, kwargs), stream=False)
+        result = self._run(*self._complete(prompt, formatted, kwargs))
+        return _completion_response(result, stream=False)
 
     async def acomplete(
         self, prompt: str, formatted: bool = False, **kwargs: Any
     ) -> CompletionResponse:
-        return _completion_response(await self._acomplete(prompt, formatted, kwargs), stream=False)
+        result = await self._arun(*self._complete(prompt, formatted, kwargs))
+        return _completion_response(result, stream=False)
 
     def stream_complete(
         self, prompt: str, formatted: bool = False, **kwargs: Any
     ) -> CompletionResponseGen:
         def gen() -> CompletionResponseGen:
-            yield _completion_response(self._complete(prompt, formatted, kwargs), stream=True)
+            result = self._run(*self._complete(prompt, formatted, kwargs))
+            yield _completion_response(result, stream=True)
 
         return gen()
 
@@ -167,74 +170,53 @@ class DataShuntLLM(LLM):
         self, prompt: str, formatted: bool = False, **kwargs: Any
     ) -> CompletionResponseAsyncGen:
         async def gen() -> CompletionResponseAsyncGen:
-            result = await self._acomplete(prompt, formatted, kwargs)
+            result = await self._arun(*self._complete(prompt, formatted, kwargs))
             yield _completion_response(result, stream=True)
 
         return gen()
 
-    # ---- the steps: sync and async differ only in the awaited calls ---------------------------
+    # ---- the steps: what the gate classifies and how the LLM is called; the engine runs them --
 
-    def _chat_call(self, messages: Sequence[ChatMessage], kwargs: dict[str, Any]) -> CallFor:
+    def _run(self, text: str, call: CallFor) -> ShuntResult:
+        return self._runner.run(self._runner.plan(text), call)
+
+    async def _arun(self, text: str, call: CallFor) -> ShuntResult:
+        return await self._runner.arun(await self._runner.aplan(text), call)
+
+    def _chat(self, messages: Sequence[ChatMessage], kwargs: dict[str, Any]) -> tuple[str, CallFor]:
         def call(item: Item) -> LlamaIndexCall:
             assert item.request is not None  # noqa: S101 - asked items carry a request
-            sent = self._inject_chat(item.request, messages)
+            sent = _with_system(list(messages), self._instruction(item.request))
             return LlamaIndexCall(self.llm, messages=sent, **kwargs)
 
-        return call
+        if self.text_from is not None:
+            return self.text_from(messages), call
+        return last_user_text(messages, images=self.shunt.takes_images), call
 
-    def _complete_call(self, prompt: str, formatted: bool, kwargs: dict[str, Any]) -> CallFor:
+    def _complete(
+        self, prompt: str, formatted: bool, kwargs: dict[str, Any]
+    ) -> tuple[str, CallFor]:
         def call(item: Item) -> LlamaIndexCall:
             assert item.request is not None  # noqa: S101 - asked items carry a request
-            sent = self._inject_prompt(item.request, prompt)
+            sent = f"{self._instruction(item.request)}\n\n{prompt}"
             return LlamaIndexCall(self.llm, prompt=sent, formatted=formatted, **kwargs)
 
-        return call
-
-    def _chat(self, messages: Sequence[ChatMessage], kwargs: dict[str, Any]) -> ShuntResult:
-        plan = self._runner.plan(self._text_of(messages))
-        return self._runner.run(plan, self._chat_call(messages, kwargs))
-
-    async def _achat(self, messages: Sequence[ChatMessage], kwargs: dict[str, Any]) -> ShuntResult:
-        plan = await self._runner.aplan(self._text_of(messages))
-        return await self._runner.arun(plan, self._chat_call(messages, kwargs))
-
-    def _complete(self, prompt: str, formatted: bool, kwargs: dict[str, Any]) -> ShuntResult:
-        plan = self._runner.plan(prompt)
-        return self._runner.run(plan, self._complete_call(prompt, formatted, kwargs))
-
-    async def _acomplete(self, prompt: str, formatted: bool, kwargs: dict[str, Any]) -> ShuntResult:
-        plan = await self._runner.aplan(prompt)
-        return await self._runner.arun(plan, self._complete_call(prompt, formatted, kwargs))
-
-    # ---- pure steps ---------------------------------------------------------------------------
-
-    def _text_of(self, messages: Sequence[ChatMessage]) -> str:
-        if self.text_from is not None:
-            return self.text_from(messages)
-        return last_user_text(messages, images=self.shunt.takes_images)
+        return prompt, call
 
     def _instruction(self, request: LLMRequest) -> str:
         return render_prompt(self.instruction, request.variables)
 
-    def _inject_chat(
-        self, request: LLMRequest, messages: Sequence[ChatMessage]
-    ) -> list[ChatMessage]:
-        """The messages with the instruction merged into the (first) system message."""
-        instruction = self._instruction(request)
-        out = list(messages)
-        if out and out[0].role == MessageRole.SYSTEM:
-            merged = f"{out[0].content or ''}\n\n{instruction}".strip()
-            out[0] = ChatMessage(role=MessageRole.SYSTEM, content=merged)
-        else:
-            out.insert(0, ChatMessage(role=MessageRole.SYSTEM, content=instruction))
-        return out
 
-    def _inject_prompt(self, request: LLMRequest, prompt: str) -> str:
-        return f"{self._instruction(request)}\n\n{prompt}"
+def _with_system(messages: list[ChatMessage], instruction: str) -> list[ChatMessage]:
+    """The messages with the instruction merged into the (first) system message."""
+    if messages and messages[0].role == MessageRole.SYSTEM:
+        merged = f"{messages[0].content or ''}\n\n{instruction}".strip()
+        return [ChatMessage(role=MessageRole.SYSTEM, content=merged), *messages[1:]]
+    return [ChatMessage(role=MessageRole.SYSTEM, content=instruction), *messages]
 
 
 def _summary(result: ShuntResult) -> dict[str, Any]:
-    d: Decision = result.decision
+    d = result.decision
     return {
         "route": result.route,
         "source": result.source,

@@ -14,7 +14,7 @@ from llama_index.core.workflow import Context, Event, StartEvent, StopEvent, Wor
 from llama_index_instrumentation.dispatcher import active_instrument_tags
 from pydantic import Field
 
-from datashunt import Decision, LLMRequest, Shunt, ShuntResult
+from datashunt import Decision, LLMRequest, Shunt
 from datashunt.engine import Item, Plan
 
 from ._runner import LlamaIndexCall, ShuntRunner
@@ -118,51 +118,44 @@ class DataShuntWorkflow(Workflow):
         """One gate pass (in a thread); route to the gate or the LLM."""
         run_id = _workflow_run_id()
         (item,) = (await self._runner.aplan(ev.text, run_id)).decided
-        decision, request = item.decision, item.request
-        route = decision.route
-        ctx.write_event_to_stream(
-            ShuntProgressEvent(
-                stage="classified",
-                text=ev.text,
-                label=decision.label,
-                confidence=decision.confidence,
-                route=route,
-                candidates=list(decision.candidates),
-                message=f"gate: {decision.label!r}, {decision.reason}",
-            )
-        )
-        if request is None:
-            return ConfidentEvent(text=ev.text, decision=decision, run_id=run_id)
-        return UncertainEvent(text=ev.text, request=request, run_id=run_id)
+        d = item.decision
+        message = f"gate: {d.label!r}, {d.reason}"
+        ctx.write_event_to_stream(_progress("classified", ev.text, d, d.route, message))
+        if item.request is None:
+            return ConfidentEvent(text=ev.text, decision=d, run_id=run_id)
+        return UncertainEvent(text=ev.text, request=item.request, run_id=run_id)
 
     @step
     async def answer_small(self, ctx: Context, ev: ConfidentEvent) -> StopEvent:
         """The gate's label is the answer (recorded if the shunt records small answers; put
         to the LLM as well when the shunt's ``audit_rate`` draws it)."""
         item = Item(0, ev.text, ev.decision, run_id=ev.run_id)
-        result = await self._runner.arun(Plan((item,)), LlamaIndexCall(self._llm))
-        ctx.write_event_to_stream(_done("answered_by_gate", ev.text, result))
-        return StopEvent(result=result)
+        return await self._finish(ctx, "answered_by_gate", item)
 
     @step
     async def ask_llm(self, ctx: Context, ev: UncertainEvent) -> StopEvent:
         """Ask the LLM with the shunt's prompt; parse, record and fall back in the core."""
-        request = ev.request
-        d = request.decision
-        ctx.write_event_to_stream(
-            ShuntProgressEvent(
-                stage="asking_llm",
-                text=ev.text,
-                label=d.label,
-                confidence=d.confidence,
-                route="llm",
-                candidates=list(d.candidates),
-                message=f"asking the LLM among {', '.join(request.candidates)}",
-            )
-        )
-        item = Item(0, ev.text, d, request, run_id=ev.run_id)
+        d = ev.request.decision
+        message = f"asking the LLM among {', '.join(ev.request.candidates)}"
+        ctx.write_event_to_stream(_progress("asking_llm", ev.text, d, "llm", message))
+        item = Item(0, ev.text, d, ev.request, run_id=ev.run_id)
+        return await self._finish(ctx, "llm_answered", item)
+
+    async def _finish(self, ctx: Context, stage: Stage, item: Item) -> StopEvent:
+        """Run the one item through the engine; its result ends the run."""
         result = await self._runner.arun(Plan((item,)), LlamaIndexCall(self._llm))
-        ctx.write_event_to_stream(_done("llm_answered", ev.text, result))
+        conf = result.llm_confidence if result.route == "llm" else result.decision.confidence
+        detail = f" ({result.error})" if result.error else ""
+        done = ShuntProgressEvent(
+            stage=stage,
+            text=item.text,
+            label=result.label,
+            confidence=conf,
+            route=result.route,
+            candidates=list(result.decision.candidates),
+            message=f"answer {result.label!r} from {result.source}{detail}",
+        )
+        ctx.write_event_to_stream(done)
         return StopEvent(result=result)
 
 
@@ -172,15 +165,15 @@ def _workflow_run_id() -> str | None:
     return run_id if isinstance(run_id, str) else None
 
 
-def _done(stage: Stage, text: str, result: ShuntResult) -> ShuntProgressEvent:
-    conf = result.llm_confidence if result.route == "llm" else result.decision.confidence
-    detail = f" ({result.error})" if result.error else ""
+def _progress(
+    stage: Stage, text: str, d: Decision, route: Literal["small", "llm"], message: str
+) -> ShuntProgressEvent:
     return ShuntProgressEvent(
         stage=stage,
         text=text,
-        label=result.label,
-        confidence=conf,
-        route=result.route,
-        candidates=list(result.decision.candidates),
-        message=f"answer {result.label!r} from {result.source}{detail}",
+        label=d.label,
+        confidence=d.confidence,
+        route=route,
+        candidates=list(d.candidates),
+        message=message,
     )

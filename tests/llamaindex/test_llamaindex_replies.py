@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import pytest
 from llama_index.core.base.llms.types import (
     ChatMessage,
@@ -60,11 +58,28 @@ def test_openai_dict_payload_gives_exact_logprobs_tokens_and_model() -> None:
     ]
 
 
-def test_sdk_objects_are_read_by_attribute() -> None:
-    top = [SimpleNamespace(token="neg", logprob=-0.1)]
-    entry = SimpleNamespace(token="neg", logprob=-0.1, top_logprobs=top)
-    choice = SimpleNamespace(logprobs=SimpleNamespace(content=[entry]))
-    raw = SimpleNamespace(choices=[choice], usage=SimpleNamespace(prompt_tokens=3), model="x")
+def test_sdk_objects_are_read_as_the_json_sent() -> None:
+    from openai.types.chat import ChatCompletion
+
+    top = [{"token": "neg", "logprob": -0.1}]
+    entry = {"token": "neg", "logprob": -0.1, "top_logprobs": top}
+    raw = ChatCompletion.model_validate(
+        {
+            "id": "c",
+            "object": "chat.completion",
+            "created": 0,
+            "model": "x",
+            "choices": [
+                {
+                    "index": 0,
+                    "finish_reason": "stop",
+                    "message": {"role": "assistant", "content": "negative"},
+                    "logprobs": {"content": [entry]},
+                }
+            ],
+            "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
+        }
+    )
     reply = to_reply(_chat("negative", raw=raw))
     assert reply.logprobs == [
         {"token": "neg", "logprob": -0.1, "top_logprobs": [{"token": "neg", "logprob": -0.1}]}
