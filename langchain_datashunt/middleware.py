@@ -149,32 +149,18 @@ class DataShuntMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         or the gate's label (gate route, or a failed call under ``on_llm_error="fallback"``)."""
         if result.route == "llm" and result.reply is not None:
             return result.reply.raw
-        meta = {
-            "datashunt": {
-                "route": result.route,
-                "source": result.source,
-                "confidence": result.decision.confidence,
-            }
-        }
+        route = {"route": result.route, "source": result.source}
+        meta = {"datashunt": {**route, "confidence": result.decision.confidence}}
         return ModelResponse(result=[AIMessage(content=result.label, response_metadata=meta)])
 
-    def _with_hint(self, request: ModelRequest, llm_req: LLMRequest) -> ModelRequest:
-        extra = render_prompt(self.instructions, llm_req.variables).strip()
+    def _call(self, request: ModelRequest, item: Item, *handlers: Any) -> _HandlerCall:
+        """The handler's call of this turn, the gate's hint added to the system message."""
+        assert item.request is not None  # noqa: S101 - asked items carry a request
+        extra = render_prompt(self.instructions, item.request.variables).strip()
         current = request.system_message.text if request.system_message else ""
         content = f"{current}\n\n{extra}" if current else extra
-        return request.override(system_message=SystemMessage(content=content))
-
-    def _call_for(
-        self,
-        request: ModelRequest,
-        handler: Callable[[ModelRequest], ModelResponse] | None = None,
-        ahandler: Callable[[ModelRequest], Awaitable[ModelResponse]] | None = None,
-    ) -> Callable[[Item], _HandlerCall]:
-        def call(item: Item) -> _HandlerCall:
-            assert item.request is not None  # noqa: S101 - asked items carry a request
-            return _HandlerCall(self._with_hint(request, item.request), handler, ahandler)
-
-        return call
+        hinted = request.override(system_message=SystemMessage(content=content))
+        return _HandlerCall(hinted, *handlers)
 
     # ---- hooks ------------------------------------------------------------------------------
 
@@ -184,7 +170,7 @@ class DataShuntMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         plan = self._plan(request)
         if plan is None:
             return handler(request)
-        (result,) = self.shunt.run_plan(plan, self._call_for(request, handler=handler))
+        (result,) = self.shunt.run_plan(plan, lambda item: self._call(request, item, handler))
         return self._response(result)  # type: ignore[arg-type]
 
     async def awrap_model_call(
@@ -193,5 +179,7 @@ class DataShuntMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         plan = await asyncio.to_thread(self._plan, request)
         if plan is None:
             return await handler(request)
-        (result,) = await self.shunt.arun_plan(plan, self._call_for(request, ahandler=handler))
+        (result,) = await self.shunt.arun_plan(
+            plan, lambda item: self._call(request, item, None, handler)
+        )
         return self._response(result)  # type: ignore[arg-type]

@@ -89,10 +89,22 @@ class Batched(RunnableSerializable[Any, Out], Generic[Out]):
             **kwargs,
         )
 
-    def _batch(self, inputs: list[Any], run_manager: Any, config: Any, strict: bool) -> Any:
+    def _batch(
+        self,
+        inputs: list[Any],
+        run_manager: list[CallbackManagerForChainRun],
+        config: list[RunnableConfig],
+        strict: bool = False,
+    ) -> list[Out | Exception]:
         raise NotImplementedError
 
-    async def _abatch(self, inputs: list[Any], run_manager: Any, config: Any, strict: bool) -> Any:
+    async def _abatch(
+        self,
+        inputs: list[Any],
+        run_manager: list[AsyncCallbackManagerForChainRun],
+        config: list[RunnableConfig],
+        strict: bool = False,
+    ) -> list[Out | Exception]:
         raise NotImplementedError
 
 

@@ -20,7 +20,7 @@ from datashunt.llm.wire import as_wire
 
 __all__ = ["openai_logprobs", "to_reply"]
 
-Logprobs = list[dict[str, Any]]
+Logprobs = list[Mapping[str, Any]]
 
 
 def _pair(token: Any, logprob: Any) -> dict[str, Any] | None:
@@ -116,7 +116,8 @@ def to_reply(response: object) -> LLMReply:
     text = response.message.content if isinstance(response, ChatResponse) else response.text
     text = text or ""
     data, extra = _payload(response.raw), response.additional_kwargs or {}
-    usage = data.get("usage") if isinstance(data.get("usage"), Mapping) else {}
+    usage = data.get("usage")
+    usage = usage if isinstance(usage, Mapping) else {}
     model = data.get("model")
     return LLMReply(
         text=text,
