@@ -190,21 +190,16 @@ class DataShuntRouter(Batched[Any]):
         """The shunt that makes the routing decisions."""
         return self._classifier
 
-    def _destination(self, decision: ShuntOutput) -> tuple[str, Runnable[Any, Any]]:
+    def _routed(
+        self, decision: ShuntOutput, config: RunnableConfig
+    ) -> tuple[Runnable[Any, Any], RunnableConfig]:
+        """The destination of a decision, and its run config: a child named after it."""
         assert decision.label is not None  # noqa: S101 - a full output always has a label
         name = self._to_dest[decision.label]
-        return name, self.destinations[name]
-
-    def _dest_config(
-        self, config: RunnableConfig, name: str, decision: ShuntOutput
-    ) -> RunnableConfig:
         cfg = patch_config(config, run_name=name)
-        cfg["metadata"] = {
-            **cfg.get("metadata", {}),
-            "datashunt_destination": name,
-            "datashunt_route": decision.route,
-        }
-        return cfg
+        route = {"datashunt_destination": name, "datashunt_route": decision.route}
+        cfg["metadata"] = {**cfg.get("metadata", {}), **route}
+        return self.destinations[name], cfg
 
     def _batch(
         self,
@@ -221,9 +216,9 @@ class DataShuntRouter(Batched[Any]):
             d = decisions[i]
             if isinstance(d, Exception):
                 return d
-            name, dest = self._destination(d)
+            dest, cfg = self._routed(d, config[i])
             try:
-                return dest.invoke(inputs[i], self._dest_config(config[i], name, d))
+                return dest.invoke(inputs[i], cfg)
             except Exception as exc:
                 return exc
 
@@ -243,9 +238,9 @@ class DataShuntRouter(Batched[Any]):
             d = decisions[i]
             if isinstance(d, Exception):
                 return d
-            name, dest = self._destination(d)
+            dest, cfg = self._routed(d, config[i])
             try:
-                return await dest.ainvoke(inputs[i], self._dest_config(config[i], name, d))
+                return await dest.ainvoke(inputs[i], cfg)
             except Exception as exc:
                 return exc
 
@@ -256,12 +251,9 @@ class DataShuntRouter(Batched[Any]):
     def _stream(
         self, inputs: Iterator[Any], run_manager: Any, config: RunnableConfig
     ) -> Iterator[Any]:
-        value: Any = None
-        for value in inputs:  # noqa: B007 - the last value is the input
-            pass
-        decision = self._classifier.invoke(value, config)
-        name, dest = self._destination(decision)
-        yield from dest.stream(value, self._dest_config(config, name, decision))
+        (value,) = inputs
+        dest, cfg = self._routed(self._classifier.invoke(value, config), config)
+        yield from dest.stream(value, cfg)
 
     def stream(
         self, input: Any, config: RunnableConfig | None = None, **kwargs: Any

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import httpx
+from llama_index.core.base.llms.generic_utils import prompt_to_messages
 from llama_index.core.base.llms.types import (
     ChatMessage,
     ChatResponse,
@@ -163,20 +164,20 @@ class OpenAILikeLLM(LLM):
 
     @llm_completion_callback()
     def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
-        return _completion(self._chat(_user(prompt), kwargs))
+        return _completion(self._chat(prompt_to_messages(prompt), kwargs))
 
     @llm_completion_callback()
     async def acomplete(
         self, prompt: str, formatted: bool = False, **kwargs: Any
     ) -> CompletionResponse:
-        return _completion(await self._achat(_user(prompt), kwargs))
+        return _completion(await self._achat(prompt_to_messages(prompt), kwargs))
 
     @llm_completion_callback()
     def stream_complete(
         self, prompt: str, formatted: bool = False, **kwargs: Any
     ) -> CompletionResponseGen:
         def gen() -> CompletionResponseGen:
-            for r in self._stream_chat(_user(prompt), kwargs):
+            for r in self._stream_chat(prompt_to_messages(prompt), kwargs):
                 yield _completion(r)
 
         return gen()
@@ -186,7 +187,7 @@ class OpenAILikeLLM(LLM):
         self, prompt: str, formatted: bool = False, **kwargs: Any
     ) -> CompletionResponseAsyncGen:
         async def gen() -> CompletionResponseAsyncGen:
-            async for r in self._astream_chat(_user(prompt), kwargs):
+            async for r in self._astream_chat(prompt_to_messages(prompt), kwargs):
                 yield _completion(r)
 
         return gen()
@@ -215,10 +216,6 @@ class OpenAILikeLLM(LLM):
         core = self._core()
         async for delta in core.astream_chat(_messages(messages), **self._overrides(kwargs)):
             yield _stream_response(acc.add(delta), delta)
-
-
-def _user(prompt: str) -> list[ChatMessage]:
-    return [ChatMessage(role=MessageRole.USER, content=prompt)]
 
 
 def _messages(messages: Sequence[ChatMessage]) -> list[Message]:
