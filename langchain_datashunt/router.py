@@ -108,7 +108,7 @@ class _RoutingClassifier(DataShuntRunnable):
         return _ChooserCall(self._model, cfg, self.structured_output)  # type: ignore[arg-type]
 
 
-class DataShuntRouter(Batched[Any]):
+class DataShuntRouter(Batched[Any, Any]):
     """Route each input to a destination runnable chosen by the gate, or by a chat model among
     the gate's pruned candidates when the gate is unsure.
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 
 from langchain_core.callbacks import (
     AsyncCallbackManagerForChainRun,
@@ -39,10 +39,11 @@ RECEIPT_EVENT = "datashunt_receipt"
 #: Custom event dispatched once when the drift alarm fires.
 DRIFT_EVENT = "datashunt_drift"
 
+In = TypeVar("In")
 Out = TypeVar("Out")
 
 
-class Batched(RunnableSerializable[Any, Out], Generic[Out]):
+class Batched(RunnableSerializable[In, Out]):
     """``invoke`` and ``batch`` over one ``_batch`` / ``_abatch``: without
     ``return_exceptions`` (and in ``invoke``), one bad input fails the whole batch before any
     paid call (``strict``)."""
@@ -108,7 +109,7 @@ class Batched(RunnableSerializable[Any, Out], Generic[Out]):
         raise NotImplementedError
 
 
-class DataShuntRunnable(Batched[ShuntOutput]):
+class DataShuntRunnable(Batched[Any, ShuntOutput]):
     """A confidence gate in front of a chat model, as an LCEL runnable.
 
     Confident inputs are answered by the gate with no model call. The rest go to ``llm`` with

@@ -201,3 +201,10 @@ def test_from_dir(tiny_bert: Path, tmp_path: Path) -> None:
     ShuntPolicy(labels=LABELS, threshold=0.0).save(d)
     out = DataShuntRunnable.from_dir(d, llm=CountingChat()).invoke("good")
     assert out.route == "small" and out.label in LABELS
+
+
+def test_output_type_is_shunt_output() -> None:
+    # the schema LangChain shows for the runnable (LangServe, graph drawing) names its output
+    shunt = _shunt(CountingChat())
+    assert shunt.OutputType is ShuntOutput
+    assert shunt.output_schema.model_json_schema()["title"] == "ShuntOutput"
