@@ -38,11 +38,12 @@ from bench.stream_sim import (
     IntArray,
     SimConfig,
     Trace,
+    fixed_student_certificates,
     repeated_certificates,
     run_policy,
 )
 from datashunt.data import find_data_dir
-from datashunt.labelfree import EmbeddingStudent, RoundConfig
+from datashunt.labelfree import RoundConfig
 from datashunt.training.guarantees.deferral import stratified_folds
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -172,16 +173,18 @@ def matched(
     return best[1], best[2]
 
 
-def offline_gold(x: FloatArray, s: Stream, share: float, l2: float) -> float | None:
-    """The same student trained on gold (5-fold cross-fitted), its least confident ``share``
-    sent to the LLM (an unreadable answer falls back to the student): the ceiling."""
+def offline_gold(
+    x: FloatArray, s: Stream, share: float, cfg: SimConfig, folds: int = 5
+) -> float | None:
+    """The same student trained on gold (``folds``-fold cross-fitted), its least confident
+    ``share`` sent to the LLM (an unreadable answer falls back to the student): the ceiling."""
     if s.gold is None:
         return None
     probs = np.zeros((len(x), len(s.labels)))
     idx = np.arange(len(x))
-    for fold in stratified_folds(s.gold, 5, 0):
+    for fold in stratified_folds(s.gold, folds, 0):
         rest = np.setdiff1d(idx, fold)
-        st = EmbeddingStudent(s.labels, l2=l2).fit_indices(x[rest], s.gold[rest])
+        st = cfg.new_student(s.labels).fit_indices(x[rest], s.gold[rest])
         probs[fold] = st.predict_proba(x[fold])
     pred = probs.argmax(axis=1)
     ask = np.argsort(probs.max(axis=1))[: round(share * len(x))]
@@ -194,10 +197,13 @@ def _mean(rows: list[dict[str, Any]], key: str) -> float | None:
     return float(np.mean(vals)) if vals else None
 
 
-def run_one(s: Stream, x: FloatArray, args: argparse.Namespace) -> dict[str, Any]:
-    """Every policy over ``args.orders`` random orders of one stream."""
+def run_one(
+    s: Stream, x: FloatArray, args: argparse.Namespace, student: Any = None
+) -> dict[str, Any]:
+    """Every policy over ``args.orders`` random orders of one stream (``student``: see
+    :class:`SimConfig`; ``x`` then holds rows, not embeddings)."""
     rc = RoundConfig(target=args.target, confidence=args.confidence, estimate_needed=False)
-    cfg = SimConfig(round=rc)
+    cfg = SimConfig(round=rc, growth=args.growth, student=student)
     per: dict[str, list[dict[str, Any]]] = {p: [] for p in ("datashunt", "margin", "ocl", "llm")}
     walls = dict.fromkeys(per, 0.0)
     agreements: list[float] = []
@@ -213,37 +219,38 @@ def run_one(s: Stream, x: FloatArray, args: argparse.Namespace) -> dict[str, Any
         per["datashunt"].append(evaluate(tr, ao, go))
         agreements += violations(tr, xo, ao, args.target)
         share = float(tr.asked.mean())
-        for p in ("margin", "ocl"):
+        for p in [q for q in ("margin", "ocl") if q in args.policies]:
             t0 = time.perf_counter()
             tp, param = matched(p, xo, so, c, share, args.bisect)
             walls[p] += time.perf_counter() - t0
             per[p].append({**evaluate(tp, ao, go), "param": param})
-        t0 = time.perf_counter()
-        tl = run_policy("llm", xo, ao, s.labels, c)
-        walls["llm"] += time.perf_counter() - t0
-        e = evaluate(tl, ao, go)
-        e["accuracy_strict"] = None if go is None else float((ao == go).mean())
-        per["llm"].append(e)
+        if "llm" in args.policies:
+            t0 = time.perf_counter()
+            tl = run_policy("llm", xo, ao, s.labels, c)
+            walls["llm"] += time.perf_counter() - t0
+            e = evaluate(tl, ao, go)
+            e["accuracy_strict"] = None if go is None else float((ao == go).mean())
+            per["llm"].append(e)
         print(
             f"  {s.name} order {order}: "
             + ", ".join(
                 f"{p} {per[p][-1].get('accuracy', float('nan')):.3f}@{per[p][-1]['llm_share']:.3f}"
                 for p in per
+                if per[p]
             ),
             flush=True,
         )
     ds_share = _mean(per["datashunt"], "llm_share") or 0.0
     t0 = time.perf_counter()
-    checks = repeated_certificates(
-        x, s.answers, s.labels, rc, orders=args.orders, splits=args.splits, shadow=args.shadow
-    )
+    checks = _checks(x, s, cfg, args)
     walls["datashunt"] += time.perf_counter() - t0
     runs = []
-    for p, rows in per.items():
+    for p, rows in [(q, r) for q, r in per.items() if r]:
         run: dict[str, Any] = {
             "data": s.name.split("-")[0],
             "teacher": s.teacher,
             "policy": p,
+            "student": args.student,
             "accuracy": _mean(rows, "accuracy_strict" if p == "llm" else "accuracy"),
             "llm_share": _mean(rows, "llm_share"),
             "last2000_share": _mean(rows, "last2000_share"),
@@ -261,7 +268,7 @@ def run_one(s: Stream, x: FloatArray, args: argparse.Namespace) -> dict[str, Any
             run["accuracy_with_fallback"] = _mean(rows, "accuracy")
         runs.append(run)
     t0 = time.perf_counter()
-    gold_acc = offline_gold(x, s, ds_share, cfg.round.l2)
+    gold_acc = offline_gold(x, s, ds_share, cfg, 2 if student is not None else 5)
     runs.append(
         {
             **runs[0],
@@ -271,7 +278,7 @@ def run_one(s: Stream, x: FloatArray, args: argparse.Namespace) -> dict[str, Any
             "last2000_share": None,
             "fidelity_target": None,
             "fidelity_violation_rate": None,
-            "repetitions": 5,
+            "repetitions": 2 if student is not None else 5,
             "orders": 0,
             "wall_s": round(time.perf_counter() - t0, 1),
         }
@@ -280,6 +287,27 @@ def run_one(s: Stream, x: FloatArray, args: argparse.Namespace) -> dict[str, Any
         "runs": runs,
         "details": {"per_order": per, "promoted_agreements": agreements, "checks": checks},
     }
+
+
+def _checks(
+    x: Any, s: Stream, cfg: SimConfig, args: argparse.Namespace
+) -> list[tuple[float, str, float]]:
+    """The fidelity checks: a fresh student per split, or one per order when fine-tuned."""
+    kw = {"orders": args.orders, "splits": args.splits, "shadow": args.shadow}
+    if cfg.student is not None:
+        return fixed_student_certificates(x, s.answers, s.labels, cfg, **kw)
+    return repeated_certificates(x, s.answers, s.labels, cfg.round, **kw)
+
+
+def _student(s: Stream, args: argparse.Namespace) -> tuple[Any, Any]:
+    """``(x, student factory)``: embeddings for the embedding student; for the fine-tuned one,
+    row indices into the frozen layers' features of the stream's texts."""
+    if args.student == "embedding":
+        return embed(s.texts, args.cache), None
+    from datashunt.labelfree.tuned import FrozenFeatures, TuneConfig, TunedStudent
+
+    feats = FrozenFeatures(s.texts, TuneConfig(tuned_layers=args.tuned_layers), cache=args.cache)
+    return np.arange(len(s.texts)), lambda labels: TunedStudent(labels, feats)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -293,10 +321,40 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--splits", type=int, default=7, help="held-out splits per order (checks)")
     p.add_argument("--shadow", type=int, default=3000, help="shadow inputs in each check")
     p.add_argument("--checks-only", action="store_true", help="redo the checks in --out only")
+    p.add_argument(
+        "--student",
+        choices=("embedding", "tuned"),
+        default="embedding",
+        help="frozen-MiniLM head (minutes) or MiniLM's top layers fine-tuned (about an hour)",
+    )
+    p.add_argument(
+        "--policies",
+        default="margin,ocl,llm",
+        type=lambda v: [q.strip() for q in v.split(",") if q.strip()],
+        help="the other policies run beside datashunt (margin and ocl at equal calls)",
+    )
+    p.add_argument("--tuned-layers", type=int, default=2, help="layers fine-tuned (tuned)")
+    p.add_argument(
+        "--growth",
+        type=float,
+        default=None,
+        help="a round also waits for this share of new answers (default 0; tuned 0.25)",
+    )
     p.add_argument("--data-dir", type=Path, default=None, help="default: ../shared/data")
     p.add_argument("--cache", type=Path, default=ROOT / ".cache" / "stream")
-    p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "stream.json")
-    return p.parse_args(argv)
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="default bench/results/stream.json (stream_tuned.json for the tuned student)",
+    )
+    args = p.parse_args(argv)
+    tuned = args.student == "tuned"
+    if args.growth is None:
+        args.growth = 0.25 if tuned else 0.0
+    if args.out is None:
+        args.out = ROOT / "bench" / "results" / ("stream_tuned.json" if tuned else "stream.json")
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -319,15 +377,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise SystemExit(f"unknown run {name!r}: choose from {list(RUNS)}")
         file, teacher = RUNS[name]
         s = load_stream(data_dir / file, teacher, name)
-        x = embed(s.texts, args.cache)
+        x, student = _student(s, args)
         if not args.checks_only:
-            out = run_one(s, x, args)
+            out = run_one(s, x, args, student)
             runs += out["runs"]
             details[name] = out["details"]
             continue
-        checks = repeated_certificates(
-            x, s.answers, s.labels, rc, orders=args.orders, splits=args.splits, shadow=args.shadow
-        )
+        cfg = SimConfig(round=rc, growth=args.growth, student=student)
+        checks = _checks(x, s, cfg, args)
         details[name]["checks"] = checks
         for r in runs:
             if (r["data"], r["teacher"], r["policy"]) == (name.split("-")[0], teacher, "datashunt"):

@@ -19,6 +19,7 @@ shared by every policy; only the routing rule differs:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,12 +44,31 @@ BoolArray = np.ndarray[Any, np.dtype[np.bool_]]
 
 @dataclass(frozen=True)
 class SimConfig:
-    """The shared schedule and the datashunt policy's settings."""
+    """The shared schedule and the datashunt policy's settings.
+
+    Attributes:
+        every: a round after this many new readable answers...
+        growth: ...or after ``growth`` times the answers held so far, if that is more (0: a
+            fixed schedule; a fine-tuned student's rounds cost seconds, not milliseconds).
+        student: makes the first, unfitted student for ``labels`` (``None``: an
+            :class:`EmbeddingStudent`, with ``x`` the embeddings; a tuned student takes rows).
+    """
 
     every: int = 250
     round: RoundConfig = field(default_factory=RoundConfig)
     exploration: Exploration = field(default_factory=Exploration)
     seed: int = 0
+    growth: float = 0.0
+    student: Callable[[tuple[str, ...]], Any] | None = None
+
+    def new_student(self, labels: tuple[str, ...]) -> Any:
+        if self.student is None:
+            return EmbeddingStudent(labels, l2=self.round.l2)
+        return self.student(labels)
+
+    def due(self, mem: _Memory) -> bool:
+        """Whether enough new answers arrived for a round."""
+        return mem.new >= max(self.every, self.growth * len(mem.rows))
 
 
 @dataclass
@@ -92,7 +112,7 @@ class _Memory:
         return np.asarray(self.rows, dtype=np.int64)[m], np.asarray(self.y, dtype=np.int64)[m]
 
 
-def _fit(student: EmbeddingStudent, x: FloatArray, mem: _Memory) -> bool:
+def _fit(student: Any, x: FloatArray, mem: _Memory) -> bool:
     rows, y = mem.part(False)
     if len(np.unique(y)) < 2:
         return False
@@ -123,7 +143,7 @@ def run_policy(
     rng = np.random.default_rng(config.seed)
     pred = np.full(n, -1, dtype=np.int64)
     asked = np.zeros(n, dtype=bool)
-    student = EmbeddingStudent(labels, l2=config.round.l2)
+    student = config.new_student(labels)
     ocl = OCLHead(k, seed=config.seed)
     mem, probs, rounds = _Memory(), np.zeros((n, k)), 0
     defer = np.ones(n)  # ocl: its MLP's output for the inputs still to come
@@ -148,7 +168,7 @@ def run_policy(
             pred[t] = a if a >= 0 else (int(probs[t].argmax()) if student.fitted else -1)
         else:
             pred[t] = int(probs[t].argmax())
-        refit = mem.new >= config.every and _fit(student, x, mem)
+        refit = config.due(mem) and _fit(student, x, mem)
         if refit:
             mem.new, rounds = 0, rounds + 1
             probs[t + 1 :] = student.predict_proba(x[t + 1 :])
@@ -167,7 +187,7 @@ def _datashunt(x: FloatArray, answers: IntArray, labels: tuple[str, ...], cfg: S
     asked = np.zeros(n, dtype=bool)
     kept = np.zeros(n, dtype=bool)
     mem = _Memory()
-    latest: EmbeddingStudent | None = None
+    latest: Any = None
     champion: Round | None = None
     probs = np.full((n, k), np.nan)  # the latest student's probabilities (NaN: none yet)
     cprobs = np.zeros((n, k))  # the champion's
@@ -190,7 +210,7 @@ def _datashunt(x: FloatArray, answers: IntArray, labels: tuple[str, ...], cfg: S
             held = uniform and rng.random() < cfg.round.holdout
             mem.add(t, a, held)
             pred[t] = a if a >= 0 else (int(probs[t].argmax()) if latest is not None else -1)
-        if mem.new < cfg.every:
+        if not cfg.due(mem):
             continue
         rows, y = mem.part(False)
         hrows, hy = mem.part(True)
@@ -199,7 +219,18 @@ def _datashunt(x: FloatArray, answers: IntArray, labels: tuple[str, ...], cfg: S
         mem.new = 0
         seen = probs[rows] if latest is not None else None  # prequential: before learning
         r = train_round(
-            x[rows], y, x[hrows], hy, labels, cfg.round, previous=latest, head_probs=seen, seed=t
+            x[rows],
+            y,
+            x[hrows],
+            hy,
+            labels,
+            cfg.round,
+            previous=latest,
+            head_probs=seen,
+            seed=t,
+            new_student=None
+            if latest is not None or cfg.student is None
+            else cfg.new_student(labels),
         )
         trace.rounds += 1
         latest = r.student
@@ -259,4 +290,53 @@ def repeated_certificates(
                 pred = r.student.predict_proba(x[later][keep]).argmax(axis=1)
                 agree = float((pred == answers[later][keep]).mean())
                 out.append((agree, r.certificate.score, float(keep.mean())))
+    return out
+
+
+def fixed_student_certificates(
+    x: Any,
+    answers: IntArray,
+    labels: tuple[str, ...],
+    config: SimConfig,
+    *,
+    orders: int,
+    splits: int,
+    shadow: int,
+) -> list[tuple[float, str, float]]:
+    """:func:`repeated_certificates` for a student too costly to refit per split (fine-tuned).
+
+    Per order, one student is trained on the first ``1 - holdout`` of the shadow phase's
+    readable answers. Per split, a held-out set of the size :func:`repeated_certificates` uses
+    is drawn from the inputs after those, the fidelity target is certified on it (``max`` and,
+    with more than two labels, ``margin``), and the gate is tested on every other later input
+    it keeps. The certificate promises its target over the draw of the held-out answers for a
+    given student: this is that draw, repeated."""
+    out = []
+    rc = config.round
+    names = ["max", "margin"] if len(labels) > 2 else ["max"]
+    for order in range(orders):
+        perm = np.random.default_rng(1000 + order).permutation(len(x))
+        first = perm[:shadow][answers[perm[:shadow]] >= 0]
+        n_train = int(len(first) * (1 - rc.holdout))
+        train = first[:n_train]
+        student = config.new_student(labels).fit_indices(x[train], answers[train])
+        pool = np.concatenate([first[n_train:], perm[shadow:]])
+        pool = pool[answers[pool] >= 0]
+        probs = student.predict_proba(x[pool])
+        agree = probs.argmax(axis=1) == answers[pool]
+        for split in range(splits):
+            held = np.zeros(len(pool), dtype=bool)
+            pick = np.random.default_rng(split).choice(len(pool), len(first) - n_train, False)
+            held[pick] = True
+            cert = certify_fidelity(
+                {s: score_of(s, probs[held], None) for s in names},
+                agree[held],
+                target=rc.target,
+                confidence=rc.confidence,
+            )
+            if not cert.certified:
+                continue
+            keep = ~held & (score_of(cert.score, probs, None) >= cert.threshold)
+            if keep.any():
+                out.append((float(agree[keep].mean()), cert.score, float(keep.mean())))
     return out

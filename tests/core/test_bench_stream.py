@@ -25,6 +25,7 @@ KEYS = {
     "repetitions",
     "orders",
     "wall_s",
+    "student",
 }
 
 
@@ -126,3 +127,19 @@ def test_parts_merge_into_one_report(tmp_path: Path) -> None:
     assert json.loads(out.read_text())["runs"] == part["runs"]
     assert "| mr | llm_label | datashunt |" in out.with_suffix(".md").read_text()
     assert out.with_suffix(".png").is_file()
+
+
+@pytest.mark.slow
+def test_the_tuned_student_runs_the_same_path(tmp_path: Path) -> None:
+    pytest.importorskip("datashunt.labelfree.tuned")
+    data = tmp_path / "data"
+    write_mr(data, 600, gold=False)
+    out = tmp_path / "res" / "stream_tuned.json"
+    argv = ["--data", "mr", "--orders", "1", "--target", "0.6", "--student", "tuned"]
+    argv += ["--tuned-layers", "1", "--policies", "", "--splits", "2", "--shadow", "400"]
+    argv += ["--data-dir", str(data), "--cache", str(tmp_path / "cache"), "--out", str(out)]
+    assert stream.main(argv) == 0
+    runs = {r["policy"]: r for r in json.loads(out.read_text())["runs"]}
+    assert set(runs) == {"datashunt", "offline-gold"}
+    assert runs["datashunt"]["student"] == "tuned" and runs["datashunt"]["accuracy"] is None
+    assert list((tmp_path / "cache").glob("frozen-*.npz"))  # the frozen layers, cached

@@ -79,7 +79,7 @@ class Round:
         >>> keep = r.keep(x_new)  # True: the student answers alone  # doctest: +SKIP
     """
 
-    student: EmbeddingStudent
+    student: Any  # an EmbeddingStudent, or a TunedStudent
     certificate: FidelityCertificate
     head: AgreementHead | None = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -130,9 +130,10 @@ def train_round(
     labels: Sequence[str],
     config: RoundConfig,
     *,
-    previous: EmbeddingStudent | None = None,
+    previous: Any = None,
     head_probs: Any = None,
     seed: int = 0,
+    new_student: Any = None,
 ) -> Round:
     """Fit, choose and certify (see the module docstring).
 
@@ -142,7 +143,12 @@ def train_round(
         x_holdout, y_holdout: the same for the held-out answers (a uniform random part of the
             traffic, never trained on).
         labels: the label names.
-        previous: the last round's student: its head is the starting point.
+        previous: the last round's student: its weights are the starting point (another
+            kind than :class:`~.student.EmbeddingStudent` continues by its ``successor()``).
+        new_student: the unfitted student of the first round when it is not an
+            :class:`~.student.EmbeddingStudent` (a :class:`~.tuned.TunedStudent`, which takes
+            row indices for ``x``). Such a student's ``agree`` score is fitted on prequential
+            probabilities only (no out-of-fold refits); with too few, ``agree`` is not offered.
         head_probs: probabilities the students of earlier rounds gave each training answer
             before learning it (prequential, as OCL learns its head); ``None``: out-of-fold
             probabilities of this round's student (``folds`` more fits). Rows of NaN (answered
@@ -151,26 +157,35 @@ def train_round(
     Raises:
         DataError: fewer than two distinct labels among the training answers.
     """
-    xt = np.asarray(x_train, dtype=np.float64)
     yt = np.asarray(y_train, dtype=np.int64)
-    student = EmbeddingStudent(tuple(labels), l2=config.l2, replay=config.replay)
-    if previous is not None and previous.weight is not None:
-        student.weight, student.bias = previous.weight, previous.bias
+    student: Any
+    if previous is not None and not isinstance(previous, EmbeddingStudent):
+        student = previous.successor(seed=seed)
+    elif new_student is not None:
+        student = new_student
+    else:
+        student = EmbeddingStudent(tuple(labels), l2=config.l2, replay=config.replay)
+        if previous is not None and previous.weight is not None:
+            student.weight, student.bias = previous.weight, previous.bias
+    embedding = isinstance(student, EmbeddingStudent)
+    xt = np.asarray(x_train, dtype=np.float64) if embedding else np.asarray(x_train)
     student.fit_indices(xt, yt)
     head = None
-    if "agree" in config.scores:
+    names = list(config.scores)
+    if "agree" in names:
         hp = None if head_probs is None else np.asarray(head_probs, dtype=np.float64)
         known = np.zeros(len(yt), dtype=bool) if hp is None else np.isfinite(hp).all(axis=1)
         if known.sum() >= MIN_HEAD_ANSWERS:  # rows answered before any student: NaN, skipped
             head = AgreementHead().fit(hp[known], yt[known])  # type: ignore[index]
+        elif not embedding:  # out-of-fold would mean `folds` more fine-tunes
+            names.remove("agree")
         else:
             folds = min(config.folds, max(2, len(yt) // 10))
             head = AgreementHead().fit(out_of_fold_probs(student, xt, yt, folds, seed), yt)
-    xh = np.asarray(x_holdout, dtype=np.float64)
+    xh = np.asarray(x_holdout, dtype=np.float64) if embedding else np.asarray(x_holdout)
     yh = np.asarray(y_holdout, dtype=np.int64)
     probs = student.predict_proba(xh) if len(yh) else np.zeros((0, len(labels)))
     agree = probs.argmax(axis=1) == yh
-    names = list(config.scores)
     if len(labels) == 2 and "max" in names and "margin" in names:
         names.remove("margin")  # with two labels margin = 2 max - 1: the same δ, half the α
     scores = {name: score_of(name, probs, head) for name in names}
