@@ -94,3 +94,27 @@ def test_certified_gate_is_registered_and_serves(tmp_path: Path) -> None:
     assert policy.threshold == summary["threshold"] < 1.0
     probs = gate.predict_proba(["I loved every minute of it", "a boring, awful mess"])
     assert probs.argmax(axis=1).tolist() == [1, 0]
+
+
+@pytest.mark.slow
+def test_tuned_student_gate_is_registered_and_serves(tmp_path: Path) -> None:
+    from datashunt.gates.embedding import EmbeddingGate
+    from datashunt.registry import GateRegistry
+
+    good = ["a wonderful, moving film", "I loved every minute", "brilliant and funny"]
+    bad = ["a dull, boring mess", "I hated every minute", "awful and tedious"]
+    texts, answers = [], []
+    for i in range(200):
+        pos = i % 2 == 0
+        texts.append(f"{(good if pos else bad)[i % 3]} ({i})")
+        answers.append("pos" if pos else "neg")
+    fill_store(tmp_path / "calls.sqlite", texts, answers)
+    args = args_for(tmp_path, "--target", "0.9", "--student", "tuned", "--tuned-layers", "1")
+    summary = run_bootstrap(args, out=lambda s: None)
+    assert summary["registered"] is not None
+    with GateRegistry(tmp_path / "gates") as reg:
+        gate, policy = reg.load()
+    assert isinstance(gate, EmbeddingGate) and gate.backbone == "encoder"  # saved inside
+    assert policy.threshold == summary["threshold"] < 1.0
+    probs = gate.predict_proba(["I loved every minute of it", "a boring, awful mess"])
+    assert probs.argmax(axis=1).tolist() == [1, 0]

@@ -2,11 +2,12 @@
 
 A shunt with no gate shadows: every input goes to the LLM and each answer is recorded with its
 parsed label. This command reads those answers (an unparsed or unreadable answer is never a
-training label), holds a random part of them out, fits the embedding student on the rest
-(:mod:`datashunt.labelfree`) and certifies δ for the fidelity target on the held-out part
-(agreement with the LLM on the small route, Learn then Test). Only when some δ certifies is the
-gate registered and promoted; otherwise it prints how many more answers it needs and exits 0:
-the shunt keeps shadowing.
+training label), holds a random part of them out, fits the student on the rest
+(:mod:`datashunt.labelfree`: the frozen-embedding head in seconds, or with ``--student tuned``
+MiniLM's top layers fine-tuned, minutes on a CPU) and certifies δ for the fidelity target on
+the held-out part (agreement with the LLM on the small route, Learn then Test). Only when some
+δ certifies is the gate registered and promoted; otherwise it prints how many more answers it
+needs and exits 0: the shunt keeps shadowing.
 
     datashunt bootstrap --store runs/calls.sqlite --labels negative,positive \\
         --registry runs/gates --target 0.95 --confidence 0.95
@@ -75,9 +76,19 @@ def run_bootstrap(
         )
         return summary
     texts = [li.text for li in answered]
-    x = embed(texts) if embed is not None else _encoder(args.backbone)(texts)
     held = holdout_mask(len(y), args.holdout, args.seed)
-    r = train_round(x[~held], y[~held], x[held], y[held], labels, cfg, seed=args.seed)
+    new = None
+    if getattr(args, "student", "embedding") == "tuned":
+        from ..labelfree.tuned import FrozenFeatures, TuneConfig, TunedStudent
+
+        cfg_t = TuneConfig(tuned_layers=args.tuned_layers)
+        new = TunedStudent(labels, FrozenFeatures(texts, cfg_t, args.backbone), seed=args.seed)
+        x = np.arange(len(texts))
+    else:
+        x = embed(texts) if embed is not None else _encoder(args.backbone)(texts)
+    r = train_round(
+        x[~held], y[~held], x[held], y[held], labels, cfg, seed=args.seed, new_student=new
+    )
     cert = r.certificate
     summary["certificate"] = cert.describe()
     summary["threshold"] = cert.threshold
@@ -118,8 +129,10 @@ def _register(args: argparse.Namespace, r: Any, labels: tuple[str, ...], unparse
 
     cert = r.certificate
     with tempfile.TemporaryDirectory() as tmp:
-        gate = r.student.to_gate(args.backbone)
-        gate.save(tmp)
+        if hasattr(r.student, "save_gate"):  # fine-tuned: the encoder is saved inside the gate
+            r.student.save_gate(tmp)
+        else:
+            r.student.to_gate(args.backbone).save(tmp)
         policy = ShuntPolicy(
             labels=labels,
             threshold=cert.threshold,
@@ -170,5 +183,12 @@ def register(sub: Any) -> None:
     p.add_argument("--holdout", type=float, default=0.3, help="answers held out (default 0.3)")
     p.add_argument("--min-answers", type=int, default=50, help="fewest answers to try")
     p.add_argument("--backbone", default=None, help="sentence-transformers dir (default MiniLM)")
+    p.add_argument(
+        "--student",
+        choices=("embedding", "tuned"),
+        default="embedding",
+        help="frozen-embedding head (seconds) or MiniLM's top layers fine-tuned (minutes)",
+    )
+    p.add_argument("--tuned-layers", type=int, default=2, help="layers fine-tuned (tuned)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_bootstrap)

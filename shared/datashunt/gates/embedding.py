@@ -136,13 +136,14 @@ class EmbeddingGate(BaseGate):
         meta = json.loads(meta_file.read_text(encoding="utf-8"))
         tensors = require("safetensors.numpy").load_file(str(path / _HEAD_FILE))
         temp = _policy_temperature(path) if temperature is None else temperature
-        return cls(
-            meta["labels"],
-            tensors["weight"],
-            tensors["bias"],
-            backbone=meta.get("backbone"),
-            temperature=temp,
+        backbone = meta.get("backbone")
+        if backbone and (path / backbone).is_dir() and not Path(backbone).is_absolute():
+            backbone = str(path / backbone)  # an encoder saved inside the gate (fine-tuned)
+        gate = cls(
+            meta["labels"], tensors["weight"], tensors["bias"], backbone=backbone, temperature=temp
         )
+        gate.backbone = meta.get("backbone") or gate.backbone  # saved again, still relative
+        return gate
 
 
 def fit_head(

@@ -346,5 +346,6 @@ class TunedStudent:
         head = self.top["head"]
         w = head.weight.detach().double().numpy()
         b = head.bias.detach().double().numpy()
-        gate = EmbeddingGate(self.labels, w, b, backbone=enc.resolve())
+        gate = EmbeddingGate(self.labels, w, b, backbone=enc)
+        gate.backbone = enc.name  # relative: the encoder moves with the gate (registry copies)
         return gate.save(out)
