@@ -100,22 +100,27 @@ def build_shunt(
     prompt_mode: str,
     max_concurrency: int,
     retry: RetryPolicy | None = None,
+    shadow: bool = False,
 ) -> tuple[Shunt, CachedLLM, LLMCache]:
-    """The engine for pass 2: the shunt over a :class:`CachedLLM` in the store's database."""
+    """The engine for pass 2: the shunt over a :class:`CachedLLM` in the store's database.
+
+    With ``shadow`` (no gate yet) it is :meth:`Shunt.shadow`'s shunt: its requests are the ones
+    a user's chain sends (every label on offer, no hint), whatever ``policy`` and ``prompt_mode``.
+    """
     cache = LLMCache(store)
     limited = _Limited(llm, RateLimit(rate) if rate else None)
     cached = CachedLLM(limited, cache, model)
-    shunt = Shunt(
-        LabelsOnly(labels),
-        policy,
-        llm=cached,
-        store=cache.store,
-        record_small=False,
-        prompt_mode=prompt_mode,  # type: ignore[arg-type]
-        max_concurrency=max_concurrency,
-        model_name=model,
-        retry=retry,
-    )
+    options: dict[str, Any] = {
+        "llm": cached,
+        "store": cache.store,
+        "record_small": False,
+        "max_concurrency": max_concurrency,
+        "model_name": model,
+        "retry": retry,
+    }
+    if shadow:
+        return Shunt.shadow(labels, **options), cached, cache
+    shunt = Shunt(LabelsOnly(labels), policy, prompt_mode=prompt_mode, **options)
     return shunt, cached, cache
 
 
@@ -202,7 +207,7 @@ def ask_chunks(
             fresh = _ask(shunt, cache, model, [requests[j] for j in todo], pool, breaker)
             cols = old or _columns(rows[sl])
             for j, r in zip(todo, fresh, strict=True):
-                for name, value in _row(requests[j], r, breaker).items():
+                for name, value in _row(requests[j], r, breaker, shunt.shadowing).items():
                     cols[name][j] = value
             asked.failed += len(_failed(cols))
             write(cols, path)
@@ -210,7 +215,13 @@ def ask_chunks(
 
 
 def _failed(cols: dict[str, list[Any]]) -> list[int]:
-    return [j for j, e in enumerate(cols["error"]) if e is not None]
+    """The rows to ask again: an error and no answer (a shadow job's unreadable answer has an
+    error that says so, but the LLM did answer: asking again would get the same answer)."""
+    return [
+        j
+        for j, (e, a) in enumerate(zip(cols["error"], cols["llm_answer"], strict=True))
+        if e is not None and a is None
+    ]
 
 
 def _ask(
@@ -249,23 +260,30 @@ def _columns(rows: np.ndarray) -> dict[str, list[Any]]:
     return cols
 
 
-def _row(req: LLMRequest, result: ShuntResult | None, breaker: Breaker) -> dict[str, Any]:
-    """One output row of pass 2; a call not made falls back to the gate's label."""
+def _row(
+    req: LLMRequest, result: ShuntResult | None, breaker: Breaker, shadow: bool
+) -> dict[str, Any]:
+    """One output row of pass 2; a call not made (or not read) falls back to the gate's label,
+    and to no label in a shadow job (there is no gate; its ``error`` says why)."""
     if result is None:
         error = f"not asked: the job stopped after {breaker.reason}"
         return {
-            "label": req.decision.label,
+            "label": None if shadow else req.decision.label,
             "source": "fallback",
             "candidates": list(req.candidates),
             "llm_answer": None,
             "error": error,
         }
+    error = result.error
+    unread = result.source != "llm"
+    if shadow and unread and error is None and result.parsed is not None:
+        error = f"unreadable answer ({result.parsed.reason}): no label"
     return {
-        "label": result.label,
+        "label": None if shadow and unread else result.label,
         "source": result.source,
         "candidates": list(req.candidates),
         "llm_answer": result.reply.text if result.reply is not None else None,
-        "error": result.error,
+        "error": error,
     }
 
 

@@ -9,6 +9,7 @@ from typing import Literal
 
 from ..errors import ConfigError
 from ..llm.retry import RetryPolicy
+from ..policy import validate_labels
 
 __all__ = ["BatchConfig", "Engine"]
 
@@ -22,7 +23,14 @@ class BatchConfig:
     Attributes:
         data: the input file (``.csv``, ``.jsonl``/``.json``, ``.parquet``).
         out: the output Parquet file (one row per input row).
-        gate: the gate directory (a calibrated policy beside it, or ``delta``/``budget``).
+        gate: the gate directory (a calibrated policy beside it, or ``delta``/``budget``) ...
+        labels: ... or, with no gate yet, the labels the LLM chooses from: a *shadow* job.
+            No gate pass; every valid row goes to the LLM as a user's chain would ask it
+            (every label on offer, no hint: :meth:`Shunt.shadow <datashunt.Shunt.shadow>`), and
+            each answer is recorded in ``store`` with its parsed label, for
+            ``datashunt bootstrap`` to train the first gate on. ``budget``, ``delta`` and the
+            gate's options (``backend``, ``device``, ``workers``, ``prompt_mode``) do not apply;
+            with ``engine="ray"`` the job runs as a local one (pass 2 always runs here).
         llm_url / llm_model: an OpenAI-compatible endpoint and model name ...
         llm_column: ... or a column of the input holding recorded answers (no paid calls).
         engine: ``"local"`` (one process) or ``"ray"`` (Ray Data, ``workers`` gate actors).
@@ -53,11 +61,14 @@ class BatchConfig:
         >>> BatchConfig(Path("in.csv"), Path("out.parquet"), Path("runs/gate"),
         ...             llm_column="llm_label", budget=0.3).engine
         'local'
+        >>> BatchConfig(Path("in.csv"), Path("out.parquet"), labels=("neg", "pos"),
+        ...             llm_column="llm_label", store="calls.sqlite").shadow
+        True
     """
 
     data: Path
     out: Path
-    gate: Path
+    gate: Path | None = None
     llm_url: str | None = None
     llm_model: str | None = None
     llm_column: str | None = None
@@ -79,8 +90,10 @@ class BatchConfig:
     ray_address: str | None = None
     retry: RetryPolicy | None = None
     stop_after_failures: int = 20
+    labels: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
+        self._check_gate_or_labels()
         if (self.llm_column is None) == (self.llm_url is None):
             raise ConfigError("give either --llm-url with --llm-model, or --llm-column (not both)")
         if self.llm_url is not None and not self.llm_model:
@@ -108,6 +121,37 @@ class BatchConfig:
             raise ConfigError(f"rate must be > 0 calls per second, got {self.rate}")
         if self.out.suffix.lower() != ".parquet":
             raise ConfigError(f"--out must name a .parquet file, got {str(self.out)!r}")
+
+    def _check_gate_or_labels(self) -> None:
+        if self.gate is None and self.labels is None:
+            raise ConfigError(
+                "a batch job needs --gate DIR (a trained gate), or --labels a,b,... when there is "
+                "no gate yet (a shadow job: every row to the LLM, its answers recorded in --store "
+                "for `datashunt bootstrap` to train the first gate)"
+            )
+        if self.gate is not None and self.labels is not None:
+            raise ConfigError(
+                "give --gate or --labels, not both: with --gate the gate answers the rows it is "
+                "sure of; --labels (no gate yet) sends every row to the LLM"
+            )
+        if self.labels is None:
+            return
+        labels = validate_labels(self.labels)
+        if len(labels) < 2:
+            raise ConfigError(f"--labels needs at least two labels, e.g. a,b; got {list(labels)}")
+        object.__setattr__(self, "labels", labels)
+        for name in ("budget", "delta"):
+            if getattr(self, name) is not None:
+                raise ConfigError(
+                    f"--{name} sets the gate's share of the rows, and a shadow job (--labels, no "
+                    f"--gate) has no gate: every row goes to the LLM. Drop --{name}, or pass "
+                    "--gate DIR instead of --labels"
+                )
+
+    @property
+    def shadow(self) -> bool:
+        """No gate: every valid row goes to the LLM (see ``labels``)."""
+        return self.gate is None
 
     @property
     def work(self) -> Path:

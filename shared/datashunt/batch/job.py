@@ -4,6 +4,10 @@ The work directory (``<out>.work``) holds what a restart needs: ``job.json`` (wh
 is, so that a directory of another job is refused), ``gate/`` (pass 1's probabilities, renamed
 into place when complete), ``llm/part-*.parquet`` (pass 2's checkpoints) and the store with
 the LLM cache. Running a job again, finished or killed, redoes only what is missing.
+
+With no gate yet (``BatchConfig.labels``: a shadow job) there is no pass 1: every valid row
+goes to the LLM, and the store's answers are what ``datashunt bootstrap`` trains the first gate
+on.
 """
 
 from __future__ import annotations
@@ -18,12 +22,14 @@ from typing import Any
 
 import numpy as np
 
+from ..engine.shadow import shadow_policy
 from ..errors import ConfigError, LLMError
 from ..policy import ShuntPolicy
 from .ask import Breaker, ask_chunks, atomic_name, build_shunt
 from .budget import Routing, route_by_budget, route_by_delta
 from .config import BatchConfig
-from .score import ROW, _pyarrow, prob_columns, read_input, score_local, score_ray
+from .output import assemble, read_part, write_part
+from .score import ROW, _pyarrow, prob_columns, read_input, score_local, score_ray, score_shadow
 
 __all__ = ["BatchSummary", "run_batch_job"]
 
@@ -44,6 +50,9 @@ class BatchSummary:
         failed_rows: rows whose LLM call failed or was not made (their ``error`` says why;
             the same command run again asks exactly these).
         reasked_rows: rows that had failed in an earlier run and were asked again in this one.
+        unreadable_rows: rows the LLM answered with no label the parser could read (the gate's
+            label stands; in a shadow job the row has no label and its ``error`` says why).
+        shadow: no gate (``--labels``): every valid row went to the LLM.
     """
 
     rows: int
@@ -61,6 +70,8 @@ class BatchSummary:
     gate_reused: bool
     failed_rows: int = 0
     reasked_rows: int = 0
+    unreadable_rows: int = 0
+    shadow: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -68,11 +79,11 @@ class BatchSummary:
 
 def _job_key(cfg: BatchConfig) -> dict[str, Any]:
     st = cfg.data.stat()
-    return {
+    key: dict[str, Any] = {
         "data": str(cfg.data.resolve()),
         "size": st.st_size,
         "mtime_ns": st.st_mtime_ns,
-        "gate": str(cfg.gate.resolve()),
+        "gate": str(cfg.gate.resolve()) if cfg.gate is not None else None,
         "backend": cfg.backend,
         "text_col": cfg.text_col,
         "id_col": cfg.id_col,
@@ -81,6 +92,10 @@ def _job_key(cfg: BatchConfig) -> dict[str, Any]:
         "model": cfg.llm_model or f"column:{cfg.llm_column}",
         "prompt_mode": cfg.prompt_mode,
     }
+    if cfg.labels is not None:
+        # a shadow job: no gate options; the labels make the prompt
+        key |= {"backend": None, "prompt_mode": "none", "labels": list(cfg.labels)}
+    return key
 
 
 def _claim_work_dir(cfg: BatchConfig) -> None:
@@ -100,36 +115,7 @@ def _claim_work_dir(cfg: BatchConfig) -> None:
     path.write_text(json.dumps(key, indent=1), encoding="utf-8")
 
 
-def _part_schema() -> Any:
-    """Pass 2's checkpoints, typed: a column of nulls (no row failed) is still a string column,
-    so that checkpoints with and without failures read back as one table."""
-    pa = _pyarrow()
-    return pa.schema(
-        [
-            (ROW, pa.int64()),
-            ("label", pa.string()),
-            ("source", pa.string()),
-            ("candidates", pa.list_(pa.string())),
-            ("llm_answer", pa.string()),
-            ("error", pa.string()),
-        ]
-    )
-
-
-def _write_table(cols: dict[str, Any], path: Path) -> None:
-    pa = _pyarrow()
-    tmp = atomic_name(path)
-    pa.parquet.write_table(pa.table(cols, schema=_part_schema()), tmp)
-    os.replace(tmp, path)
-
-
-def _read_part(path: Path) -> dict[str, list[Any]]:
-    """A checkpoint as columns; one written untyped by an earlier release is cast."""
-    table = _pyarrow().parquet.read_table(path)
-    return dict(table.select(_part_schema().names).cast(_part_schema()).to_pydict())
-
-
-def _pass1(cfg: BatchConfig, table: Any) -> tuple[Any, bool]:
+def _pass1(cfg: BatchConfig, gate: Path, table: Any) -> tuple[Any, bool]:
     pa = _pyarrow()
     done = cfg.work / "gate"
     if done.is_dir():
@@ -139,7 +125,7 @@ def _pass1(cfg: BatchConfig, table: Any) -> tuple[Any, bool]:
     if cfg.engine == "ray":
         scored = score_ray(
             table,
-            cfg.gate,
+            gate,
             cfg.backend,
             cfg.batch_size,
             cfg.workers,
@@ -148,7 +134,7 @@ def _pass1(cfg: BatchConfig, table: Any) -> tuple[Any, bool]:
             cfg.device,
         )
     else:
-        scored = score_local(table, cfg.gate, cfg.backend, cfg.batch_size, cfg.device)
+        scored = score_local(table, gate, cfg.backend, cfg.batch_size, cfg.device)
         tmp.mkdir(parents=True)
         pa.parquet.write_table(scored, tmp / "part-0.parquet")
     os.replace(tmp, done)
@@ -180,6 +166,12 @@ def run_batch_job(cfg: BatchConfig) -> BatchSummary:
     A row whose LLM call failed is written with the gate's label (``source`` ``"fallback"``)
     and its ``error``; it is not done: the next run of the same job asks it again, and only it.
 
+    A shadow job (``cfg.labels``, no gate) skips pass 1 and sends every valid row to the LLM
+    through :meth:`Shunt.shadow <datashunt.Shunt.shadow>`'s requests, each answer recorded in
+    the store with its parsed label; its output has the same columns, the gate's null. A row
+    without a readable answer has no label: its ``error`` says why (an unreadable answer is
+    done, a failed call is asked again by the next run).
+
     Raises:
         ConfigError: a bad input, a missing policy with neither budget nor delta, or a work
             directory that belongs to another job.
@@ -190,10 +182,13 @@ def run_batch_job(cfg: BatchConfig) -> BatchSummary:
     pa = _pyarrow()
     table = read_input(cfg.data, cfg.text_col, cfg.id_col)
     _claim_work_dir(cfg)
-    policy = _policy(cfg)
+    if cfg.gate is not None:
+        policy = _policy(cfg, cfg.gate)
+        scored, reused = _pass1(cfg, cfg.gate, table)
+    else:  # a shadow job: no gate, every valid row to the LLM (δ = 1 > any confidence)
+        policy = shadow_policy(cfg.labels or ())
+        scored, reused = score_shadow(table, len(policy.labels)), False
     k = len(policy.labels)
-
-    scored, reused = _pass1(cfg, table)
     scored = scored.sort_by(ROW)
     gate_s = time.perf_counter() - t0
     probs = np.column_stack([scored.column(c).to_numpy() for c in prob_columns(k)])
@@ -215,6 +210,7 @@ def run_batch_job(cfg: BatchConfig) -> BatchSummary:
         prompt_mode=cfg.prompt_mode,
         max_concurrency=cfg.max_concurrency,
         retry=cfg.retry,
+        shadow=cfg.shadow,
     )
     rows = np.flatnonzero(routing.to_llm)
     texts = table.column("text").to_pylist()
@@ -228,12 +224,13 @@ def run_batch_job(cfg: BatchConfig) -> BatchSummary:
         probs[rows],
         cfg.work / "llm",
         cfg.chunk,
-        (_write_table, _read_part),
+        (write_part, read_part),
         breaker,
     )
     llm_s = time.perf_counter() - t1
 
-    out = _assemble(table, scored, probs, conf, routing, policy, cfg.work / "llm")
+    parts = cfg.work / "llm"
+    out = assemble(table, scored, probs, conf, routing, policy.labels, parts, shadow=cfg.shadow)
     cfg.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = atomic_name(cfg.out)
     pa.parquet.write_table(out, tmp)
@@ -255,6 +252,8 @@ def run_batch_job(cfg: BatchConfig) -> BatchSummary:
         gate_reused=reused,
         failed_rows=asked.failed,
         reasked_rows=asked.reasked,
+        unreadable_rows=_unreadable(out),
+        shadow=cfg.shadow,
     )
     (cfg.work / "summary.json").write_text(json.dumps(summary.to_json(), indent=1), "utf-8")
     if breaker.tripped:
@@ -266,14 +265,14 @@ def run_batch_job(cfg: BatchConfig) -> BatchSummary:
     return summary
 
 
-def _policy(cfg: BatchConfig) -> ShuntPolicy:
+def _policy(cfg: BatchConfig, gate: Path) -> ShuntPolicy:
     try:
-        return ShuntPolicy.load(cfg.gate)
+        return ShuntPolicy.load(gate)
     except ConfigError:
         if cfg.budget is None and cfg.delta is None:
             raise
     # no calibrated policy: the labels from the model's config, δ from --budget / --delta
-    config = json.loads((cfg.gate / "config.json").read_text(encoding="utf-8"))
+    config = json.loads((gate / "config.json").read_text(encoding="utf-8"))
     labels = [str(config["id2label"][str(i)]) for i in range(len(config["id2label"]))]
     return ShuntPolicy(labels=tuple(labels))
 
@@ -284,54 +283,7 @@ def _route(cfg: BatchConfig, policy: ShuntPolicy, conf: np.ndarray, ids: list[st
     return route_by_delta(conf, cfg.delta if cfg.delta is not None else policy.threshold)
 
 
-def _assemble(
-    table: Any,
-    scored: Any,
-    probs: np.ndarray,
-    conf: np.ndarray,
-    routing: Routing,
-    policy: ShuntPolicy,
-    parts: Path,
-) -> Any:
-    """One row per input row, in input order."""
-    pa = _pyarrow()
-    n = table.num_rows
-    labels = np.asarray(policy.labels, dtype=object)
-    valid = np.isfinite(conf)
-    top = np.argmax(np.nan_to_num(probs, nan=-1.0).reshape(n, len(labels)), axis=1)
-    gate_label = labels[top]
-    gate_label[~valid] = None
-    label = gate_label.copy()
-    route = np.where(valid, np.where(routing.to_llm, "llm", "small"), "invalid").astype(object)
-    source = route.copy()
-    candidates: list[list[str] | None] = [
-        [str(g)] if v else None for g, v in zip(gate_label, valid, strict=True)
-    ]
-    answer = np.full(n, None, dtype=object)
-    error = np.asarray(scored.column("gate_error").to_pylist(), dtype=object)
-    files = sorted(parts.glob("part-*.parquet")) if parts.is_dir() else []
-    if files:
-        llm: dict[str, list[Any]] = {name: [] for name in _part_schema().names}
-        for f in files:
-            for name, values in _read_part(f).items():
-                llm[name].extend(values)
-        idx = np.asarray(llm[ROW], dtype=np.int64)
-        label[idx] = llm["label"]
-        source[idx] = llm["source"]
-        answer[idx] = llm["llm_answer"]
-        error[idx] = llm["error"]
-        for i, c in zip(idx, llm["candidates"], strict=True):
-            candidates[i] = c
-    return pa.table(
-        {
-            "id": table.column("id"),
-            "label": pa.array(label.tolist(), pa.string()),
-            "route": pa.array(route.tolist(), pa.string()),
-            "source": pa.array(source.tolist(), pa.string()),
-            "confidence": pa.array(np.where(valid, conf, np.nan)),
-            "gate_label": pa.array(gate_label.tolist(), pa.string()),
-            "candidates": pa.array(candidates, pa.list_(pa.string())),
-            "llm_answer": pa.array(answer.tolist(), pa.string()),
-            "error": pa.array(error.tolist(), pa.string()),
-        }
-    )
+def _unreadable(out: Any) -> int:
+    """Rows the LLM answered with nothing the parser could read."""
+    rows = out.select(["source", "llm_answer"]).to_pylist()
+    return sum(r["llm_answer"] is not None and r["source"] == "fallback" for r in rows)

@@ -21,7 +21,16 @@ from ..errors import ConfigError, DataShuntError, InputError
 from ..gates import load_gate
 from ..inputs import validate_text
 
-__all__ = ["BACKENDS", "GateScorer", "prob_columns", "read_input", "score_local", "score_ray"]
+__all__ = [
+    "BACKENDS",
+    "GateScorer",
+    "check_texts",
+    "prob_columns",
+    "read_input",
+    "score_local",
+    "score_ray",
+    "score_shadow",
+]
 
 ROW = "_row"  # the input position: restores the order whatever the engine did with it
 #: ``--backend`` names and the ``HFGate`` options they stand for
@@ -123,22 +132,43 @@ class GateScorer:
 
     def __call__(self, batch: Mapping[str, Any]) -> dict[str, np.ndarray]:
         texts = list(batch["text"])
-        k = len(self.gate.labels)
-        probs = np.full((len(texts), k), np.nan)
-        errors: list[str | None] = [None] * len(texts)
-        good: list[int] = []
-        for i, t in enumerate(texts):
-            try:
-                validate_text(t, max_chars=self.max_chars)
-                good.append(i)
-            except InputError as exc:
-                errors[i] = str(exc)
+        good, errors = check_texts(texts, self.max_chars)
+        probs = np.full((len(texts), len(self.gate.labels)), np.nan)
         if good:
             probs[good] = self.gate.predict_proba([texts[i] for i in good])
-        out = {ROW: np.asarray(batch[ROW], dtype=np.int64)}
-        out |= {c: probs[:, j] for j, c in enumerate(prob_columns(k))}
-        out["gate_error"] = np.asarray(errors, dtype=object)
-        return out
+        return _scored(batch[ROW], probs, errors)
+
+
+def check_texts(texts: list[Any], max_chars: int) -> tuple[list[int], list[str | None]]:
+    """The positions of the valid texts, and an error for each invalid one (empty, too long,
+    not text): such a row goes neither to the gate nor to the LLM."""
+    errors: list[str | None] = [None] * len(texts)
+    good: list[int] = []
+    for i, t in enumerate(texts):
+        try:
+            validate_text(t, max_chars=max_chars)
+            good.append(i)
+        except InputError as exc:
+            errors[i] = str(exc)
+    return good, errors
+
+
+def _scored(rows: Any, probs: np.ndarray, errors: list[str | None]) -> dict[str, np.ndarray]:
+    out = {ROW: np.asarray(rows, dtype=np.int64)}
+    out |= {c: probs[:, j] for j, c in enumerate(prob_columns(probs.shape[1]))}
+    out["gate_error"] = np.asarray(errors, dtype=object)
+    return out
+
+
+def score_shadow(table: Any, k: int, max_chars: int = 20_000) -> Any:
+    """Pass 1 of a job with no gate (a shadow job): no model runs; each valid row gets the
+    uniform probabilities of :class:`~datashunt.engine.shadow.ShadowGate` (no opinion, so the
+    shunt sends it to the LLM), an invalid one NaN and its error, as :class:`GateScorer`."""
+    texts = table.column("text").to_pylist()
+    good, errors = check_texts(texts, max_chars)
+    probs = np.full((len(texts), k), np.nan)
+    probs[good] = 1.0 / k
+    return _pyarrow().table(_scored(table.column(ROW).to_numpy(), probs, errors))
 
 
 def score_local(

@@ -1,4 +1,8 @@
-"""``datashunt batch``: the shunt over a whole data file, locally or on Ray, resumable."""
+"""``datashunt batch``: the shunt over a whole data file, locally or on Ray, resumable.
+
+With ``--labels`` instead of ``--gate`` (no gate yet) it is a shadow job: every row to the LLM,
+each answer recorded in ``--store`` for ``datashunt bootstrap`` to train the first gate on.
+"""
 
 from __future__ import annotations
 
@@ -24,7 +28,8 @@ def _cmd_batch(args: argparse.Namespace) -> int:
     cfg = BatchConfig(
         data=Path(args.data),
         out=Path(args.out),
-        gate=Path(existing_gate(args.gate)),
+        gate=Path(existing_gate(args.gate)) if args.gate is not None else None,
+        labels=_labels(args.labels) if args.labels is not None else None,
         llm_url=llm_url,
         llm_model=args.llm_model,
         llm_column=args.llm_column,
@@ -55,11 +60,17 @@ def _cmd_batch(args: argparse.Namespace) -> int:
     summary = run_batch_job(cfg)
     print(json.dumps({"out": str(cfg.out), **summary.to_json()}))
     if summary.failed_rows:
+        stands = "no label: there is no gate" if cfg.shadow else "the gate's label stands"
         warn(
-            f"{summary.failed_rows} rows got no LLM answer (the gate's label stands, the error "
-            f"column says why): run the same command again to ask exactly those rows"
+            f"{summary.failed_rows} rows got no LLM answer ({stands}, the error column says "
+            "why): run the same command again to ask exactly those rows"
         )
     return 0
+
+
+def _labels(spec: str) -> tuple[str, ...]:
+    """``--labels a,b,c`` as names (checked by :class:`~datashunt.batch.BatchConfig`)."""
+    return tuple(part.strip() for part in spec.split(",") if part.strip())
 
 
 def register(sub: Any) -> None:
@@ -70,11 +81,20 @@ def register(sub: Any) -> None:
         description="Pass 1 runs the gate over every row (one model per Ray worker with "
         "--engine ray); δ is given or chosen so that the LLM gets --budget of the rows; pass 2 "
         "asks the LLM, each answer cached by (model, prompt) in --store. Run it again after a "
-        "crash: it makes no paid call twice and writes the same output.",
+        "crash: it makes no paid call twice and writes the same output. With no gate yet, "
+        "--labels instead of --gate (a shadow job): every row goes to the LLM as your chain "
+        "would ask it (every label on offer, no hint), each answer recorded in --store with its "
+        "parsed label; then `datashunt bootstrap --store S --labels ...` trains the first gate.",
     )
     p.add_argument("--data", required=True, help="input .csv, .jsonl or .parquet")
     p.add_argument("--out", required=True, help="output .parquet (one row per input row)")
-    p.add_argument("--gate", required=True, help="gate folder (datashunt train-gate --out)")
+    # --gate or --labels: checked by BatchConfig, whose message says what each one does
+    p.add_argument("--gate", help="gate folder (datashunt train-gate --out)")
+    p.add_argument(
+        "--labels",
+        help="no gate yet: the labels, e.g. negative,positive (a shadow job: every row to the "
+        "LLM, recorded in --store for `datashunt bootstrap`)",
+    )
     llm = p.add_mutually_exclusive_group()
     llm.add_argument(
         "--llm-url", help="an OpenAI-compatible endpoint (default $OPENAI_BASE_URL), --llm-model"
@@ -83,8 +103,8 @@ def register(sub: Any) -> None:
     p.add_argument("--llm-model", help="the model name sent and used in the cache key")
     p.add_argument("--engine", choices=("local", "ray"), default="local")
     route = p.add_mutually_exclusive_group()
-    route.add_argument("--budget", type=float, help="LLM share of the rows, e.g. 0.3")
-    route.add_argument("--delta", type=float, help="a fixed threshold δ")
+    route.add_argument("--budget", type=float, help="LLM share of the rows, e.g. 0.3 (--gate)")
+    route.add_argument("--delta", type=float, help="a fixed threshold δ (--gate)")
     p.add_argument("--store", help="call store / LLM cache URL or path (default in the work dir)")
     p.add_argument("--text-col", default="text")
     p.add_argument("--id-col", default="id", help="unique row id (default: the row number)")
@@ -125,6 +145,11 @@ def register(sub: Any) -> None:
         help="continue the job in the work dir, asking again the rows that failed (any rerun "
         "does; with --resume a missing work dir is an error, not a fresh start)",
     )
-    p.add_argument("--prompt-mode", choices=("none", "soft", "hard", "both"), default="soft")
+    p.add_argument(
+        "--prompt-mode",
+        choices=("none", "soft", "hard", "both"),
+        default="soft",
+        help="the gate's hint in the prompt (a shadow job always sends none)",
+    )
     p.add_argument("--ray-address", help="an existing Ray cluster (default: a local one)")
     p.set_defaults(func=_cmd_batch)
