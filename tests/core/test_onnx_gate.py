@@ -78,6 +78,31 @@ def test_onnx_int8_is_close_to_fp32_cached_and_numpy_only(tiny_bert: Path) -> No
     assert cached.stat().st_mtime_ns == mtime
 
 
+def test_onnx_int8_recipe_fuses_attention_and_keeps_the_sensitive_nodes_fp32(
+    tiny_bert: Path,
+) -> None:
+    import onnx
+
+    from datashunt.gates import HFGate
+    from datashunt.gates.onnx import ONNX_INT8_FILE
+
+    gate = HFGate(tiny_bert, backend="onnx", quantize="int8")
+    # the export switched to the eager attention and back: the torch model keeps its own
+    assert gate.model.config._attn_implementation != "eager"
+    nodes = onnx.load(str(tiny_bert / ONNX_INT8_FILE)).graph.node
+    ops = [n.op_type for n in nodes]
+    layers = gate.model.config.num_hidden_layers
+    assert ops.count("QAttention") == layers  # every attention fused, its weights in int8
+    assert "Attention" not in ops and "SkipLayerNormalization" not in ops
+    # kept fp32: the embeddings and the first FFN output projection (one MatMul)
+    assert "EmbedLayerNormalization" in ops and "QEmbedLayerNormalization" not in ops
+    fp32 = [n.name for n in nodes if n.op_type == "MatMul"]
+    assert fp32 == ["/bert/encoder/layer.0/output/dense/MatMul"]
+    assert "/bert/encoder/layer.1/output/dense/MatMul_quant" in {n.name for n in nodes}
+    options = gate._onnx.session.get_session_options()
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+
+
 def test_onnx_refuses_other_precisions(tiny_bert: Path) -> None:
     from datashunt.gates import HFGate
 

@@ -3,9 +3,12 @@
 The torch model is exported with ``torch.onnx.export`` the first time a gate is opened with
 ``backend="onnx"``, and the file is kept beside the model (``datashunt_gate.onnx``, with a
 small JSON stamp naming the weights' digest it came from); later opens, and every Ray actor
-of a batch job, load the cached file. ``quantize="int8"`` then stores every MatMul weight in
-int8 with ONNX Runtime's dynamic quantisation (activations are quantised per call; on a CPU
-with AVX-512 VNNI the products run in int8): ``datashunt_gate.int8.onnx``.
+of a batch job, load the cached file. The export uses the eager attention (not SDPA): its
+graph is the one ONNX Runtime's BERT fusions recognise. ``quantize="int8"`` then runs ONNX
+Runtime's transformer optimiser (fused attention, embedding LayerNorm, bias+GELU) and stores
+the weights of the fused attention and the MatMuls in int8 with its dynamic quantisation
+(activations are quantised per call; on a CPU with AVX-512 VNNI the products run in int8):
+``datashunt_gate.int8.onnx``.
 
 A read-only model directory (the packaged backbone) caches under ``~/.cache/datashunt/onnx/``
 instead. Each file is written to a temporary name and renamed, so actors that export at the
@@ -36,7 +39,12 @@ ONNX_FILE = "datashunt_gate.onnx"
 #: The optimised, int8-quantised export (``HFGate(backend="onnx", quantize="int8")``).
 ONNX_INT8_FILE = "datashunt_gate.int8.onnx"
 _OPSET = 17
-_RECIPE = "matmul-per-channel"  # in the int8 stamp: a changed recipe makes a new file
+_ATTENTION = "eager"  # in the fp32 stamp: the attention the graph was traced with
+_RECIPE = "fused-attention-matmul-per-channel"  # in the int8 stamp: a new recipe, a new file
+# ONNX Runtime's (contrib) SkipLayerNormalization kernel is about 3x slower on CPU than the Add
+# and LayerNormalization it replaces (1.32, [32, 40, 384] fp32, 1 or 2 threads), and does not
+# use a second thread: the fusion is left out of the int8 file and disabled at load
+_SLOW_FUSIONS = ["SkipLayerNormFusion"]
 
 
 def _require_ort() -> Any:
@@ -100,7 +108,12 @@ def export_onnx(
     ort = _require_ort()
     cache = _cache_dir(model_dir)
     path = cache / ONNX_FILE
-    stamp = {"weights": digest, "torch": torch.__version__, "opset": _OPSET}
+    stamp = {
+        "weights": digest,
+        "torch": torch.__version__,
+        "opset": _OPSET,
+        "attention": _ATTENTION,
+    }
     if not _is_current(path, stamp):
         _write_atomically(path, lambda tmp: _export(model, tokenizer, tmp), stamp)
     if quantize is None:
@@ -108,8 +121,14 @@ def export_onnx(
     qpath = cache / ONNX_INT8_FILE
     qstamp = {**stamp, "onnxruntime": ort.__version__, "quantize": quantize, "recipe": _RECIPE}
     if not _is_current(qpath, qstamp):
-        _write_atomically(qpath, lambda tmp: _quantize_int8(path, tmp), qstamp)
+        shape = (_config_int(model, "num_attention_heads"), _config_int(model, "hidden_size"))
+        _write_atomically(qpath, lambda tmp: _quantize_int8(path, tmp, *shape), qstamp)
     return qpath
+
+
+def _config_int(model: Any, name: str) -> int:
+    value = getattr(getattr(model, "config", None), name, 0)
+    return value if isinstance(value, int) else 0  # 0: the optimiser reads it from the graph
 
 
 def _export(model: Any, tokenizer: Any, out: str) -> None:
@@ -119,41 +138,76 @@ def _export(model: Any, tokenizer: Any, out: str) -> None:
     names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in sample]
     axes = {n: {0: "batch", 1: "tokens"} for n in names}
     axes["logits"] = {0: "batch"}
-    with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
-        # the TorchScript exporter warns that it is deprecated; it needs no onnxscript
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            model,
-            tuple(sample[n] for n in names),
-            out,
-            input_names=names,
-            output_names=["logits"],
-            dynamic_axes=axes,
-            opset_version=_OPSET,
-            dynamo=False,
-        )
+    # SDPA traces to a graph ONNX Runtime's attention fusion does not recognise (measured on
+    # MiniLM: no Attention fused, int8 1.1x torch fp32 on long inputs against 1.6x fused)
+    previous = getattr(getattr(model, "config", None), "_attn_implementation", _ATTENTION)
+    switch = previous != _ATTENTION and hasattr(model, "set_attn_implementation")
+    if switch:
+        model.set_attn_implementation(_ATTENTION)
+    try:
+        with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
+            # the TorchScript exporter warns that it is deprecated; it needs no onnxscript
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                model,
+                tuple(sample[n] for n in names),
+                out,
+                input_names=names,
+                output_names=["logits"],
+                dynamic_axes=axes,
+                opset_version=_OPSET,
+                dynamo=False,
+            )
+    finally:
+        if switch:
+            model.set_attn_implementation(previous)
 
 
-def _quantize_int8(fp32: Path, out: str) -> None:
-    """Every MatMul weight to int8, per output channel; activations are quantised per call
-    (unsigned 8-bit, what the VNNI kernels take), and ONNX Runtime fuses the rest at load.
+def _quantize_int8(fp32: Path, out: str, num_heads: int = 0, hidden_size: int = 0) -> None:
+    """ONNX Runtime's BERT optimiser (what Optimum's ``ORTOptimizer`` runs), then dynamic int8
+    quantisation (what its ``ORTQuantizer`` runs) of the fused attention's and the MatMuls'
+    weights, per output channel; activations are quantised per call (unsigned 8-bit, what
+    the VNNI kernels take).
 
-    Measured on MiniLM (bench/results/gate.md): per-channel weights keep closer to fp32 than
-    per-tensor ones, and running ONNX Runtime's BERT optimiser first (what Optimum's
-    ``ORTOptimizer`` does) made the quantised model slower here (2.0x against 2.5x ONNX fp32
-    on short inputs at 1 thread, 1.7x against 1.9x on long ones), so it is not run."""
+    Kept in fp32, because quantising them moved the most answers on MiniLM (400 SST-2 and 400
+    amazon-mds test inputs, agreement with fp32, bench/results/gate.md): the embeddings, and
+    the first layer's FFN output projection, whose inputs (after the first GELU) have the
+    widest range; one MatMul of 37, about 1/18 of the multiply-adds."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.transformers.fusion_options import FusionOptions
+    from onnxruntime.transformers.optimizer import optimize_model
 
-    quantize_dynamic(
+    options = FusionOptions("bert")
+    options.enable_skip_layer_norm = False  # see _SLOW_FUSIONS
+    options.enable_bias_skip_layer_norm = False
+    fused = optimize_model(
         str(fp32),
+        model_type="bert",
+        num_heads=num_heads,
+        hidden_size=hidden_size,
+        optimization_options=options,
+    ).model
+    quantize_dynamic(
+        fused,
         out,
         weight_type=QuantType.QInt8,
         per_channel=True,
-        op_types_to_quantize=["MatMul"],
+        op_types_to_quantize=["MatMul", "Attention"],
+        nodes_to_exclude=_first_ffn_output(fused),
         # shape inference leaves some exported outputs untyped; they are float
         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
     )
+
+
+def _first_ffn_output(model: Any) -> list[str]:
+    """The MatMul that reads the first GELU's output (the first layer's FFN output), if any."""
+    gelus = ("Gelu", "BiasGelu", "FastGelu")
+    first = next((n for n in model.graph.node if n.op_type in gelus), None)
+    if first is None:
+        return []
+    nodes = model.graph.node
+    return [n.name for n in nodes if n.op_type == "MatMul" and first.output[0] in n.input][:1]
 
 
 class OnnxLogits:
@@ -176,9 +230,19 @@ class OnnxLogits:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # idle workers sleep instead of spinning: a spinning pool holds the cores that torch,
+        # the tokenizer or a second gate need next (measured beside torch fp32 on 2 cores:
+        # torch's decide([x]) p50 55 -> 8 ms short, ONNX int8's long 17 -> 8 ms; rows/s within
+        # a few percent either way)
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.path = path
         self.threads = threads
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.session = ort.InferenceSession(
+            str(path),
+            options,
+            providers=["CPUExecutionProvider"],
+            disabled_optimizers=_SLOW_FUSIONS,
+        )
         self.inputs = [i.name for i in self.session.get_inputs()]
 
     def __call__(self, encoded: Mapping[str, Any]) -> np.ndarray:
