@@ -798,6 +798,8 @@ def run_matrix(args: argparse.Namespace) -> dict[str, Any]:
                 "load_average_before": round(load, 2),
                 "n": len(texts),
                 "single_n": len(single),
+                # decide([x])'s p95/p50 follows the inputs' own spread of lengths
+                **_token_spread(gates[ref], single),
             }
             for v in variants:
                 rows.append(
@@ -869,6 +871,15 @@ def run_matrix(args: argparse.Namespace) -> dict[str, Any]:
     }
     details["goals"] = goals(rows, breakdowns, guarantees, max(threads))
     return {"rows": rows, "details": details}
+
+
+def _token_spread(gate: Any, texts: list[str]) -> dict[str, float]:
+    """Tokens of the single inputs (after truncation) at the median and the 95th percentile."""
+    n = [gate.encode([t], "np")["input_ids"].shape[1] for t in texts]
+    return {
+        "single_tokens_p50": float(np.percentile(n, 50)),
+        "single_tokens_p95": float(np.percentile(n, 95)),
+    }
 
 
 def _cpu_flags() -> list[str]:
@@ -948,6 +959,16 @@ def matrix_table(report: dict[str, Any]) -> str:
             f"{ratio} | {r['single_p50_ms']} | {r['single_p95_ms']} | {r['accuracy']} | {lost} | "
             f"{r['size_mb']} | {r['peak_mb']} |"
         )
+    spread = {k.split("/")[0]: v for k, v in d["timings"].items() if "single_tokens_p50" in v}
+    lines += [
+        "",
+        "Tokens of the inputs timed one at a time, p50 / p95: "
+        + "; ".join(
+            f"{k} {v['single_tokens_p50']:g} / {v['single_tokens_p95']:g}"
+            for k, v in spread.items()
+        )
+        + " (the p95 input's own length sets how far its decide p95 is from the p50).",
+    ]
     lines += ["", "Where `decide([x])`'s milliseconds go (medians, max threads):", ""]
     parts = ("validate", "tokenise", "forward", "policy", "other", "total")
     lines += [
