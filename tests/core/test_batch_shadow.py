@@ -64,6 +64,7 @@ def test_shadow_job_then_bootstrap_trains_the_first_gate(
     assert main([*argv, "--llm-column", "llm", "--store", str(store)]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["shadow"] and summary["rows"] == ROWS and summary["valid"] == ROWS - 1
+    assert summary["store"] == str(store)
     assert summary["llm_rows"] == ROWS - 1 and summary["llm_share"] == 1.0
     assert summary["unreadable_rows"] == len(UNREADABLE) and summary["failed_rows"] == 0
 

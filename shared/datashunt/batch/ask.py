@@ -266,13 +266,12 @@ def _row(
     """One output row of pass 2; a call not made (or not read) falls back to the gate's label,
     and to no label in a shadow job (there is no gate; its ``error`` says why)."""
     if result is None:
-        error = f"not asked: the job stopped after {breaker.reason}"
         return {
             "label": None if shadow else req.decision.label,
             "source": "fallback",
             "candidates": list(req.candidates),
             "llm_answer": None,
-            "error": error,
+            "error": f"not asked: the job stopped after {breaker.reason}",
         }
     error = result.error
     unread = result.source != "llm"

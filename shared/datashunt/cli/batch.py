@@ -58,7 +58,8 @@ def _cmd_batch(args: argparse.Namespace) -> int:
             "pass the --work-dir of the earlier run)"
         )
     summary = run_batch_job(cfg)
-    print(json.dumps({"out": str(cfg.out), **summary.to_json()}))
+    # the store: where `datashunt bootstrap --store` finds a shadow job's answers
+    print(json.dumps({"out": str(cfg.out), "store": cfg.store_url, **summary.to_json()}))
     if summary.failed_rows:
         stands = "no label: there is no gate" if cfg.shadow else "the gate's label stands"
         warn(
