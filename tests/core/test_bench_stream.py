@@ -143,3 +143,13 @@ def test_the_tuned_student_runs_the_same_path(tmp_path: Path) -> None:
     assert set(runs) == {"datashunt", "offline-gold"}
     assert runs["datashunt"]["student"] == "tuned" and runs["datashunt"]["accuracy"] is None
     assert list((tmp_path / "cache").glob("frozen-*.npz"))  # the frozen layers, cached
+
+
+def test_student_choice_keeps_the_most_confident_first() -> None:
+    from bench.student_choice import kept_at
+
+    probs = np.array([[0.99, 0.01], [0.9, 0.1], [0.8, 0.2], [0.6, 0.4]])
+    agree = np.array([True, True, False, True])
+    assert kept_at(probs, agree, 0.95) == 0.5  # the two surest agree; the third does not
+    assert kept_at(probs, agree, 0.7) == 1.0  # 3 of 4 overall
+    assert kept_at(probs, ~agree, 0.9) == 0.0

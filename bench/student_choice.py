@@ -1,0 +1,77 @@
+"""Which label-free student: agreement with the LLM on held-out answers, never gold (issue 25).
+
+One random order of a stream; the students learn from the readable LLM answers among the first
+``--train`` inputs and are measured against the LLM's readable answers on all the others, with
+the share of those inputs each keeps at a given agreement (its most confident ones first).
+
+    python -m bench.student_choice --data mr --train 2000 --layers 0,2,6
+
+``0`` layers is the frozen-embedding head (:class:`~datashunt.labelfree.EmbeddingStudent`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.stream import ROOT, RUNS, embed, load_stream
+from datashunt.data import find_data_dir
+from datashunt.labelfree import EmbeddingStudent
+
+
+def kept_at(probs: Any, agree: Any, target: float) -> float:
+    """The largest share of inputs, most confident first, whose agreement is >= ``target``."""
+    order = np.argsort(-probs.max(axis=1))
+    running = np.cumsum(agree[order]) / np.arange(1, len(order) + 1)
+    ok = np.nonzero(running >= target)[0]
+    return float((ok.max() + 1) / len(order)) if len(ok) else 0.0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.student_choice", description=__doc__)
+    p.add_argument("--data", default="mr", choices=list(RUNS))
+    p.add_argument("--train", type=int, default=2000, help="inputs whose answers train")
+    p.add_argument("--layers", default="0,2,6", help="tuned layers to compare (0: embedding)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cache", type=Path, default=ROOT / ".cache" / "stream")
+    args = p.parse_args(argv)
+    file, teacher = RUNS[args.data]
+    s = load_stream(find_data_dir() / file, teacher, args.data)
+    perm = np.random.default_rng(args.seed).permutation(len(s.texts))
+    train = perm[: args.train][s.answers[perm[: args.train]] >= 0]
+    test = perm[args.train :][s.answers[perm[args.train :]] >= 0]
+    print(f"{args.data}: {len(train)} training answers, {len(test)} held-out answers")
+    print("| student | agreement | kept at 0.90 | kept at 0.95 | train s |")
+    print("|---|---|---|---|---|")
+    for layers in [int(v) for v in args.layers.split(",")]:
+        t0 = time.perf_counter()
+        if layers == 0:
+            x: Any = embed(s.texts, args.cache)
+            student: Any = EmbeddingStudent(s.labels).fit_indices(x[train], s.answers[train])
+            name = "frozen-MiniLM head"
+        else:
+            from datashunt.labelfree.tuned import FrozenFeatures, TuneConfig, TunedStudent
+
+            feats = FrozenFeatures(s.texts, TuneConfig(tuned_layers=layers), cache=args.cache)
+            x = np.arange(len(s.texts))
+            t0 = time.perf_counter()  # the frozen layers' pass is cached, not training
+            student = TunedStudent(s.labels, feats).fit_indices(x[train], s.answers[train])
+            name = f"top {layers} layers fine-tuned"
+        took = time.perf_counter() - t0
+        probs = student.predict_proba(x[test])
+        agree = probs.argmax(axis=1) == s.answers[test]
+        print(
+            f"| {name} | {agree.mean():.3f} | {kept_at(probs, agree, 0.9):.3f} | "
+            f"{kept_at(probs, agree, 0.95):.3f} | {took:.0f} |",
+            flush=True,
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
