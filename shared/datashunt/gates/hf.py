@@ -44,10 +44,11 @@ class HFGate(BaseGate):
         max_batch_tokens: a bucket holds at most this many (estimated, padded) tokens, so short
             inputs go in big batches and long ones in small ones: on CPU a batch of long inputs
             is no faster per input than one at a time, and its activations leave the cache.
-        quantize: ``None`` keeps fp32. ``"int8"`` stores every weight matrix in int8, per
-            output channel, and quantises activations per call (dynamic quantisation; with
-            ``backend="onnx"`` the fastest CPU gate, see BENCHMARKS.md for speed and accuracy).
-            ``"bf16"`` runs the torch model in bfloat16 (CPUs with AVX-512 BF16/AMX, or a GPU);
+        quantize: ``None`` keeps fp32. ``"int8"`` stores weight matrices in int8, per output
+            channel, and quantises activations per call (dynamic quantisation; with
+            ``backend="onnx"`` the fastest gate for one input at a time, see BENCHMARKS.md for
+            speed and accuracy). ``"bf16"`` runs the torch model in bfloat16 (CPUs with
+            AVX-512 BF16/AMX, where it gives the most rows/s, or a GPU);
             ``"fp16"`` in float16 (a GPU only).
         allow_pickle: allow ``.bin`` weights (they can run code when loaded).
         trust_remote_code: allow model code from the directory.

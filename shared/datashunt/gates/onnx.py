@@ -232,8 +232,8 @@ class OnnxLogits:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         # idle workers sleep instead of spinning: a spinning pool holds the cores that torch,
         # the tokenizer or a second gate need next (measured beside torch fp32 on 2 cores:
-        # torch's decide([x]) p50 55 -> 8 ms short, ONNX int8's long 17 -> 8 ms; rows/s within
-        # a few percent either way)
+        # torch's one-input forward p50 55 -> 8 ms short, ONNX int8's long 17 -> 8 ms; ONNX
+        # rows/s moved by 1-11 %, in either direction)
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.path = path
         self.threads = threads
