@@ -224,8 +224,8 @@ class TunedStudent:
         torch = require("torch")
         emb = np.zeros((len(rows), self.features.base.config.hidden_size))
         with torch.inference_mode():
-            for b in range(0, len(rows), 256):
-                emb[b : b + 256] = self._embed(rows[b : b + 256].tolist()).numpy()
+            for s in range(0, len(rows), 256):
+                emb[s : s + 256] = self._embed(rows[s : s + 256].tolist()).numpy()
         w, b = fit_softmax_head(emb, y, len(self.labels), l2=self.config.l2)
         self.top["head"].weight.data = torch.tensor(w, dtype=torch.float32)
         self.top["head"].bias.data = torch.tensor(b, dtype=torch.float32)
