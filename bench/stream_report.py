@@ -75,6 +75,13 @@ def plot(details: Mapping[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+def _students(runs: Sequence[Mapping[str, Any]]) -> str:
+    names = sorted({str(r.get("student", "embedding")) for r in runs})
+    return ", ".join(
+        "MiniLM's top layers fine-tuned" if n == "tuned" else "frozen-MiniLM head" for n in names
+    )
+
+
 def write_report(
     runs: Sequence[Mapping[str, Any]],
     details: Mapping[str, Any],
@@ -86,10 +93,12 @@ def write_report(
     text = (
         "# Stream benchmark: no labels to start (issue 25)\n\n"
         "`make bench-stream` (`python -m bench.stream`): each stream starts from nothing; no "
-        "policy reads a gold label. Means over random orders. `llm`'s accuracy counts its "
+        f"policy reads a gold label. Student: {_students(runs)}. "
+        "Means over random orders. `llm`'s accuracy counts its "
         "unreadable answers wrong; `LLM + fallback` replaces them by the student's label. "
         "`margin` and `ocl` run at datashunt's total calls (threshold bisected). "
-        "`offline-gold`: the same student trained on gold (5-fold), routed at datashunt's "
+        "`offline-gold`: the same student trained on gold (cross-fitted, folds = its repetitions), "
+        "routed at datashunt's "
         "share. Violation rate: over orders x held-out splits (repetitions = the certified "
         "gates), a gate certified on a shadow phase's held-out answers whose agreement with the "
         "LLM on the rest of the stream's inputs it keeps fell below the target.\n\n"
