@@ -189,6 +189,8 @@ def register(sub: Any) -> None:
         default="embedding",
         help="frozen-embedding head (seconds) or MiniLM's top layers fine-tuned (minutes)",
     )
-    p.add_argument("--tuned-layers", type=int, default=2, help="layers fine-tuned (tuned)")
+    p.add_argument(
+        "--tuned-layers", type=int, default=6, help="layers fine-tuned, from the top (tuned)"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_bootstrap)

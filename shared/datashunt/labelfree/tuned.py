@@ -45,7 +45,9 @@ class TuneConfig:
     """How the student fine-tunes.
 
     Attributes:
-        tuned_layers: transformer layers that learn (from the top); the rest are frozen.
+        tuned_layers: transformer layers that learn (from the top); the rest are frozen. All
+            six of MiniLM agree best with the LLM (``bench/student_choice.py``); two cost a
+            third as much per round.
         epochs: passes over a round's training set (new answers and their replay sample).
         first_epochs: passes in the first round (nothing to continue from).
         replay: older answers replayed per new answer (a random sample, drawn each round).
@@ -56,7 +58,7 @@ class TuneConfig:
         max_length: tokens per text.
     """
 
-    tuned_layers: int = 2
+    tuned_layers: int = 6
     epochs: int = 2
     first_epochs: int = 3
     replay: float = 2.0
