@@ -18,8 +18,7 @@ caller passes readable answers only).
 :meth:`TunedStudent.save_gate` writes an :class:`~datashunt.gates.EmbeddingGate` directory
 whose encoder is the fine-tuned sentence-transformers model: the engine serves it as is.
 
-Texts are addressed by their row in the :class:`FrozenFeatures` they were encoded into: ``x`` is
-an array of row indices wherever an :class:`EmbeddingStudent` takes embeddings.
+Texts are addressed by their row in :class:`FrozenFeatures`: ``x`` holds row indices.
 """
 
 from __future__ import annotations
@@ -181,9 +180,8 @@ class TunedStudent:
         seed: data order, replay draws and head initialisation.
 
     Example:
-        >>> feats = FrozenFeatures(texts)  # doctest: +SKIP
-        >>> s = TunedStudent(("negative", "positive"), feats).fit_indices(rows, y)  # doctest: +SKIP
-        >>> probs = s.predict_proba(other_rows)  # doctest: +SKIP
+        >>> s = TunedStudent(("neg", "pos"), FrozenFeatures(texts)).fit_indices(rows, y)
+        ... # doctest: +SKIP
     """
 
     labels: tuple[str, ...]
@@ -250,15 +248,13 @@ class TunedStudent:
         pooled = (h * w).sum(dim=1) / w.sum(dim=1).clamp(min=1.0)
         return torch.nn.functional.normalize(pooled, dim=-1)
 
-    def _logits(self, rows: Sequence[int], train: bool) -> Any:
+    def _logits(self, rows: Sequence[int]) -> Any:
         return self.top["head"](self._embed(rows))
 
     def fit_indices(self, x: Any, y: Any, *, warm: bool = True) -> TunedStudent:
         """Train on rows ``x`` with LLM label indices ``y`` (readable answers, oldest first).
-
-        With ``warm`` and a trained student, only the answers it has not yet learnt are new:
-        they are trained on together with ``replay`` times as many older ones, drawn at random.
-        """
+        With ``warm`` and a trained student, the answers it has not yet learnt are trained on
+        together with ``replay`` times as many older ones, drawn at random."""
         torch = require("torch")
         rows = np.asarray(x, dtype=np.int64)
         yy = np.asarray(y, dtype=np.int64)
@@ -295,7 +291,7 @@ class TunedStudent:
                 order = rng.permutation(train)
                 for b in range(0, len(order), cfg.batch_size):
                     idx = order[b : b + cfg.batch_size]
-                    logits = self._logits(rows[idx].tolist(), train=True)
+                    logits = self._logits(rows[idx].tolist())
                     loss = torch.nn.functional.cross_entropy(logits, torch.from_numpy(yy[idx]))
                     loss.backward()
                     opt.step()
@@ -320,7 +316,7 @@ class TunedStudent:
         with torch.inference_mode():
             for b in range(0, len(rows), 256):
                 idx = order[b : b + 256]
-                logits = self._logits(rows[idx].tolist(), train=False)
+                logits = self._logits(rows[idx].tolist())
                 out[idx] = torch.softmax(logits.float(), dim=-1).numpy()
         return out
 
