@@ -96,3 +96,19 @@ def test_a_round_with_the_tuned_student(feats: tuned.FrozenFeatures) -> None:
     assert r.head is None and r.certificate.score == "max"  # no prequential probs: no "agree"
     nxt = train_round(rows[:40], y[:40], rows[40:], y[40:], LABELS, cfg, previous=r.student)
     assert nxt.student is not r.student and nxt.student.history == [32, 40]
+
+
+def test_replay_zero_trains_on_the_new_answers_alone(feats: tuned.FrozenFeatures) -> None:
+    import dataclasses
+
+    _, y = corpus()
+    rows = np.arange(len(y))
+    cfg = dataclasses.replace(feats.config, replay=0.0)
+    seen: list[int] = []
+    s = tuned.TunedStudent(LABELS, feats).fit_indices(rows[:16], y[:16])
+    s.features = tuned.FrozenFeatures.__new__(tuned.FrozenFeatures)
+    s.features.__dict__.update(feats.__dict__, config=cfg)
+    batch = s.features.batch
+    s.features.batch = lambda r: (seen.extend(r), batch(r))[1]  # type: ignore[method-assign]
+    s.fit_indices(rows[:24], y[:24])
+    assert set(seen) - set(range(16, 24)) == set()  # nothing older than the 8 new answers

@@ -271,9 +271,9 @@ class TunedStudent:
         new = np.arange(self._learnt, len(yy))
         first = self._learnt == 0
         old = np.arange(self._learnt)
-        if len(old) and cfg.replay > 0:
+        if len(old):  # replay 0: the new answers alone
             old = rng.choice(old, size=min(len(old), int(cfg.replay * len(new))), replace=False)
-        train = np.concatenate([new, old]) if not first else new
+        train = np.concatenate([new, old])
         if len(train):
             epochs = cfg.first_epochs if first else cfg.epochs
             steps = epochs * -(-len(train) // cfg.batch_size)
@@ -327,17 +327,13 @@ class TunedStudent:
 
         from ..gates.embedding import EmbeddingGate
 
-        transformers = require("transformers")
         if self.top is None:
             raise ConfigError("the student has not been fitted: nothing to save")
         feats = self.features
         out = Path(out_dir)
         enc = out / "encoder"
         shutil.copytree(feats.backbone, enc, dirs_exist_ok=True)
-        with quiet_load():
-            model = transformers.AutoModel.from_pretrained(
-                str(feats.backbone), local_files_only=True, use_safetensors=True
-            )
+        model = copy.deepcopy(feats.base)  # the loaded backbone; its tuned layers replaced
         for i, layer in enumerate(self.top["layers"]):
             model.encoder.layer[feats.frozen + i].load_state_dict(layer.state_dict())
         model.save_pretrained(str(enc))
