@@ -17,6 +17,7 @@ from typing import Any
 from llama_index.core.base.llms.types import (
     ChatMessage,
     ChatResponse,
+    CompletionResponse,
     ImageBlock,
     MessageRole,
     TextBlock,
@@ -25,14 +26,13 @@ from llama_index.core.llms import LLM
 from llama_index_instrumentation.dispatcher import active_instrument_tags, instrument_tags
 
 from datashunt import LLMReply, LLMRequest, Shunt, ShuntResult
-from datashunt.adapters import Message, ModelCall, Rendered
+from datashunt.adapters import Message, ModelCall, Rendered, payload_reply
 from datashunt.engine import CallFor, Plan
 from datashunt.images import ImagePart, image_input, image_part, is_image_input
 
-from ._replies import to_reply
 from .events import watch_events
 
-__all__ = ["RECORDED_TAG", "LlamaIndexCall", "ShuntRunner", "recorded_scope"]
+__all__ = ["RECORDED_TAG", "LlamaIndexCall", "ShuntRunner", "recorded_scope", "to_reply"]
 
 #: Instrumentation tag on LLM events whose call datashunt records itself.
 RECORDED_TAG = "datashunt.recorded"
@@ -144,6 +144,23 @@ def to_message(message: ChatMessage) -> Message:
             images.append(image_part(image_input(data)))
     text = "".join(b.text for b in message.blocks if isinstance(b, TextBlock))
     return Message(message.role.value, text, tuple(images))
+
+
+def to_reply(response: object) -> LLMReply:
+    """A LlamaIndex chat or completion response (or a string) as an :class:`LLMReply`.
+
+    Raises:
+        TypeError: for anything else (the caller records it as a failed call).
+    """
+    if isinstance(response, str):
+        return LLMReply(text=response)
+    if not isinstance(response, ChatResponse | CompletionResponse):
+        raise TypeError(
+            f"the LLM returned {type(response).__name__}, expected a ChatResponse or "
+            "CompletionResponse"
+        )
+    text = response.message.content if isinstance(response, ChatResponse) else response.text
+    return payload_reply(text or "", response.raw, response.logprobs, response.additional_kwargs)
 
 
 def _with_raw(response: Any) -> LLMReply:

@@ -43,8 +43,7 @@ from datashunt import CallStore, ConfigError
 from datashunt.adapters import Message
 from datashunt.store import CallRecorder
 
-from ._replies import to_reply
-from ._runner import RECORDED_TAG, to_message
+from ._runner import RECORDED_TAG, to_message, to_reply
 
 __all__ = ["DataShuntEventHandler"]
 

@@ -36,6 +36,7 @@ from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_ca
 from pydantic import Field, PrivateAttr
 
 from datashunt import LLMReply
+from datashunt.adapters import completion_body
 from datashunt.llm.wire import ReplyAccumulator, as_wire
 from datashunt.types import Message
 
@@ -252,22 +253,10 @@ def _chat_response(reply: LLMReply) -> ChatResponse:
 def _stream_response(so_far: LLMReply, delta: LLMReply) -> ChatResponse:
     """The running response of a stream; its ``raw`` is the whole answer so far."""
     choices = getattr(delta.raw, "choices", None) or [None]
-    usage = {"prompt_tokens": so_far.prompt_tokens, "completion_tokens": so_far.completion_tokens}
-    raw = {
-        "model": so_far.model,
-        "choices": [
-            {
-                "message": {"role": "assistant", "content": so_far.text},
-                "logprobs": {"content": list(so_far.logprobs or [])},
-                "finish_reason": getattr(choices[0], "finish_reason", None),
-            }
-        ],
-        "usage": usage if so_far.prompt_tokens or so_far.completion_tokens else None,
-    }
     return ChatResponse(
         message=ChatMessage(role=MessageRole.ASSISTANT, content=so_far.text),
         delta=delta.text,
-        raw=raw,
+        raw=completion_body(so_far, getattr(choices[0], "finish_reason", None)),
         logprobs=_li_logprobs(so_far.logprobs),
     )
 

@@ -14,7 +14,7 @@ from llama_index.core.base.llms.types import ChatMessage, MessageRole
 from datashunt import CallStore, LLMError, Shunt, ShuntPolicy, ShuntResult
 from datashunt.llm import RetryPolicy
 from llamaindex_datashunt import DataShuntEventHandler, DataShuntLLM, OpenAILikeLLM
-from llamaindex_datashunt._replies import to_reply
+from llamaindex_datashunt._runner import to_reply
 from tests.support.llamaindex_fakes import (  # noqa: F401 - fixtures
     llamaindex_sandbox,
     openai_logprobs,

@@ -11,9 +11,9 @@ from llama_index.core.base.llms.types import (
     MessageRole,
 )
 
-from datashunt.adapters import AnswerParser
+from datashunt.adapters import AnswerParser, openai_logprobs
 from datashunt.parsing import label_distribution_from_logprobs
-from llamaindex_datashunt._replies import openai_logprobs, to_reply
+from llamaindex_datashunt._runner import to_reply
 
 
 def _chat(text: str, **kw: object) -> ChatResponse:

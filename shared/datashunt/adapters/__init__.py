@@ -22,13 +22,15 @@ from __future__ import annotations
 from collections.abc import Mapping, Set
 from typing import Any
 
-from .engine import CallFor, DriftAlarm, FunctionCall, Item, ModelCall, Plan, Rendered
-from .engine.exchange import Exchange, aexchange, exchange
-from .errors import ConfigError
-from .generative import GenerativeResult, GenerativeShunt
-from .parsing import AnswerParser
-from .prompts import hard_candidates, prompt_variables, render_prompt, soft_hint
-from .types import Decision, LLMReply, LLMRequest, Message, ParsedAnswer
+from ..engine import CallFor, DriftAlarm, FunctionCall, Item, ModelCall, Plan, Rendered
+from ..engine.exchange import Exchange, aexchange, exchange
+from ..errors import ConfigError
+from ..generative import GenerativeResult, GenerativeShunt
+from ..parsing import AnswerParser
+from ..prompts import hard_candidates, prompt_variables, render_prompt, soft_hint
+from ..types import Decision, LLMReply, LLMRequest, Message, ParsedAnswer
+from .choices import LabelChoices, selection_reason
+from .replies import completion_body, openai_logprobs, payload_reply, wire_mapping
 
 __all__ = [
     "GENERATIVE_OPTIONS",
@@ -39,22 +41,28 @@ __all__ = [
     "Item",
     "LLMReply",
     "LLMRequest",
+    "LabelChoices",
     "Message",
     "ModelCall",
     "ParsedAnswer",
     "Plan",
     "Rendered",
     "aexchange",
+    "completion_body",
     "decision_event",
     "drift_event",
     "exchange",
     "generative_shunt",
     "generative_summary",
     "hard_candidates",
+    "openai_logprobs",
+    "payload_reply",
     "prompt_variables",
     "refuse_loose",
     "render_prompt",
+    "selection_reason",
     "soft_hint",
+    "wire_mapping",
 ]
 
 #: The keywords :func:`generative_shunt` builds a :class:`GenerativeShunt` from.

@@ -1,10 +1,10 @@
-"""LlamaIndex responses to the core's :class:`~datashunt.LLMReply` (text, logprobs, tokens, model).
+"""A framework's response as the core's :class:`~datashunt.LLMReply`, and back to the wire shape.
 
 Logprobs are read in the OpenAI shape the core expects, ``[{"token", "logprob",
 "top_logprobs": [{"token", "logprob"}]}]``: first from the provider's raw payload (exact: it names
-the sampled token; an OpenAI SDK object is read as the JSON the server sent), else from
-LlamaIndex's ``response.logprobs`` (per position, the top alternatives only; the sampled token
-is recovered by matching the answer text).
+the sampled token; an SDK object is read as the JSON the server sent), else from the per-position
+alternatives a framework kept (objects with ``token`` and ``logprob``, e.g. LlamaIndex's
+``LogProb``; the sampled token is recovered by matching the answer text).
 """
 
 from __future__ import annotations
@@ -13,12 +13,10 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from llama_index.core.base.llms.types import ChatResponse, CompletionResponse, LogProb
+from ..llm.wire import as_wire
+from ..types import LLMReply
 
-from datashunt import LLMReply
-from datashunt.llm.wire import as_wire
-
-__all__ = ["openai_logprobs", "to_reply"]
+__all__ = ["completion_body", "openai_logprobs", "payload_reply", "wire_mapping"]
 
 Logprobs = list[Mapping[str, Any]]
 
@@ -41,8 +39,9 @@ def _position(head: dict[str, Any] | None, alternatives: Iterable[tuple[Any, Any
     return [{**head, "top_logprobs": [a for a in (_pair(t, v) for t, v in alternatives) if a]}]
 
 
-def _payload(raw: Any) -> Mapping[str, Any]:
-    data = as_wire(raw)  # an SDK object as the JSON the server sent
+def wire_mapping(raw: Any) -> Mapping[str, Any]:
+    """A provider payload (a dict or an SDK object) as the JSON the server sent; ``{}`` if none."""
+    data = as_wire(raw)
     return data if isinstance(data, Mapping) else {}
 
 
@@ -67,9 +66,9 @@ def _from_payload(data: Mapping[str, Any]) -> Logprobs:
     return out
 
 
-def _from_llamaindex(positions: Sequence[Sequence[LogProb]], text: str) -> Logprobs:
-    # LlamaIndex keeps only the alternatives per position; the sampled one is the alternative
-    # that continues the answer text (ties and misses: the most probable alternative).
+def _from_alternatives(positions: Sequence[Sequence[Any]], text: str) -> Logprobs:
+    # Only the alternatives per position are known; the sampled one is the alternative that
+    # continues the answer text (ties and misses: the most probable alternative).
     out: Logprobs = []
     cursor = 0
     for position in positions:
@@ -84,47 +83,58 @@ def _from_llamaindex(positions: Sequence[Sequence[LogProb]], text: str) -> Logpr
 
 
 def openai_logprobs(
-    raw: Any, positions: Sequence[Sequence[LogProb]] | None, text: str
+    raw: Any, positions: Sequence[Sequence[Any]] | None, text: str
 ) -> Logprobs | None:
     """Token logprobs in the OpenAI chat shape, or ``None`` when the response has none.
 
     Args:
-        raw: the provider payload (``response.raw``): a dict or an OpenAI SDK object.
-        positions: LlamaIndex's ``response.logprobs``.
+        raw: the provider payload: a dict or an OpenAI SDK object.
+        positions: the framework's per-position alternatives (``token``, ``logprob``).
         text: the answer text, used to recover sampled tokens from ``positions``.
     """
-    return _from_payload(_payload(raw)) or _from_llamaindex(positions or [], text) or None
+    return _from_payload(wire_mapping(raw)) or _from_alternatives(positions or [], text) or None
 
 
 def _int(x: Any) -> int | None:
     return x if isinstance(x, int) and not isinstance(x, bool) else None
 
 
-def to_reply(response: object) -> LLMReply:
-    """Convert a LlamaIndex chat or completion response to an :class:`LLMReply`.
-
-    Raises:
-        TypeError: for anything else (the caller records it as a failed call).
-    """
-    if isinstance(response, str):
-        return LLMReply(text=response)
-    if not isinstance(response, ChatResponse | CompletionResponse):
-        raise TypeError(
-            f"the LLM returned {type(response).__name__}, expected a ChatResponse or "
-            "CompletionResponse"
-        )
-    text = response.message.content if isinstance(response, ChatResponse) else response.text
-    text = text or ""
-    data, extra = _payload(response.raw), response.additional_kwargs or {}
+def payload_reply(
+    text: str,
+    raw: Any,
+    positions: Sequence[Sequence[Any]] | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> LLMReply:
+    """An :class:`LLMReply` from an answer's text and what the framework kept of the server's
+    answer: its raw payload (logprobs, usage, model), per-position alternatives, and ``extra``
+    fields (``prompt_tokens`` / ``completion_tokens`` when the payload has no usage)."""
+    data, extra = wire_mapping(raw), extra or {}
     usage = data.get("usage")
     usage = usage if isinstance(usage, Mapping) else {}
     model = data.get("model")
     return LLMReply(
         text=text,
-        logprobs=openai_logprobs(response.raw, response.logprobs, text),
+        logprobs=openai_logprobs(raw, positions, text),
         prompt_tokens=_int(usage.get("prompt_tokens")) or _int(extra.get("prompt_tokens")),
         completion_tokens=(
             _int(usage.get("completion_tokens")) or _int(extra.get("completion_tokens"))
         ),
         model=model if isinstance(model, str) else None,
     )
+
+
+def completion_body(reply: LLMReply, finish_reason: str | None = None) -> dict[str, Any]:
+    """A chat-completions body holding ``reply`` whole (a stream's answer so far, say): what
+    a framework shows as the raw response, and what :func:`payload_reply` reads back."""
+    usage = {"prompt_tokens": reply.prompt_tokens, "completion_tokens": reply.completion_tokens}
+    return {
+        "model": reply.model,
+        "choices": [
+            {
+                "message": {"role": "assistant", "content": reply.text},
+                "logprobs": {"content": list(reply.logprobs or [])},
+                "finish_reason": finish_reason,
+            }
+        ],
+        "usage": usage if reply.prompt_tokens or reply.completion_tokens else None,
+    }
