@@ -8,7 +8,6 @@ called and which messages it receives. Calls made here are tagged so that
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import replace
@@ -25,9 +24,9 @@ from llama_index.core.base.llms.types import (
 from llama_index.core.llms import LLM
 from llama_index_instrumentation.dispatcher import active_instrument_tags, instrument_tags
 
-from datashunt import LLMReply, LLMRequest, Shunt, ShuntResult
+from datashunt import LLMReply, LLMRequest, Shunt
 from datashunt.adapters import Message, ModelCall, Rendered, payload_reply
-from datashunt.engine import CallFor, Plan
+from datashunt.adapters import ShuntRunner as CoreRunner
 from datashunt.images import ImagePart, image_input, image_part, is_image_input
 
 from .events import watch_events
@@ -167,38 +166,10 @@ def _with_raw(response: Any) -> LLMReply:
     return replace(to_reply(response), raw=response)
 
 
-class ShuntRunner:
-    """An adapter's hold on one :class:`Shunt`: the plan of one text and its run, sync and
-    async (the engine does the rest: gate answers, audits, the LLM call).
-
-    Args:
-        shunt: the core shunt (gate, policy, options).
-    """
+class ShuntRunner(CoreRunner):
+    """The core's :class:`~datashunt.adapters.ShuntRunner`, its shunt's receipts and drift
+    alarms dispatched as LlamaIndex instrumentation events."""
 
     def __init__(self, shunt: Shunt) -> None:
-        if not isinstance(shunt, Shunt):
-            raise TypeError(
-                f"shunt must be a datashunt.Shunt, got {type(shunt).__name__}: build one with "
-                "Shunt(gate, policy, store=...) or Shunt.from_dir(path)"
-            )
-        self.shunt = shunt
-        watch_events(shunt)  # receipts and drift alarms as instrumentation events
-
-    def plan(self, text: str, run_id: str | None = None) -> Plan:
-        """Validate, one gate pass, prepare (:meth:`Shunt.plan`)."""
-        return self.shunt.plan([text], run_ids=[run_id])
-
-    async def aplan(self, text: str, run_id: str | None = None) -> Plan:
-        """:meth:`plan` in a thread: gate inference never runs on the event loop."""
-        return await asyncio.to_thread(self.plan, text, run_id)
-
-    def run(self, plan: Plan, call: CallFor) -> ShuntResult:
-        """The one input's result (:meth:`Shunt.run_plan`: the gate's answer and its audit,
-        or the LLM call)."""
-        (result,) = self.shunt.run_plan(plan, call)
-        return result  # type: ignore[return-value]
-
-    async def arun(self, plan: Plan, call: CallFor) -> ShuntResult:
-        """Async :meth:`run`."""
-        (result,) = await self.shunt.arun_plan(plan, call)
-        return result  # type: ignore[return-value]
+        super().__init__(shunt)
+        watch_events(shunt)

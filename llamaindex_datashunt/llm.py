@@ -26,8 +26,7 @@ from llama_index.core.llms import LLM
 from pydantic import Field, PrivateAttr, SerializeAsAny
 
 from datashunt import InputError, LLMRequest, Shunt, ShuntResult
-from datashunt.engine import CallFor, Item
-from datashunt.prompts import render_prompt
+from datashunt.adapters import CallFor, Item, render_prompt, result_summary
 
 from ._runner import LlamaIndexCall, ShuntRunner, to_message
 
@@ -215,34 +214,15 @@ def _with_system(messages: list[ChatMessage], instruction: str) -> list[ChatMess
     return [ChatMessage(role=MessageRole.SYSTEM, content=instruction), *messages]
 
 
-def _summary(result: ShuntResult) -> dict[str, Any]:
-    d = result.decision
-    return {
-        "route": result.route,
-        "source": result.source,
-        "label": result.label,
-        "gate_label": d.label,
-        "gate_confidence": d.confidence,
-        "llm_confidence": result.llm_confidence,
-        "candidates": list(d.candidates),
-        "error": result.error,
-        "record_id": result.record_id,
-    }
-
-
 def _chat_response(result: ShuntResult, *, stream: bool) -> ChatResponse:
-    return ChatResponse(
-        message=ChatMessage(role=MessageRole.ASSISTANT, content=result.label),
-        raw=result,
-        delta=result.label if stream else None,
-        additional_kwargs={"datashunt": _summary(result)},
-    )
+    message = ChatMessage(role=MessageRole.ASSISTANT, content=result.label)
+    return ChatResponse(message=message, **_fields(result, stream))
 
 
 def _completion_response(result: ShuntResult, *, stream: bool) -> CompletionResponse:
-    return CompletionResponse(
-        text=result.label,
-        raw=result,
-        delta=result.label if stream else None,
-        additional_kwargs={"datashunt": _summary(result)},
-    )
+    return CompletionResponse(text=result.label, **_fields(result, stream))
+
+
+def _fields(result: ShuntResult, stream: bool) -> dict[str, Any]:
+    summary = {"datashunt": result_summary(result)}
+    return {"raw": result, "delta": result.label if stream else None, "additional_kwargs": summary}

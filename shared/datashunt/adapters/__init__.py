@@ -31,6 +31,7 @@ from ..prompts import hard_candidates, prompt_variables, render_prompt, soft_hin
 from ..types import Decision, LLMReply, LLMRequest, Message, ParsedAnswer
 from .choices import LabelChoices, selection_reason
 from .replies import completion_body, openai_logprobs, payload_reply, wire_mapping
+from .runner import ShuntRunner, result_summary
 
 __all__ = [
     "GENERATIVE_OPTIONS",
@@ -47,6 +48,7 @@ __all__ = [
     "ParsedAnswer",
     "Plan",
     "Rendered",
+    "ShuntRunner",
     "aexchange",
     "completion_body",
     "decision_event",
@@ -60,6 +62,7 @@ __all__ = [
     "prompt_variables",
     "refuse_loose",
     "render_prompt",
+    "result_summary",
     "selection_reason",
     "soft_hint",
     "wire_mapping",
