@@ -19,8 +19,6 @@ __all__ = [
     "with_image",
     "message_text",
     "message_to_reply",
-    "metadata_for",
-    "model_name_of",
 ]
 
 # LangChain message types -> OpenAI wire roles (what the provider receives)
@@ -100,15 +98,6 @@ def with_image(value: Any, text: str) -> Any:
     return messages
 
 
-def model_name_of(llm: Any) -> str | None:
-    """The model a chat model is configured with (``model_name`` or ``model``), if it says."""
-    for attr in ("model_name", "model"):
-        name = getattr(llm, attr, None)
-        if isinstance(name, str) and name:
-            return name
-    return None
-
-
 def input_text(
     value: Any, input_key: str, index: int | None = None, *, images: bool = False
 ) -> tuple[Any, dict[str, Any]]:
@@ -172,21 +161,3 @@ def message_to_reply(message: BaseMessage) -> LLMReply:
         model=str(model) if model else None,
         raw=message,
     )
-
-
-def metadata_for(decision: Any, shunt: Any, *, recorded: bool) -> dict[str, Any]:
-    """Run metadata that shows the gate's decision in callbacks and traces: its route, label,
-    confidence and candidates, and the policy that decided (its version, δ, guarantee)."""
-    policy = shunt.policy_of(decision)
-    return {
-        "datashunt_route": decision.route,
-        "datashunt_label": decision.label,
-        "datashunt_confidence": round(float(decision.confidence), 6),
-        "datashunt_candidates": list(decision.candidates),
-        "datashunt_recorded": recorded,
-        "datashunt_policy_version": decision.policy_version or policy.version,
-        "datashunt_threshold": policy.threshold,
-        "datashunt_guarantee": policy.guarantee,
-        "datashunt_p_wrong": max(0.0, 1.0 - float(decision.confidence)),
-        "datashunt_drift": shunt.watch.drifted,
-    }

@@ -28,16 +28,17 @@ from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResu
 from langchain_core.runnables import Runnable, RunnableConfig, ensure_config
 from pydantic import ConfigDict, Field
 
-from datashunt import ConfigError
 from datashunt.adapters import (
     GENERATIVE_OPTIONS,
     generative_shunt,
     generative_summary,
+    model_name_of,
     refuse_loose,
+    refuse_unknown,
 )
 from datashunt.generative import GenerativePolicy, GenerativeResult, GenerativeShunt
 
-from ._convert import as_messages, model_name_of
+from ._convert import as_messages
 from .model_call import ChatCall
 
 __all__ = ["DataShuntChatModel"]
@@ -51,6 +52,10 @@ _CHILD = "_datashunt_child_config"
 # in the same context without it.
 _IMPLICIT: ContextVar[Any] = ContextVar("datashunt_chat_run", default=None)
 
+_PROVIDER_OPTIONS = (
+    "set provider options on the small and large models (e.g. ChatOpenAI(api_key=..., "
+    "top_p=...)), or pass model_kwargs={...} to send them to both with every call"
+)
 # The LangChain standard parameters, forwarded to both models at every call.
 _FORWARDED = ("temperature", "max_tokens", "timeout")
 
@@ -122,7 +127,9 @@ class DataShuntChatModel(BaseChatModel):
         # checked here, not in pydantic validators, so our ConfigError is not wrapped
         how = "pass shunt=GenerativeShunt(policy, ...) or use DataShuntChatModel.from_policy"
         refuse_loose("DataShuntChatModel", kwargs, GENERATIVE_OPTIONS, how)
-        _refuse_unknown(kwargs)
+        fields = DataShuntChatModel.model_fields
+        known = set(fields) | {f.alias for f in fields.values() if f.alias}
+        refuse_unknown("DataShuntChatModel", kwargs, known, _PROVIDER_OPTIONS)
         if kwargs.get("max_retries") is not None:  # a standard parameter: the shunt's retry
             shunt = copy.copy(kwargs.get("shunt") or GenerativeShunt())
             shunt.retry = replace(shunt.retry, attempts=kwargs["max_retries"] + 1)
@@ -317,19 +324,6 @@ class DataShuntChatModel(BaseChatModel):
         async for item in self.shunt.astream(*calls, idle_timeout=idle):
             yield _chunk(item, last)
             last = last if isinstance(item, GenerativeResult) else item.content
-
-
-def _refuse_unknown(kwargs: dict[str, Any]) -> None:
-    fields = DataShuntChatModel.model_fields
-    known = set(fields) | {f.alias for f in fields.values() if f.alias}
-    unknown = sorted(set(kwargs) - known)
-    if unknown:
-        names = ", ".join(repr(k) for k in unknown)
-        raise ConfigError(
-            f"DataShuntChatModel does not take {names}: set provider options on the small and "
-            f"large models (e.g. ChatOpenAI(api_key=..., top_p=...)), or pass "
-            f"model_kwargs={{...}} to send them to both with every call"
-        )
 
 
 def _unreported(message: M) -> M:

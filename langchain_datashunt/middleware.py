@@ -23,11 +23,11 @@ except ImportError as exc:  # pragma: no cover - exercised only without langchai
     ) from exc
 
 from datashunt import ConfigError, Gate, LLMReply, LLMRequest, Shunt, ShuntPolicy, ShuntResult
-from datashunt.adapters import Message, ModelCall, Rendered
+from datashunt.adapters import Message, ModelCall, Rendered, model_name_of
 from datashunt.engine import Item, Plan, ShuntOptions
 from datashunt.prompts import render_prompt
 
-from ._convert import as_messages, message_text, message_to_reply, model_name_of
+from ._convert import as_messages, message_text, message_to_reply
 
 __all__ = ["DataShuntMiddleware"]
 

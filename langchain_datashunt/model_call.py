@@ -9,17 +9,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Iterator, Mapping
-from contextlib import contextmanager
 from typing import Any
 
 from langchain_core.messages import BaseMessage
 from langchain_core.runnables import Runnable, RunnableConfig
 
-from datashunt import LLMError, LLMReply, LLMRequest
-from datashunt.adapters import ModelCall, Rendered
+from datashunt import LLMReply, LLMRequest
+from datashunt.adapters import ModelCall, Rendered, model_name_of, unreadable_as_llm_error
 from datashunt.llm.retry import time_left
 
-from ._convert import as_messages, message_text, message_to_reply, model_name_of, with_image
+from ._convert import as_messages, message_text, message_to_reply, with_image
 
 __all__ = ["DEFAULT_ATTEMPT_TIMEOUT", "ChatCall", "ChatModelCall", "single_attempt"]
 
@@ -103,21 +102,6 @@ class ChatModelCall(ChatCall):
     def _rendered(self, value: Any, request: LLMRequest) -> Rendered[Any]:
         value = with_image(value, request.text)  # an image input: a block of the user message
         return Rendered(value, as_messages(value))
-
-
-@contextmanager
-def unreadable_as_llm_error() -> Iterator[None]:
-    """A reply the provider's client could not read (an OpenAI-compatible server answering 200
-    with no ``choices``: ``IndexError`` inside ``langchain_openai``) is a failed attempt,
-    retried like a body that is not JSON, not a crash on the first try."""
-    try:
-        yield
-    except (IndexError, KeyError) as exc:
-        raise LLMError(
-            f"the model's reply could not be read ({type(exc).__name__}: {exc}): a reply with "
-            "no choices?",
-            retryable=True,
-        ) from exc
 
 
 #: Seconds one attempt of a model call may take when neither the chat model nor the shunt's

@@ -21,12 +21,12 @@ from langchain_core.runnables.config import merge_configs
 from pydantic import ConfigDict, Field, PrivateAttr
 
 from datashunt import InputError, Shunt, ShuntPolicy, ShuntResult, load_gate
-from datashunt.adapters import decision_event, drift_event, refuse_loose
+from datashunt.adapters import decision_event, decision_metadata, drift_event, refuse_loose
 from datashunt.engine import DriftAlarm, Item, Plan, ShuntOptions
 from datashunt.prompts import DEFAULT_TEMPLATE
 from datashunt.registry import Follower, GateRegistry, as_registry
 
-from ._convert import input_text, metadata_for
+from ._convert import input_text
 from .model_call import ChatModelCall, single_attempt
 from .output import ShuntOutput
 
@@ -241,7 +241,7 @@ class DataShuntRunnable(Batched[Any, ShuntOutput]):
 
     def _call_config(self, item: Item, config: RunnableConfig) -> RunnableConfig:
         """The model's run config: the decision as ``datashunt_*`` metadata."""
-        meta = metadata_for(item.decision, self.shunt, recorded=self.shunt.store is not None)
+        meta = decision_metadata(item.decision, self.shunt, recorded=self.shunt.store is not None)
         return merge_configs(config, {"metadata": meta})
 
     def _call(self, item: Item, config: RunnableConfig) -> ChatModelCall:

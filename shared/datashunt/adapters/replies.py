@@ -10,13 +10,22 @@ alternatives a framework kept (objects with ``token`` and ``logprob``, e.g. Llam
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
+from ..errors import LLMError
 from ..llm.wire import as_wire
 from ..types import LLMReply
 
-__all__ = ["completion_body", "openai_logprobs", "payload_reply", "wire_mapping"]
+__all__ = [
+    "completion_body",
+    "model_name_of",
+    "openai_logprobs",
+    "payload_reply",
+    "unreadable_as_llm_error",
+    "wire_mapping",
+]
 
 Logprobs = list[Mapping[str, Any]]
 
@@ -138,3 +147,28 @@ def completion_body(reply: LLMReply, finish_reason: str | None = None) -> dict[s
         ],
         "usage": usage if reply.prompt_tokens or reply.completion_tokens else None,
     }
+
+
+def model_name_of(client: Any) -> str | None:
+    """The model a framework's client is configured with (``model_name`` or ``model``), if it
+    says."""
+    for attr in ("model_name", "model"):
+        name = getattr(client, attr, None)
+        if isinstance(name, str) and name:
+            return name
+    return None
+
+
+@contextmanager
+def unreadable_as_llm_error() -> Iterator[None]:
+    """A reply the provider's client could not read (an OpenAI-compatible server answering 200
+    with no ``choices``: ``IndexError`` inside the client) is a failed attempt, retried like a
+    body that is not JSON, not a crash on the first try."""
+    try:
+        yield
+    except (IndexError, KeyError) as exc:
+        raise LLMError(
+            f"the model's reply could not be read ({type(exc).__name__}: {exc}): a reply with "
+            "no choices?",
+            retryable=True,
+        ) from exc

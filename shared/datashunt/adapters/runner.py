@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 from ..engine import CallFor, Plan, Shunt
 from ..types import ShuntResult
 
-__all__ = ["ShuntRunner", "result_summary"]
+__all__ = ["ShuntRunner"]
 
 
 class ShuntRunner:
@@ -48,20 +47,3 @@ class ShuntRunner:
         """Async :meth:`run`."""
         (result,) = await self.shunt.arun_plan(plan, call)
         return result  # type: ignore[return-value]
-
-
-def result_summary(result: ShuntResult) -> dict[str, Any]:
-    """A result's route and confidences as JSON-ready metadata (what an adapter attaches to
-    the response it returns)."""
-    d = result.decision
-    return {
-        "route": result.route,
-        "source": result.source,
-        "label": result.label,
-        "gate_label": d.label,
-        "gate_confidence": d.confidence,
-        "llm_confidence": result.llm_confidence,
-        "candidates": list(d.candidates),
-        "error": result.error,
-        "record_id": result.record_id,
-    }
