@@ -8,8 +8,8 @@ from typing import Any
 from langchain_core.messages import BaseMessage, HumanMessage
 from langchain_core.prompt_values import PromptValue
 
-from datashunt import InputError, LLMReply
-from datashunt.adapters import Message
+from datashunt import LLMReply
+from datashunt.adapters import Message, block_image_url, keyed_input, unclassifiable
 from datashunt.images import ImagePart, as_input, image_part, is_image_input
 
 __all__ = [
@@ -45,29 +45,11 @@ def as_messages(value: Any) -> tuple[Message, ...]:
     return (Message("user", str(value)),)
 
 
-def _block_url(block: Mapping[str, Any]) -> str | None:
-    """The data URL of a content block holding an inline image, in any of LangChain's forms:
-    the standard ``{"type": "image", "base64"|"data", "mime_type"}`` (v1 and v0.3) or an
-    OpenAI ``{"type": "image_url", "image_url": {"url": "data:..."}}``."""
-    kind = block.get("type")
-    if kind == "image":
-        data = block.get("base64") or (block.get("data") if block.get("source_type") else None)
-        if isinstance(data, str) and data:
-            return f"data:{block.get('mime_type') or 'image/png'};base64,{data}"
-        url = block.get("url")
-        return url if is_image_input(url) else None
-    if kind == "image_url":
-        ref = block.get("image_url")
-        url = ref.get("url") if isinstance(ref, Mapping) else ref
-        return url if is_image_input(url) else None
-    return None
-
-
 def image_parts(message: BaseMessage) -> tuple[ImagePart, ...]:
     """The inline images of a message's content blocks (a URL to fetch is not an image here)."""
     if isinstance(message.content, str):
         return ()
-    urls = [_block_url(b) for b in message.content if isinstance(b, Mapping)]
+    urls = [block_image_url(b) for b in message.content if isinstance(b, Mapping)]
     return tuple(image_part(u) for u in urls if u is not None)
 
 
@@ -113,14 +95,7 @@ def input_text(
             expected.
     """
     if isinstance(value, Mapping):
-        if input_key not in value:
-            raise InputError(
-                f"{'input' if index is None else f'input {index}'} is a dict with no "
-                f"{input_key!r} key (keys: {sorted(value)}); pass the text under {input_key!r} "
-                "or set input_key="
-            )
-        extras = {k: v for k, v in value.items() if k != input_key}
-        return (as_input(value[input_key], index=index) if images else value[input_key]), extras
+        return keyed_input(value, input_key, index, images=images)
     if isinstance(value, PromptValue):
         value = value.to_messages()
     elif isinstance(value, BaseMessage):
@@ -133,12 +108,8 @@ def input_text(
     value = as_input(value, index=index) if images else value
     if isinstance(value, str):
         return value, {}
-    kind = type(value).__name__
-    article = "an" if kind[:1].lower() in "aeiou" else "a"
-    raise InputError(
-        f"{'input' if index is None else f'input {index}'} is {article} {kind}, which cannot be "
-        f"classified: pass a str, a dict with {input_key!r}, a prompt value or a list of messages"
-    )
+    expected = f"a str, a dict with {input_key!r}, a prompt value or a list of messages"
+    raise unclassifiable(value, index, expected)
 
 
 def _logprobs(message: BaseMessage) -> list[Mapping[str, Any]] | None:

@@ -7,6 +7,7 @@ from typing import Any, Literal
 from langchain_core.messages import BaseMessage, BaseMessageChunk
 from pydantic import BaseModel, ConfigDict, Field
 
+from datashunt.adapters import decision_event
 from datashunt.types import Decision, ShuntResult
 
 __all__ = ["ShuntOutput"]
@@ -57,14 +58,7 @@ class ShuntOutput(BaseModel):
     @classmethod
     def from_decision(cls, decision: Decision, **kwargs: Any) -> ShuntOutput:
         """A partial output carrying only the gate's decision."""
-        return cls(
-            route=decision.route,
-            confidence=decision.confidence,
-            probabilities=dict(decision.probabilities),
-            candidates=list(decision.candidates),
-            reason=decision.reason,
-            **kwargs,
-        )
+        return cls(**{**decision_event(decision), "label": None, **kwargs})
 
     @classmethod
     def from_result(cls, result: ShuntResult, message: BaseMessage | None = None) -> ShuntOutput:

@@ -20,8 +20,15 @@ from langchain_core.runnables import Runnable, RunnableConfig, RunnableSerializa
 from langchain_core.runnables.config import merge_configs
 from pydantic import ConfigDict, Field, PrivateAttr
 
-from datashunt import InputError, Shunt, ShuntPolicy, ShuntResult, load_gate
-from datashunt.adapters import decision_event, decision_metadata, drift_event, refuse_loose
+from datashunt import Decision, InputError, Shunt, ShuntPolicy, ShuntResult, load_gate
+from datashunt.adapters import (
+    astream_plan,
+    decision_event,
+    decision_metadata,
+    drift_event,
+    refuse_loose,
+    stream_plan,
+)
 from datashunt.engine import DriftAlarm, Item, Plan, ShuntOptions
 from datashunt.prompts import DEFAULT_TEMPLATE
 from datashunt.registry import Follower, GateRegistry, as_registry
@@ -343,15 +350,8 @@ class DataShuntRunnable(Batched[Any, ShuntOutput]):
         plan = self._plan(list(inputs), [str(run_manager.run_id)], strict=True)
         (item,) = plan.decided
         dispatch_custom_event(DECISION_EVENT, decision_event(item.decision), config=config)
-        if item.request is None:  # the gate answers (and an audit, when one is drawn)
-            (result,) = self.shunt.run_plan(plan, lambda it: self._call(it, config))
-            yield _output(result)  # type: ignore[arg-type]
-            return
-        yield ShuntOutput.from_decision(item.decision)
-        call, idle = self._call(item, config), self.stream_idle_timeout
-        for value in self.shunt.ask_stream(
-            item.request, call, run_id=item.run_id, idle_timeout=idle
-        ):
+        call = self._call(item, config)
+        for value in stream_plan(self.shunt, plan, call, self.stream_idle_timeout):
             yield _streamed(value)
 
     async def _astream(
@@ -364,15 +364,8 @@ class DataShuntRunnable(Batched[Any, ShuntOutput]):
         plan = await asyncio.to_thread(self._plan, values, run_ids, True)
         (item,) = plan.decided
         await adispatch_custom_event(DECISION_EVENT, decision_event(item.decision), config=config)
-        if item.request is None:
-            (result,) = await self.shunt.arun_plan(plan, lambda it: self._call(it, config))
-            yield _output(result)  # type: ignore[arg-type]
-            return
-        yield ShuntOutput.from_decision(item.decision)
-        call, idle = self._call(item, config), self.stream_idle_timeout
-        async for value in self.shunt.aask_stream(
-            item.request, call, run_id=item.run_id, idle_timeout=idle
-        ):
+        call = self._call(item, config)
+        async for value in astream_plan(self.shunt, plan, call, self.stream_idle_timeout):
             yield _streamed(value)
 
 
@@ -381,10 +374,12 @@ def _output(result: ShuntResult) -> ShuntOutput:
 
 
 def _streamed(value: Any) -> ShuntOutput:
-    """An item of an engine stream: a message chunk, or last the result, without the message
-    the chunks already carried (adding the chunks up restores it)."""
+    """An item of a plan's stream: the decision, a message chunk, or last the result, without
+    the message the chunks already carried (adding the chunks up restores it)."""
     if isinstance(value, ShuntResult):
         return ShuntOutput.from_result(value)
+    if isinstance(value, Decision):
+        return ShuntOutput.from_decision(value)
     return ShuntOutput(message=value)
 
 

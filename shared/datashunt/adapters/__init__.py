@@ -25,6 +25,7 @@ from ..parsing import AnswerParser
 from ..prompts import hard_candidates, prompt_variables, render_prompt, soft_hint
 from ..types import LLMReply, LLMRequest, Message, ParsedAnswer
 from .choices import LabelChoices, selection_reason
+from .inputs import block_image_url, keyed_input, unclassifiable
 from .options import GENERATIVE_OPTIONS, generative_shunt, refuse_loose, refuse_unknown
 from .payloads import (
     decision_event,
@@ -41,7 +42,7 @@ from .replies import (
     unreadable_as_llm_error,
     wire_mapping,
 )
-from .runner import ShuntRunner
+from .runner import ShuntRunner, astream_plan, stream_plan
 
 __all__ = [
     "GENERATIVE_OPTIONS",
@@ -60,6 +61,8 @@ __all__ = [
     "Rendered",
     "ShuntRunner",
     "aexchange",
+    "astream_plan",
+    "block_image_url",
     "completion_body",
     "decision_event",
     "decision_metadata",
@@ -68,6 +71,7 @@ __all__ = [
     "generative_shunt",
     "generative_summary",
     "hard_candidates",
+    "keyed_input",
     "model_name_of",
     "openai_logprobs",
     "payload_reply",
@@ -78,6 +82,8 @@ __all__ = [
     "result_summary",
     "selection_reason",
     "soft_hint",
+    "stream_plan",
+    "unclassifiable",
     "unreadable_as_llm_error",
     "wire_mapping",
 ]

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
-from ..engine import CallFor, Plan, Shunt
+from ..engine import CallFor, ModelCall, Plan, Shunt
 from ..types import ShuntResult
 
-__all__ = ["ShuntRunner"]
+__all__ = ["ShuntRunner", "astream_plan", "stream_plan"]
 
 
 class ShuntRunner:
@@ -47,3 +49,34 @@ class ShuntRunner:
         """Async :meth:`run`."""
         (result,) = await self.shunt.arun_plan(plan, call)
         return result  # type: ignore[return-value]
+
+
+def stream_plan(
+    shunt: Shunt, plan: Plan, call: ModelCall[Any], idle_timeout: float | None = None
+) -> Iterator[Any]:
+    """Stream a one-input plan: the gate's :class:`~datashunt.ShuntResult` when it answers
+    alone (audited when an audit is drawn); else its :class:`~datashunt.Decision` first, then
+    the model's chunks and last the result (:meth:`Shunt.ask_stream
+    <datashunt.Shunt.ask_stream>`: retried while no text reached the caller)."""
+    (item,) = plan.decided
+    if item.request is None:
+        yield from shunt.run_plan(plan, call)
+        return
+    yield item.decision
+    yield from shunt.ask_stream(item.request, call, run_id=item.run_id, idle_timeout=idle_timeout)
+
+
+async def astream_plan(
+    shunt: Shunt, plan: Plan, call: ModelCall[Any], idle_timeout: float | None = None
+) -> AsyncIterator[Any]:
+    """Async :func:`stream_plan`."""
+    (item,) = plan.decided
+    if item.request is None:
+        for result in await shunt.arun_plan(plan, call):
+            yield result
+        return
+    yield item.decision
+    async for value in shunt.aask_stream(
+        item.request, call, run_id=item.run_id, idle_timeout=idle_timeout
+    ):
+        yield value
