@@ -1,10 +1,5 @@
-"""What every LlamaIndex adapter shares: its hold on the shunt, and how a LlamaIndex LLM is called.
-
-The LLM call itself belongs to the engine (:meth:`datashunt.Shunt.ask` / ``aask``: timing,
-retries, parsing, recording); :class:`LlamaIndexCall` only says how a LlamaIndex ``LLM`` is
-called and which messages it receives. Calls made here are tagged so that
-:class:`DataShuntEventHandler` does not record them a second time.
-"""
+"""What the LlamaIndex adapters share: how a LlamaIndex LLM is called (the engine times, retries,
+parses and records the call), and their hold on the shunt."""
 
 from __future__ import annotations
 

@@ -1,10 +1,5 @@
-"""LlamaIndex instrumentation events for a shunt that measures itself: receipts and drift.
-
-Every result's receipt (the policy's version, δ, the guarantee, the probability that the gate
-is wrong, the call's tokens and cost) is dispatched as a :class:`ShuntReceiptEvent`, and a
-drift alarm as a :class:`ShuntDriftEvent`, through LlamaIndex's instrumentation dispatcher: any
-event handler added to it sees them (``dispatcher.add_event_handler``).
-"""
+"""LlamaIndex instrumentation events of a shunt: each result's receipt and drift alarms, seen by
+any handler added to the dispatcher (``dispatcher.add_event_handler``)."""
 
 from __future__ import annotations
 
@@ -23,7 +18,8 @@ _dispatcher = get_dispatcher(__name__)
 
 
 class ShuntReceiptEvent(BaseEvent):
-    """One result's receipt, its route and label."""
+    """One result's receipt (the policy's version, δ, the guarantee, the probability that the
+    gate is wrong, the call's tokens and cost), its route and label."""
 
     route: str
     label: str

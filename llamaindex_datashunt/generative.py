@@ -1,7 +1,4 @@
-"""``DataShuntGenerativeLLM``: the LlamaIndex ``LLM`` over a small and a large model, routed by
-the small answer's sequence confidence (the core's :class:`~datashunt.generative.GenerativeShunt`
-judges, keeps or escalates, retries and records; this module only calls the LlamaIndex models).
-"""
+"""``DataShuntGenerativeLLM``: the core's generative shunt over two LlamaIndex LLMs."""
 
 from __future__ import annotations
 

@@ -1,20 +1,4 @@
-"""DataShuntEventHandler: record every large-model call LlamaIndex makes into the call store.
-
-LlamaIndex emits ``LLMChatStartEvent`` / ``LLMChatEndEvent`` (and the completion pair) around
-each LLM call, and ``ExceptionEvent`` / ``SpanDropEvent`` when one fails. The handler pairs
-them by span id; :class:`datashunt.store.CallRecorder` writes one :class:`~datashunt.CallRecord`
-per call, ``source="observed"``, with the exact messages the model received.
-
-It skips what would be recorded twice:
-
-* calls that datashunt made and recorded itself (DataShuntLLM, DataShuntWorkflow,
-  DataShuntSelector tag their events with ``datashunt.recorded``);
-* calls made *inside* another recorded call, such as the ``complete`` a ``CustomLLM`` runs
-  for its ``chat``: a span handler attached beside the event handler knows the span tree.
-
-Store writes go to one background thread: ``Dispatcher.event`` calls handlers inline, also from
-``async`` code, and the event loop must not wait on the database.
-"""
+"""DataShuntEventHandler: record the LLM calls LlamaIndex makes into the call store."""
 
 from __future__ import annotations
 
@@ -86,6 +70,12 @@ class _SpanTree(BaseSpanHandler[SimpleSpan]):
 
 class DataShuntEventHandler(BaseEventHandler):
     """Record large-model calls seen through LlamaIndex instrumentation into a call store.
+
+    One record per call (``source="observed"``, the exact messages the model received), its
+    start and end events paired by span. Calls that datashunt records itself (tagged
+    ``datashunt.recorded``) and calls made inside another recorded call (the ``complete`` a
+    ``CustomLLM`` runs for its ``chat``) are skipped. Writes go to a background thread:
+    LlamaIndex calls handlers inline, also on the event loop.
 
     Attach it with :meth:`attach` (which also adds the span handler that recognises nested
     calls) or use it as a context manager; call :meth:`flush` to wait for pending writes.

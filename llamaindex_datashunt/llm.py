@@ -1,10 +1,4 @@
-"""DataShuntLLM: a LlamaIndex ``LLM`` that answers classification calls with the gate when it can.
-
-Confident inputs get the gate's label back without a call to the wrapped LLM; uncertain ones go
-to it with the candidate labels and the gate's hint injected into the prompt, and the answer
-comes back as the parsed label. Every form (chat, complete, async, streaming) runs the same
-steps; streams yield the label as one chunk, since only the parsed label is the answer.
-"""
+"""DataShuntLLM: a LlamaIndex ``LLM`` that answers classification calls with the gate if it can."""
 
 from __future__ import annotations
 
@@ -65,7 +59,8 @@ def last_user_text(messages: Sequence[ChatMessage], *, images: bool = False) -> 
 class DataShuntLLM(LLM):
     """Wrap any LlamaIndex LLM so that classification calls go through the gate first.
 
-    The response text is always a label. ``response.raw`` holds the
+    Every form (chat, complete, async, streaming) runs the same steps; a stream yields the
+    label as one chunk. The response text is always a label. ``response.raw`` holds the
     :class:`~datashunt.ShuntResult`; ``response.additional_kwargs["datashunt"]`` a JSON-ready
     summary (route, source, confidences, record id). LLM calls are recorded once in the
     shunt's store; confident answers too when the shunt records small answers.

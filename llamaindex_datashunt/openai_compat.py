@@ -1,15 +1,6 @@
-"""OpenAILikeLLM: a LlamaIndex ``LLM`` over any OpenAI-compatible chat-completions API (what
-``llama-index-llms-openai-like`` calls ``OpenAILike``; the core's callable client of the same
-API is :class:`datashunt.OpenAICompatLLM`).
-
-For local servers (``datashunt llm-server``, llama.cpp, vLLM, Ollama's ``/v1``). A thin facade
-over the core's :class:`datashunt.llm.OpenAICompatLLM` (the ``openai`` SDK): this class only
-translates LlamaIndex messages and responses, so its errors are the core's
-:class:`~datashunt.LLMError` with ``status`` and ``retry_after``, which
-:class:`~datashunt.RetryPolicy` retries like any other (a 503, a refused connection). It exists
-because ``llama-index-llms-openai-like`` pins the ``openai`` package the LangChain adapter
-shares. It asks for token ``logprobs`` when ``logprobs=True``, so the shunt gets ``C_l``.
-"""
+"""OpenAILikeLLM: a LlamaIndex ``LLM`` over any OpenAI-compatible chat-completions API, a facade
+over the core's :class:`datashunt.llm.OpenAICompatLLM` (``llama-index-llms-openai-like`` pins
+the ``openai`` package the LangChain adapter shares)."""
 
 from __future__ import annotations
 
@@ -68,7 +59,7 @@ class OpenAILikeLLM(LLM):
 
     Raises:
         LLMError: the server answered an HTTP error (``status``, ``retry_after`` set) or could
-            not be reached (``retryable``).
+            not be reached (``retryable``): the shunt's ``RetryPolicy`` retries it.
 
     Example:
         >>> with LLMServer() as server:  # doctest: +SKIP

@@ -1,9 +1,4 @@
-"""DataShuntSelector: the gate picks a route when it is sure, an LLM picks among the rest.
-
-A drop-in :class:`~llama_index.core.base.base_selector.BaseSelector` for ``RouterQueryEngine``
-and ``RouterRetriever``. Each gate label names one choice (a query engine or retriever tool):
-by the tool's ``name``, or through ``label_to_choice``.
-"""
+"""DataShuntSelector: the gate picks a route when it is sure, an LLM picks among the rest."""
 
 from __future__ import annotations
 

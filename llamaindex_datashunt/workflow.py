@@ -1,9 +1,4 @@
-"""DataShuntWorkflow: the shunt as a LlamaIndex Workflow (classify, then gate or LLM).
-
-``classify`` emits :class:`ConfidentEvent` or :class:`UncertainEvent`; ``answer_small`` and
-``ask_llm`` end the run with the core's :class:`~datashunt.ShuntResult`. Each step writes a
-:class:`ShuntProgressEvent` to the stream.
-"""
+"""DataShuntWorkflow: the shunt as a LlamaIndex Workflow (classify, then gate or LLM)."""
 
 from __future__ import annotations
 
@@ -82,6 +77,9 @@ class ShuntProgressEvent(Event):
 
 class DataShuntWorkflow(Workflow):
     """Answer one text with the gate alone when it is confident, else with the LLM's help.
+
+    ``classify`` emits :class:`ConfidentEvent` or :class:`UncertainEvent`; ``answer_small`` and
+    ``ask_llm`` end the run; each step writes a :class:`ShuntProgressEvent` to the stream.
 
     Runs on its own (``await wf.run(text=...)`` returns a :class:`~datashunt.ShuntResult`) or
     inside a larger workflow: a step awaits a run, or forwards its progress events with
