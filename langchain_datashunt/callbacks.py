@@ -1,11 +1,4 @@
-"""Callback handlers that record every chat-model call into a datashunt store.
-
-Attach one to any chat model (``ChatOpenAI(callbacks=[handler])``) or to a run's config. The
-messages come from ``on_chat_model_start``, the answer and logprobs from ``on_llm_end``, the
-failure from ``on_llm_error``; :class:`datashunt.store.CallRecorder` pairs them by run id and
-writes each record once. Calls that a :class:`DataShuntRunnable` with a store already recorded
-(metadata ``datashunt_recorded``) are skipped, so nothing is recorded twice.
-"""
+"""Callback handlers that record every chat-model call into a datashunt store."""
 
 from __future__ import annotations
 
@@ -61,6 +54,11 @@ def _reply(response: LLMResult) -> tuple[LLMReply, str | None]:
 
 class DataShuntCallbackHandler(BaseCallbackHandler):
     """Records chat-model calls into a store (sync; safe from many threads).
+
+    Attach it to any chat model (``ChatOpenAI(callbacks=[handler])``) or to a run's config.
+    Each call is recorded once, from its start, end and error callbacks paired by run id;
+    calls that a :class:`DataShuntRunnable` with a store records itself (metadata
+    ``datashunt_recorded``) are skipped.
 
     Args:
         store: a :class:`datashunt.CallStore`, a URL or a SQLite path.

@@ -1,9 +1,4 @@
-"""``DataShuntChatModel``: a small chat model answers first, the large one when it is unsure.
-
-The core's :class:`datashunt.generative.GenerativeShunt` asks, judges, keeps or escalates, and
-times, retries and records both calls. This module contributes only the lines that call the
-LangChain models and the translation of the result into LangChain messages.
-"""
+"""``DataShuntChatModel``: a small chat model answers first, the large one when it is unsure."""
 
 from __future__ import annotations
 

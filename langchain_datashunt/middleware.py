@@ -1,9 +1,4 @@
-"""``DataShuntMiddleware``: the shunt inside a LangChain 1.x agent (``create_agent``).
-
-On a turn that starts from the user's message, a confident gate answers without calling the
-model; otherwise the gate's hint and pruned candidates are added to the system message and the
-model is called. Turns inside the tool loop (the last message is a tool result) pass through.
-"""
+"""``DataShuntMiddleware``: the shunt inside a LangChain 1.x agent (``create_agent``)."""
 
 from __future__ import annotations
 
@@ -82,6 +77,10 @@ def _reply(response: Any) -> LLMReply:
 
 class DataShuntMiddleware(AgentMiddleware):  # type: ignore[type-arg]
     """Agent middleware that shunts the model call through the gate.
+
+    On a turn that starts from the user's message, a confident gate answers without calling
+    the model; otherwise the gate's hint and pruned candidates are added to the system message.
+    Turns inside the tool loop (the last message is a tool result) pass through.
 
     Model calls run through the engine like every other path: retried under the shunt's
     ``retry``, recorded with the exact messages the model received; gate answers are audited

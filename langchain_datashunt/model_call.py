@@ -1,9 +1,5 @@
-"""How LangChain models are called: the adapter's only contribution to the engine's lifecycle.
-
-The engine times, retries, parses and records every call; these classes say only how to render
-a request into what a LangChain model takes and how to invoke it. ``render`` reports the exact
-messages the model receives, so the store records what was sent, whatever the prompt template.
-"""
+"""How LangChain models are called: what a request renders to (the exact messages, as the store
+records them) and how the model is invoked; the engine times, retries, parses and records."""
 
 from __future__ import annotations
 

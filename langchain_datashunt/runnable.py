@@ -20,12 +20,13 @@ from langchain_core.runnables import Runnable, RunnableConfig, RunnableSerializa
 from langchain_core.runnables.config import merge_configs
 from pydantic import ConfigDict, Field, PrivateAttr
 
-from datashunt import Decision, InputError, Shunt, ShuntPolicy, ShuntResult, load_gate
+from datashunt import Decision, Shunt, ShuntPolicy, ShuntResult, load_gate
 from datashunt.adapters import (
     astream_plan,
     decision_event,
     decision_metadata,
     drift_event,
+    read_inputs,
     refuse_loose,
     stream_plan,
 )
@@ -232,18 +233,8 @@ class DataShuntRunnable(Batched[Any, ShuntOutput]):
     def _plan(self, inputs: Sequence[Any], run_ids: Sequence[str], strict: bool) -> Plan:
         """The engine's plan of a batch: each input read as text and variables, then validated
         once and decided in one gate pass."""
-        read: list[Any] = []
-        extras: list[dict[str, Any]] = []
-        for i, value in enumerate(inputs):
-            index = i if len(inputs) > 1 else None
-            try:
-                text, more = input_text(
-                    value, self.input_key, index, images=self.shunt.takes_images
-                )
-            except InputError as exc:
-                text, more = exc, {}
-            read.append(text)
-            extras.append(more)
+        key, images = self.input_key, self.shunt.takes_images
+        read, extras = read_inputs(inputs, lambda v, i: input_text(v, key, i, images=images))
         return self.shunt.plan(read, extras=extras, run_ids=run_ids, strict=strict)
 
     def _call_config(self, item: Item, config: RunnableConfig) -> RunnableConfig:

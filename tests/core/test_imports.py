@@ -97,6 +97,7 @@ ADAPTER_NAMES = {
     "openai_logprobs",
     "payload_reply",
     "prompt_variables",
+    "read_inputs",
     "refuse_loose",
     "refuse_unknown",
     "render_prompt",

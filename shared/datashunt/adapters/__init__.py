@@ -25,7 +25,7 @@ from ..parsing import AnswerParser
 from ..prompts import hard_candidates, prompt_variables, render_prompt, soft_hint
 from ..types import LLMReply, LLMRequest, Message, ParsedAnswer
 from .choices import LabelChoices, selection_reason
-from .inputs import block_image_url, keyed_input, unclassifiable
+from .inputs import block_image_url, keyed_input, read_inputs, unclassifiable
 from .options import GENERATIVE_OPTIONS, generative_shunt, refuse_loose, refuse_unknown
 from .payloads import (
     decision_event,
@@ -76,6 +76,7 @@ __all__ = [
     "openai_logprobs",
     "payload_reply",
     "prompt_variables",
+    "read_inputs",
     "refuse_loose",
     "refuse_unknown",
     "render_prompt",

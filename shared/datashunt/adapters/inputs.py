@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from ..errors import InputError
 from ..images import as_input, is_image_input
 
-__all__ = ["block_image_url", "keyed_input", "unclassifiable"]
+__all__ = ["block_image_url", "keyed_input", "read_inputs", "unclassifiable"]
+
+#: How an adapter reads one input: ``(value, index)`` to its text and template variables
+#: (``index`` is ``None`` for a lone input); raises :class:`InputError` when it cannot.
+Reader = Callable[[Any, "int | None"], "tuple[object, Mapping[str, Any]]"]
 
 
 def _where(index: int | None) -> str:
@@ -31,6 +35,22 @@ def keyed_input(
         )
     extras = {k: v for k, v in value.items() if k != key}
     return (as_input(value[key], index=index) if images else value[key]), extras
+
+
+def read_inputs(values: Sequence[Any], read: Reader) -> tuple[list[object], list[dict[str, Any]]]:
+    """Each input's text and template variables, read by ``read``; an input that cannot be read
+    keeps its :class:`InputError` in its slot, for :meth:`Shunt.plan <datashunt.Shunt.plan>`
+    to raise (``strict``) or keep."""
+    texts: list[object] = []
+    extras: list[dict[str, Any]] = []
+    for i, value in enumerate(values):
+        try:
+            text, more = read(value, i if len(values) > 1 else None)
+        except InputError as exc:
+            text, more = exc, {}
+        texts.append(text)
+        extras.append(dict(more))
+    return texts, extras
 
 
 def unclassifiable(value: object, index: int | None, expected: str) -> InputError:
