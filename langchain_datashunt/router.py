@@ -14,7 +14,7 @@ from langchain_core.runnables.utils import gather_with_concurrency
 from pydantic import ConfigDict, Field, PrivateAttr
 
 from datashunt import ConfigError, LLMReply, LLMRequest, Shunt, ShuntPolicy
-from datashunt.adapters import Rendered
+from datashunt.adapters import Rendered, label_destinations
 from datashunt.engine import ShuntOptions
 
 from ._convert import message_to_reply
@@ -154,16 +154,8 @@ class DataShuntRouter(Batched[Any, Any]):
         refuse_loose_options(type(self).__name__, kwargs)
         super().__init__(**kwargs)
         # set up here, not in model_post_init, so our ConfigError is not wrapped by pydantic
-        labels = tuple(self.shunt.policy.labels)
-        mapping = dict(self.label_to_destination or {lab: lab for lab in labels})
-        missing = [lab for lab in labels if mapping.get(lab) not in self.destinations]
-        if missing:
-            raise ConfigError(
-                f"gate labels {missing} have no destination; destinations: "
-                f"{sorted(self.destinations)}. Name destinations after the labels or pass "
-                "label_to_destination"
-            )
-        self._to_dest = mapping
+        labels, mapping = self.shunt.policy.labels, self.label_to_destination
+        self._to_dest = label_destinations(labels, self.destinations, mapping)
         shunt = self.shunt
         if self.llm is None:  # no chat model: the gate always decides
             policy = shunt.policy.with_(threshold=0.0)

@@ -93,6 +93,7 @@ ADAPTER_NAMES = {
     "generative_summary",
     "hard_candidates",
     "keyed_input",
+    "label_destinations",
     "model_name_of",
     "openai_logprobs",
     "payload_reply",

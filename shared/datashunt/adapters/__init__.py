@@ -24,7 +24,7 @@ from ..engine.exchange import Exchange, aexchange, exchange
 from ..parsing import AnswerParser
 from ..prompts import hard_candidates, prompt_variables, render_prompt, soft_hint
 from ..types import LLMReply, LLMRequest, Message, ParsedAnswer
-from .choices import LabelChoices, selection_reason
+from .choices import LabelChoices, label_destinations, selection_reason
 from .inputs import block_image_url, keyed_input, read_inputs, unclassifiable
 from .options import GENERATIVE_OPTIONS, generative_shunt, refuse_loose, refuse_unknown
 from .payloads import (
@@ -72,6 +72,7 @@ __all__ = [
     "generative_summary",
     "hard_candidates",
     "keyed_input",
+    "label_destinations",
     "model_name_of",
     "openai_logprobs",
     "payload_reply",

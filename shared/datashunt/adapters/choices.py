@@ -6,7 +6,7 @@ description, and accepts as an answer a label, its number or its choice's name.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import replace
 
 from ..errors import ConfigError
@@ -14,7 +14,7 @@ from ..parsing import AnswerParser, normalize
 from ..prompts import render_prompt
 from ..types import LLMRequest, ShuntResult
 
-__all__ = ["LabelChoices", "selection_reason"]
+__all__ = ["LabelChoices", "label_destinations", "selection_reason"]
 
 
 class LabelChoices:
@@ -129,6 +129,24 @@ class LabelChoices:
             if name and per_choice[index[lab]] == [lab]:  # a shared choice name means no label
                 forms[lab].append(name)
         return forms
+
+
+def label_destinations(
+    labels: Sequence[str], destinations: Collection[str], mapping: Mapping[str, str] | None
+) -> dict[str, str]:
+    """Each label's destination: by ``mapping`` when given, else the one named like it.
+
+    Raises:
+        ConfigError: a label has no destination among ``destinations``.
+    """
+    out = dict(mapping or {lab: lab for lab in labels})
+    missing = [lab for lab in labels if out.get(lab) not in destinations]
+    if missing:
+        raise ConfigError(
+            f"gate labels {missing} have no destination; destinations: {sorted(destinations)}. "
+            "Name destinations after the labels or pass label_to_destination"
+        )
+    return out
 
 
 def selection_reason(result: ShuntResult) -> str:
