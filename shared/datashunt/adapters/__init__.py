@@ -5,8 +5,12 @@ A user builds a :class:`~datashunt.Shunt` and hands it to an adapter (``langchai
 (and template variables), asks :meth:`Shunt.plan <datashunt.Shunt.plan>` for the decisions,
 emits its own events, and runs the plan with :meth:`Shunt.run_plan <datashunt.Shunt.run_plan>`
 and a :class:`ModelCall` that says how its model is called. Nothing else is restated: the
-helpers below are what every adapter needs in its framework's terms (options refused with a
-hint, a generative shunt built from keywords, the payloads of its events).
+helpers re-exported here are the framework-neutral steps every adapter needs, by module:
+``inputs`` (a dict input's text, image content blocks, a batch read with per-input errors),
+``replies`` (a provider payload read as an :class:`LLMReply`: OpenAI-shape logprobs, usage),
+``choices`` (labels mapped onto named tools or destinations), ``payloads`` (event payloads and
+run metadata), ``options`` (keywords refused with a hint, a generative shunt from keywords) and
+``runner`` (one input's plan, run and stream).
 
 Example:
     >>> from datashunt.adapters import ModelCall, Rendered
