@@ -144,15 +144,9 @@ class DataShuntWorkflow(Workflow):
         result = await self._runner.arun(Plan((item,)), LlamaIndexCall(self._llm))
         conf = result.llm_confidence if result.route == "llm" else result.decision.confidence
         detail = f" ({result.error})" if result.error else ""
-        done = ShuntProgressEvent(
-            stage=stage,
-            text=item.text,
-            label=result.label,
-            confidence=conf,
-            route=result.route,
-            candidates=list(result.decision.candidates),
-            message=f"answer {result.label!r} from {result.source}{detail}",
-        )
+        message = f"answer {result.label!r} from {result.source}{detail}"
+        done = _progress(stage, item.text, result.decision, result.route, message)
+        done.label, done.confidence = result.label, conf
         ctx.write_event_to_stream(done)
         return StopEvent(result=result)
 

@@ -110,8 +110,13 @@ async def test_logprobs_give_llm_confidence(store: CallStore) -> None:
     llm = ScriptedLLM(
         answer="positive", logprobs=lp, usage={"prompt_tokens": 30, "completion_tokens": 1}
     )
-    result = await DataShuntWorkflow(_shunt(store), llm, timeout=10).run(text="hmm")
+    result, events = await _run(DataShuntWorkflow(_shunt(store), llm, timeout=10), text="hmm")
     assert result.llm_confidence == pytest.approx(0.8, abs=0.01)
+    *_, done = [e for e in events if isinstance(e, ShuntProgressEvent)]
+    # the last progress event carries the final answer, C_l for the confidence
+    assert (done.stage, done.label, done.route) == ("llm_answered", "positive", "llm")
+    assert done.confidence == result.llm_confidence
+    assert done.candidates == list(result.decision.candidates)
     (rec,) = list(store.iter())
     assert rec.llm_confidence == pytest.approx(0.8, abs=0.01)
     assert (rec.prompt_tokens, rec.completion_tokens, rec.model) == (30, 1, "scripted-1")

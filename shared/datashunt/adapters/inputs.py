@@ -12,7 +12,7 @@ __all__ = ["block_image_url", "keyed_input", "read_inputs", "unclassifiable"]
 
 #: How an adapter reads one input: ``(value, index)`` to its text and template variables
 #: (``index`` is ``None`` for a lone input); raises :class:`InputError` when it cannot.
-Reader = Callable[[Any, "int | None"], "tuple[object, Mapping[str, Any]]"]
+Reader = Callable[[Any, int | None], tuple[object, Mapping[str, Any]]]
 
 
 def _where(index: int | None) -> str:
