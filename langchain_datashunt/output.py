@@ -7,7 +7,7 @@ from typing import Any, Literal
 from langchain_core.messages import BaseMessage, BaseMessageChunk
 from pydantic import BaseModel, ConfigDict, Field
 
-from datashunt.adapters import decision_event
+from datashunt.adapters import decision_event, result_event
 from datashunt.types import Decision, ShuntResult
 
 __all__ = ["ShuntOutput"]
@@ -63,16 +63,7 @@ class ShuntOutput(BaseModel):
     @classmethod
     def from_result(cls, result: ShuntResult, message: BaseMessage | None = None) -> ShuntOutput:
         """The full output for a core result."""
-        out = cls.from_decision(result.decision, message=message)
-        out.label = result.label
-        out.source = result.source
-        out.llm_confidence = result.llm_confidence
-        out.error = result.error
-        out.record_id = result.record_id
-        out.attempts = result.attempts
-        out.receipt = result.receipt.to_json() if result.receipt is not None else None
-        out.audit = dict(result.extra["audit"]) if "audit" in result.extra else None
-        return out
+        return cls(**result_event(result), message=message)
 
     def __add__(self, other: ShuntOutput) -> ShuntOutput:
         """Merge a later streamed chunk into this one (message chunks concatenate)."""

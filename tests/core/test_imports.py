@@ -102,6 +102,7 @@ ADAPTER_NAMES = {
     "refuse_loose",
     "refuse_unknown",
     "render_prompt",
+    "result_event",
     "result_summary",
     "selection_reason",
     "soft_hint",

@@ -36,6 +36,7 @@ from .payloads import (
     decision_metadata,
     drift_event,
     generative_summary,
+    result_event,
     result_summary,
 )
 from .replies import (
@@ -85,6 +86,7 @@ __all__ = [
     "refuse_loose",
     "refuse_unknown",
     "render_prompt",
+    "result_event",
     "result_summary",
     "selection_reason",
     "soft_hint",

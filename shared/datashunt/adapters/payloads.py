@@ -13,6 +13,7 @@ __all__ = [
     "decision_metadata",
     "drift_event",
     "generative_summary",
+    "result_event",
     "result_summary",
 ]
 
@@ -55,6 +56,23 @@ def drift_event(alarm: DriftAlarm, serving: str | None, shadowing: bool) -> dict
         "detail": alarm.describe(),
         "serving": serving,
         "shadowing": shadowing,
+    }
+
+
+def result_event(result: ShuntResult) -> dict[str, Any]:
+    """A result as an event payload: its decision's (:func:`decision_event`), then the final
+    label, who answered, ``C_l``, the error, the record, the attempts, the receipt and the
+    audit (the LLM's answer when this gate answer was audited)."""
+    return {
+        **decision_event(result.decision),
+        "label": result.label,
+        "source": result.source,
+        "llm_confidence": result.llm_confidence,
+        "error": result.error,
+        "record_id": result.record_id,
+        "attempts": result.attempts,
+        "receipt": result.receipt.to_json() if result.receipt is not None else None,
+        "audit": dict(result.extra["audit"]) if "audit" in result.extra else None,
     }
 
 
