@@ -120,14 +120,16 @@ class DataShuntLLM(LLM):
     # ---- chat: the system message gets the instruction ----------------------------------------
 
     def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
-        return _chat_response(self._run(*self._chat(messages, kwargs)), stream=False)
+        return _chat_response(self._runner.answer(*self._chat(messages, kwargs)), stream=False)
 
     async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
-        return _chat_response(await self._arun(*self._chat(messages, kwargs)), stream=False)
+        return _chat_response(
+            await self._runner.aanswer(*self._chat(messages, kwargs)), stream=False
+        )
 
     def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
         def gen() -> ChatResponseGen:
-            yield _chat_response(self._run(*self._chat(messages, kwargs)), stream=True)
+            yield _chat_response(self._runner.answer(*self._chat(messages, kwargs)), stream=True)
 
         return gen()
 
@@ -135,27 +137,29 @@ class DataShuntLLM(LLM):
         self, messages: Sequence[ChatMessage], **kwargs: Any
     ) -> ChatResponseAsyncGen:
         async def gen() -> ChatResponseAsyncGen:
-            yield _chat_response(await self._arun(*self._chat(messages, kwargs)), stream=True)
+            yield _chat_response(
+                await self._runner.aanswer(*self._chat(messages, kwargs)), stream=True
+            )
 
         return gen()
 
     # ---- complete: the whole prompt is classified, the instruction put before it --------------
 
     def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
-        result = self._run(*self._complete(prompt, formatted, kwargs))
+        result = self._runner.answer(*self._complete(prompt, formatted, kwargs))
         return _completion_response(result, stream=False)
 
     async def acomplete(
         self, prompt: str, formatted: bool = False, **kwargs: Any
     ) -> CompletionResponse:
-        result = await self._arun(*self._complete(prompt, formatted, kwargs))
+        result = await self._runner.aanswer(*self._complete(prompt, formatted, kwargs))
         return _completion_response(result, stream=False)
 
     def stream_complete(
         self, prompt: str, formatted: bool = False, **kwargs: Any
     ) -> CompletionResponseGen:
         def gen() -> CompletionResponseGen:
-            result = self._run(*self._complete(prompt, formatted, kwargs))
+            result = self._runner.answer(*self._complete(prompt, formatted, kwargs))
             yield _completion_response(result, stream=True)
 
         return gen()
@@ -164,18 +168,12 @@ class DataShuntLLM(LLM):
         self, prompt: str, formatted: bool = False, **kwargs: Any
     ) -> CompletionResponseAsyncGen:
         async def gen() -> CompletionResponseAsyncGen:
-            result = await self._arun(*self._complete(prompt, formatted, kwargs))
+            result = await self._runner.aanswer(*self._complete(prompt, formatted, kwargs))
             yield _completion_response(result, stream=True)
 
         return gen()
 
     # ---- the steps: what the gate classifies and how the LLM is called; the engine runs them --
-
-    def _run(self, text: str, call: CallFor) -> ShuntResult:
-        return self._runner.run(self._runner.plan(text), call)
-
-    async def _arun(self, text: str, call: CallFor) -> ShuntResult:
-        return await self._runner.arun(await self._runner.aplan(text), call)
 
     def _chat(self, messages: Sequence[ChatMessage], kwargs: dict[str, Any]) -> tuple[str, CallFor]:
         def call(item: Item) -> LlamaIndexCall:

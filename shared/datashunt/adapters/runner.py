@@ -40,6 +40,14 @@ class ShuntRunner:
         """:meth:`plan` in a thread: gate inference never runs on the event loop."""
         return await asyncio.to_thread(self.plan, text, run_id)
 
+    def answer(self, text: str, call: CallFor) -> ShuntResult:
+        """One text's result: :meth:`plan`, then :meth:`run`."""
+        return self.run(self.plan(text), call)
+
+    async def aanswer(self, text: str, call: CallFor) -> ShuntResult:
+        """Async :meth:`answer`."""
+        return await self.arun(await self.aplan(text), call)
+
     def run(self, plan: Plan, call: CallFor) -> ShuntResult:
         """The one input's result (the gate's answer and its audit, or the LLM call)."""
         (result,) = self.shunt.run_plan(plan, call)
