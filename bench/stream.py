@@ -202,8 +202,13 @@ def run_one(
 ) -> dict[str, Any]:
     """Every policy over ``args.orders`` random orders of one stream (``student``: see
     :class:`SimConfig`; ``x`` then holds rows, not embeddings)."""
-    rc = RoundConfig(target=args.target, confidence=args.confidence, estimate_needed=False)
-    cfg = SimConfig(round=rc, growth=args.growth, student=student)
+    rc = RoundConfig(
+        target=args.target,
+        confidence=args.confidence,
+        estimate_needed=False,
+        choose=args.choose,
+    )
+    cfg = SimConfig(round=rc, growth=args.growth, student=student, audit_holdout=args.audit_holdout)
     per: dict[str, list[dict[str, Any]]] = {p: [] for p in ("datashunt", "margin", "ocl", "llm")}
     walls = dict.fromkeys(per, 0.0)
     agreements: list[float] = []
@@ -267,6 +272,11 @@ def run_one(
         if p == "llm":
             run["accuracy_with_fallback"] = _mean(rows, "accuracy")
         runs.append(run)
+    if "offline-gold" not in args.policies:
+        return {
+            "runs": runs,
+            "details": {"per_order": per, "promoted_agreements": agreements, "checks": checks},
+        }
     t0 = time.perf_counter()
     gold_acc = offline_gold(x, s, ds_share, cfg, 2 if student is not None else 5)
     runs.append(
@@ -329,9 +339,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     p.add_argument(
         "--policies",
-        default="margin,ocl,llm",
+        default="margin,ocl,llm,offline-gold",
         type=lambda v: [q.strip() for q in v.split(",") if q.strip()],
-        help="the other policies run beside datashunt (margin and ocl at equal calls)",
+        help="the other policies run beside datashunt (margin and ocl at equal calls; "
+        "offline-gold: the student trained on gold, at datashunt's share)",
     )
     p.add_argument("--tuned-layers", type=int, default=2, help="layers fine-tuned (tuned)")
     p.add_argument(
@@ -339,6 +350,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         type=float,
         default=None,
         help="a round also waits for this share of new answers (default 0; tuned 0.25)",
+    )
+    p.add_argument(
+        "--choose",
+        choices=("holdout", "train"),
+        default="holdout",
+        help="the deferral score: certify each (Bonferroni) or pick one on training answers",
+    )
+    p.add_argument(
+        "--audit-holdout",
+        type=float,
+        default=0.3,
+        help="share of the audits after takeover held out for certification (default 0.3)",
     )
     p.add_argument("--data-dir", type=Path, default=None, help="default: ../shared/data")
     p.add_argument("--cache", type=Path, default=ROOT / ".cache" / "stream")
@@ -371,7 +394,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         runs = json.loads(args.out.read_text(encoding="utf-8"))["runs"]
         before = json.loads(windows.read_text(encoding="utf-8"))
         details, started = before["details"], started - before["total_wall_s"]
-    rc = RoundConfig(target=args.target, confidence=args.confidence, estimate_needed=False)
+    rc = RoundConfig(
+        target=args.target,
+        confidence=args.confidence,
+        estimate_needed=False,
+        choose=args.choose,
+    )
     for name in [n.strip() for n in args.data.split(",") if n.strip()]:
         if name not in RUNS:
             raise SystemExit(f"unknown run {name!r}: choose from {list(RUNS)}")

@@ -52,6 +52,8 @@ class SimConfig:
             fixed schedule; a fine-tuned student's rounds cost seconds, not milliseconds).
         student: makes the first, unfitted student for ``labels`` (``None``: an
             :class:`EmbeddingStudent`, with ``x`` the embeddings; a tuned student takes rows).
+        audit_holdout: the share of audits (after takeover) held out for certification; the
+            shadow phase's answers are held out at ``round.holdout``.
     """
 
     every: int = 250
@@ -60,6 +62,7 @@ class SimConfig:
     seed: int = 0
     growth: float = 0.0
     student: Callable[[tuple[str, ...]], Any] | None = None
+    audit_holdout: float = 0.3
 
     def new_student(self, labels: tuple[str, ...]) -> Any:
         if self.student is None:
@@ -81,6 +84,7 @@ class Trace:
         kept: whether the student answered alone.
         promotions: ``(position, round)`` of each gate taken into service (datashunt).
         rounds: the number of student refits.
+        held: the answers held out for certification by the end (datashunt).
     """
 
     pred: IntArray
@@ -88,6 +92,7 @@ class Trace:
     kept: BoolArray
     promotions: list[tuple[int, Round]] = field(default_factory=list)
     rounds: int = 0
+    held: int = 0
 
 
 class _Memory:
@@ -207,7 +212,8 @@ def _datashunt(x: FloatArray, answers: IntArray, labels: tuple[str, ...], cfg: S
             asked[t] = True
             a = int(answers[t])
             uniform = champion is None or audit  # drawn regardless of the score
-            held = uniform and rng.random() < cfg.round.holdout
+            share = cfg.round.holdout if champion is None else cfg.audit_holdout
+            held = uniform and rng.random() < share
             mem.add(t, a, held)
             pred[t] = a if a >= 0 else (int(probs[t].argmax()) if latest is not None else -1)
         if not cfg.due(mem):
@@ -244,6 +250,7 @@ def _datashunt(x: FloatArray, answers: IntArray, labels: tuple[str, ...], cfg: S
         cprobs[rest] = probs[rest]
         cscore[rest] = r.score(x[rest], probs[rest])
         trace.promotions.append((t, r))
+    trace.held = int(np.sum(mem.held))
     return trace
 
 

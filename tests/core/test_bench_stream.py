@@ -136,7 +136,16 @@ def test_the_tuned_student_runs_the_same_path(tmp_path: Path) -> None:
     write_mr(data, 600, gold=False)
     out = tmp_path / "res" / "stream_tuned.json"
     argv = ["--data", "mr", "--orders", "1", "--target", "0.6", "--student", "tuned"]
-    argv += ["--tuned-layers", "1", "--policies", "", "--splits", "2", "--shadow", "400"]
+    argv += [
+        "--tuned-layers",
+        "1",
+        "--policies",
+        "offline-gold",
+        "--splits",
+        "2",
+        "--shadow",
+        "400",
+    ]
     argv += ["--data-dir", str(data), "--cache", str(tmp_path / "cache"), "--out", str(out)]
     assert stream.main(argv) == 0
     runs = {r["policy"]: r for r in json.loads(out.read_text())["runs"]}
@@ -153,3 +162,45 @@ def test_student_choice_keeps_the_most_confident_first() -> None:
     assert kept_at(probs, agree, 0.95) == 0.5  # the two surest agree; the third does not
     assert kept_at(probs, agree, 0.7) == 1.0  # 3 of 4 overall
     assert kept_at(probs, ~agree, 0.9) == 0.0
+
+
+def test_llm_share_for_the_accuracy_of_the_llm_alone() -> None:
+    from bench.student_choice import llm_share_for
+
+    probs = np.array([[0.99, 0.01], [0.9, 0.1], [0.8, 0.2], [0.6, 0.4]])
+    gold = np.array([0, 0, 1, 1])
+    llm = np.array([0, 0, 1, 0])  # 3 of 4 right
+    # the two surest are right with the student, the LLM gets the third: 3 of 4 with half sent
+    assert llm_share_for(probs, llm, gold, 0.75) == 0.5
+    assert llm_share_for(probs, llm, gold, 0.5) == 0.0  # the student alone is right on 2 of 4
+    assert llm_share_for(probs, llm, gold, 1.0) == 1.0  # nothing reaches 4 of 4
+
+
+def test_audits_held_out_feed_the_certificate() -> None:
+    rng = np.random.default_rng(0)
+    n = 3000
+    y = rng.integers(0, 2, n)
+    x = np.array([[2.0, 0.0], [-2.0, 0.0]])[y] + rng.normal(size=(n, 2))
+    answers = np.where(rng.random(n) < 0.97, y, 1 - y)
+    held = {}
+    for share in (0.3, 1.0):
+        cfg = SimConfig(every=200, round=RoundConfig(target=0.9), audit_holdout=share)
+        tr = run_policy("datashunt", x, answers, ("a", "b"), cfg)
+        assert tr.promotions and tr.kept.any()
+        held[share] = tr.held
+    # every audit after takeover held out, against 0.3 of them: the shadow phase holds the same
+    assert held[1.0] > held[0.3] + 50
+
+
+def test_policies_left_out_are_not_run(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    texts, x = write_mr(data, 600, gold=True)
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    np.save(stream.cache_file(texts, cache), x)
+    out = tmp_path / "stream.json"
+    argv = ["--data", "mr", "--orders", "1", "--target", "0.9", "--policies", "llm"]
+    argv += ["--splits", "1", "--shadow", "400", "--choose", "train", "--audit-holdout", "1"]
+    argv += ["--data-dir", str(data), "--cache", str(cache), "--out", str(out)]
+    assert stream.main(argv) == 0
+    assert {r["policy"] for r in json.loads(out.read_text())["runs"]} == {"datashunt", "llm"}

@@ -201,3 +201,32 @@ def test_train_round_end_to_end() -> None:
     assert not few.certificate.certified and not few.keep(x[:50]).any()
     with pytest.raises(ConfigError, match="unknown deferral score"):
         RoundConfig(scores=("entropy",))
+
+
+def test_the_score_chosen_on_training_answers_is_certified_alone(monkeypatch) -> None:
+    from datashunt.labelfree import rounds
+
+    # margin tells agreement apart, max ranks it backwards: the choice must see that
+    wrong = np.tile([0.6, 0.39, 0.01], (200, 1))  # sure-looking, but a near tie: disagrees
+    right = np.tile([0.55, 0.225, 0.225], (200, 1))  # less sure, a clear winner: agrees
+    probs = np.concatenate([wrong, right])
+    y = np.concatenate([np.full(200, 1), np.zeros(200, dtype=int)])
+    assert rounds.choose_score(["max", "margin"], (probs, y), 0.9) == "margin"
+    assert rounds.choose_score(["margin", "max"], None, 0.9) == "margin"  # nothing to judge
+    x, yb = blobs(2000, k=3, sep=3.0, seed=2)
+    seen: list[list[str]] = []
+    real = rounds.certify_fidelity
+
+    def spy(scores, agree, **kw):
+        seen.append(sorted(scores))
+        return real(scores, agree, **kw)
+
+    monkeypatch.setattr(rounds, "certify_fidelity", spy)
+    labels = ("a", "b", "c")
+    for choose in ("holdout", "train"):
+        cfg = RoundConfig(scores=("max", "margin"), choose=choose)
+        r = train_round(x[:1400], yb[:1400], x[1400:], yb[1400:], labels, cfg)
+        assert r.certificate.certified
+    assert seen == [["margin", "max"], ["max"]]  # no earlier probabilities: max, at full α
+    with pytest.raises(ConfigError, match="choose must be"):
+        RoundConfig(choose="gold")

@@ -46,6 +46,11 @@ class RoundConfig:
         folds: out-of-fold folds for the agreement head.
         holdout: the share of uniform answers held out for certification.
         estimate_needed: when nothing certifies, estimate how many more answers would.
+        choose: ``holdout``: every score is certified (Bonferroni over them) and the one that
+            keeps the most is used; ``train``: one score is picked on the training answers'
+            earlier probabilities (prequential or out-of-fold: the most kept at ``target``,
+            the agreement head fitted on the other half) and certified alone, at the full
+            confidence; ``max`` when there are none.
     """
 
     target: float = 0.95
@@ -56,6 +61,7 @@ class RoundConfig:
     folds: int = 5
     holdout: float = 0.3
     estimate_needed: bool = True
+    choose: str = "holdout"
 
     def __post_init__(self) -> None:
         unknown = [s for s in self.scores if s not in (*SCORES, "agree")]
@@ -66,6 +72,8 @@ class RoundConfig:
             )
         if self.folds < 2:
             raise ConfigError(f"folds must be >= 2, got {self.folds}")
+        if self.choose not in ("holdout", "train"):
+            raise ConfigError(f"choose must be 'holdout' or 'train', got {self.choose!r}")
         if not 0.0 < self.holdout < 1.0:
             raise ConfigError(f"holdout must be in (0, 1), got {self.holdout}")
 
@@ -102,6 +110,26 @@ def score_of(name: str, probs: FloatArray, head: AgreementHead | None) -> FloatA
             raise ConfigError("the 'agree' score needs a fitted AgreementHead")
         return head.score(probs)
     return SCORES[name](probs)
+
+
+def choose_score(names: list[str], before: tuple[FloatArray, Any] | None, target: float) -> str:
+    """The score that keeps the most of the answers' earlier probabilities at ``target``
+    agreement (most confident first); ``agree`` is fitted on the even rows and every score is
+    judged on the odd ones. The first name when there is nothing to judge on."""
+    if before is None or len(before[1]) < 2:
+        return names[0]
+    probs, y = before
+    fit, judge = np.arange(0, len(y), 2), np.arange(1, len(y), 2)
+    head = AgreementHead().fit(probs[fit], y[fit]) if "agree" in names else None
+    agree = probs[judge].argmax(axis=1) == y[judge]
+
+    def kept(name: str) -> float:
+        order = np.argsort(-score_of(name, probs[judge], head), kind="stable")
+        running = np.cumsum(agree[order]) / np.arange(1, len(order) + 1)
+        ok = np.nonzero(running >= target)[0]
+        return float(ok.max() + 1) if len(ok) else 0.0
+
+    return max(names, key=kept)  # ties: the first
 
 
 def out_of_fold_probs(
@@ -172,22 +200,27 @@ def train_round(
     student.fit_indices(xt, yt)
     head = None
     names = list(config.scores)
+    hp = None if head_probs is None else np.asarray(head_probs, dtype=np.float64)
+    known = np.zeros(len(yt), dtype=bool) if hp is None else np.isfinite(hp).all(axis=1)
+    before: tuple[FloatArray, Any] | None = None  # earlier probabilities of training answers
+    if known.sum() >= MIN_HEAD_ANSWERS:  # rows answered before any student: NaN, skipped
+        before = (hp[known], yt[known])  # type: ignore[index]
+    elif embedding and "agree" in names:
+        folds = min(config.folds, max(2, len(yt) // 10))
+        before = (out_of_fold_probs(student, xt, yt, folds, seed), yt)
     if "agree" in names:
-        hp = None if head_probs is None else np.asarray(head_probs, dtype=np.float64)
-        known = np.zeros(len(yt), dtype=bool) if hp is None else np.isfinite(hp).all(axis=1)
-        if known.sum() >= MIN_HEAD_ANSWERS:  # rows answered before any student: NaN, skipped
-            head = AgreementHead().fit(hp[known], yt[known])  # type: ignore[index]
-        elif not embedding:  # out-of-fold would mean `folds` more fine-tunes
+        if before is not None:
+            head = AgreementHead().fit(*before)
+        else:  # a fine-tuned student: out-of-fold would mean `folds` more fine-tunes
             names.remove("agree")
-        else:
-            folds = min(config.folds, max(2, len(yt) // 10))
-            head = AgreementHead().fit(out_of_fold_probs(student, xt, yt, folds, seed), yt)
     xh = np.asarray(x_holdout, dtype=np.float64) if embedding else np.asarray(x_holdout)
     yh = np.asarray(y_holdout, dtype=np.int64)
     probs = student.predict_proba(xh) if len(yh) else np.zeros((0, len(labels)))
     agree = probs.argmax(axis=1) == yh
     if len(labels) == 2 and "max" in names and "margin" in names:
         names.remove("margin")  # with two labels margin = 2 max - 1: the same δ, half the α
+    if config.choose == "train" and len(names) > 1:
+        names = [choose_score(names, before, config.target)]
     scores = {name: score_of(name, probs, head) for name in names}
     cert = certify_fidelity(
         scores,
