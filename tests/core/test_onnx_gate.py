@@ -78,9 +78,7 @@ def test_onnx_int8_is_close_to_fp32_cached_and_numpy_only(tiny_bert: Path) -> No
     assert cached.stat().st_mtime_ns == mtime
 
 
-def test_onnx_int8_recipe_fuses_attention_and_keeps_the_sensitive_nodes_fp32(
-    tiny_bert: Path,
-) -> None:
+def test_onnx_int8_recipe_fuses_and_quantises_every_matmul(tiny_bert: Path) -> None:
     import onnx
 
     from datashunt.gates import HFGate
@@ -93,14 +91,104 @@ def test_onnx_int8_recipe_fuses_attention_and_keeps_the_sensitive_nodes_fp32(
     ops = [n.op_type for n in nodes]
     layers = gate.model.config.num_hidden_layers
     assert ops.count("QAttention") == layers  # every attention fused, its weights in int8
+    assert ops.count("FastGelu") == layers  # GELU in its tanh form, the bias fused
     assert "Attention" not in ops and "SkipLayerNormalization" not in ops
-    # kept fp32: the embeddings and the first FFN output projection (one MatMul)
     assert "EmbedLayerNormalization" in ops and "QEmbedLayerNormalization" not in ops
-    fp32 = [n.name for n in nodes if n.op_type == "MatMul"]
-    assert fp32 == ["/bert/encoder/layer.0/output/dense/MatMul"]
-    assert "/bert/encoder/layer.1/output/dense/MatMul_quant" in {n.name for n in nodes}
+    # every FFN output projection in int8; fp32 MatMuls only for outlier input channels
+    names = {n.name for n in nodes}
+    for layer in range(layers):
+        assert f"/bert/encoder/layer.{layer}/output/dense/MatMul_quant" in names
+    assert all(n.name.endswith("_outliers") for n in nodes if n.op_type == "MatMul")
     options = gate._onnx.session.get_session_options()
     assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert options.get_session_config_entry("session.set_denormal_as_zero") == "1"
+
+
+def test_outlier_channels_split_off_keep_the_products(tiny_bert: Path) -> None:
+    import onnx
+    import onnxruntime as ort
+    from onnx import numpy_helper
+    from transformers import AutoTokenizer
+
+    from datashunt.gates import HFGate
+    from datashunt.gates.onnx import ONNX_FILE
+    from datashunt.gates.onnx_int8 import (
+        activation_peaks,
+        calibration_batches,
+        fuse,
+        split_outlier_channels,
+    )
+
+    HFGate(tiny_bert, backend="onnx")
+    tok = AutoTokenizer.from_pretrained(str(tiny_bert))
+    batches = calibration_batches(tok, max_tokens=32)
+    assert len(batches) == 8 and all(b["input_ids"].shape[1] <= 32 for b in batches)
+    plain = fuse(tiny_bert / ONNX_FILE, num_heads=2, hidden_size=32)
+    inits = {t.name: t for t in plain.graph.initializer}
+    gelus = [n for n in plain.graph.node if n.op_type == "FastGelu"]
+    for gelu in gelus:
+        # channel 3 of each FFN input made an outlier, as in MiniLM (its GELU's bias + 8)
+        bias = numpy_helper.to_array(inits[gelu.input[1]]).copy()
+        bias[3] += 8.0
+        inits[gelu.input[1]].CopyFrom(numpy_helper.from_array(bias, gelu.input[1]))
+    split = onnx.ModelProto()
+    split.CopyFrom(plain)
+    kept = split_outlier_channels(split, batches)
+    assert len(kept) == len(gelus) == 2
+    nodes = {n.name: n for n in split.graph.node}
+    for name in kept:  # the fp32 MatMul takes channel 3 alone; the int8 one the rest
+        index = next(t for t in split.graph.initializer if t.name == nodes[name + "_pick"].input[1])
+        assert numpy_helper.to_array(index).tolist() == [3]
+    rest = activation_peaks(split, [nodes[k + "_zero"].output[0] for k in kept], batches)
+    before = activation_peaks(plain, [g.output[0] for g in gelus], batches)
+    for b, r in zip(before.values(), rest.values(), strict=True):
+        assert b.argmax() == 3 and r[3] == 0.0 and r.max() < b.max() / 4
+
+    def logits(model: onnx.ModelProto) -> np.ndarray:
+        s = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        feed = {i.name: batches[0][i.name] for i in s.get_inputs()}
+        return np.asarray(s.run(["logits"], feed)[0])
+
+    np.testing.assert_allclose(logits(split), logits(plain), atol=1e-5)
+
+
+def test_an_int8_file_of_another_recipe_is_made_again(tiny_bert: Path, tmp_path: Path) -> None:
+    import json
+    import shutil
+
+    from datashunt.gates import HFGate
+    from datashunt.gates.onnx import ONNX_INT8_FILE
+    from datashunt.gates.onnx_int8 import RECIPE
+
+    gate = Path(shutil.copytree(tiny_bert, tmp_path / "gate"))
+    HFGate(gate, backend="onnx", quantize="int8")
+    stamp_file = gate / (ONNX_INT8_FILE + ".json")
+    stamp = json.loads(stamp_file.read_text(encoding="utf-8"))
+    assert stamp["recipe"] == RECIPE
+    (gate / ONNX_INT8_FILE).write_bytes(b"made by an older recipe")
+    stamp_file.write_text(json.dumps({**stamp, "recipe": "older"}), encoding="utf-8")
+    again = HFGate(gate, backend="onnx", quantize="int8")  # would fail to load the old bytes
+    assert json.loads(stamp_file.read_text(encoding="utf-8")) == stamp
+    assert again.predict_proba(TEXTS).shape == (len(TEXTS), 2)
+
+
+def test_onnx_sessions_leave_the_callers_denormal_setting_alone(tiny_bert: Path) -> None:
+    import torch
+
+    from datashunt.gates import HFGate
+    from datashunt.gates.onnx import _flushing
+
+    tiny = np.float32(1e-39)
+    assert not _flushing()
+    gate = HFGate(tiny_bert, backend="onnx", quantize="int8")  # ONNX Runtime sets it here
+    gate.predict_proba(TEXTS)
+    assert not _flushing() and tiny * np.float32(1.0) == tiny
+    torch.set_flush_denormal(True)  # the caller's own choice is kept too
+    try:
+        gate.predict_proba(TEXTS[:1])
+        assert _flushing()
+    finally:
+        torch.set_flush_denormal(False)
 
 
 def test_onnx_refuses_other_precisions(tiny_bert: Path) -> None:

@@ -4,17 +4,21 @@ The torch model is exported with ``torch.onnx.export`` the first time a gate is 
 ``backend="onnx"``, and the file is kept beside the model (``datashunt_gate.onnx``, with a
 small JSON stamp naming the weights' digest it came from); later opens, and every Ray actor
 of a batch job, load the cached file. The export uses the eager attention (not SDPA): its
-graph is the one ONNX Runtime's BERT fusions recognise. ``quantize="int8"`` then runs ONNX
-Runtime's transformer optimiser (fused attention, embedding LayerNorm, bias+GELU) and stores
-the weights of the fused attention and the MatMuls in int8 with its dynamic quantisation
-(activations are quantised per call; on a CPU with AVX-512 VNNI the products run in int8):
-``datashunt_gate.int8.onnx``.
+graph is the one ONNX Runtime's BERT fusions recognise. ``quantize="int8"`` then runs the
+int8 recipe of :mod:`datashunt.gates.onnx_int8` (fused attention and GELU, smoothed FFN
+inputs, dynamic int8 weights per channel): ``datashunt_gate.int8.onnx``, its stamp naming the
+recipe too, so a file made by an older recipe is made again.
 
 A read-only model directory (the packaged backbone) caches under ``~/.cache/datashunt/onnx/``
 instead. Each file is written to a temporary name and renamed, so actors that export at the
 same time never read half a file. The cache is keyed by the SHA-256 of the weights (see
 :func:`~datashunt.gates._deps.weights_digest`): a retrained model is exported again, a
 copied one is not.
+
+Sessions flush denormal floats to zero while they run (their own threads always, the calling
+thread during each call only, its own setting restored after): the attention's softmax
+produces denormals, and each one costs the CPU a microcode assist (measured on MiniLM, int8,
+2 threads: the fused attention 25.8 -> 17.2 ms on a [32, 46] batch).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import DataShuntError
+from .onnx_int8 import RECIPE, quantize_int8
 
 __all__ = ["ONNX_FILE", "ONNX_INT8_FILE", "OnnxLogits", "export_onnx"]
 
@@ -40,7 +45,6 @@ ONNX_FILE = "datashunt_gate.onnx"
 ONNX_INT8_FILE = "datashunt_gate.int8.onnx"
 _OPSET = 17
 _ATTENTION = "eager"  # in the fp32 stamp: the attention the graph was traced with
-_RECIPE = "fused-attention-matmul-per-channel"  # in the int8 stamp: a new recipe, a new file
 # ONNX Runtime's (contrib) SkipLayerNormalization kernel is about 3x slower on CPU than the Add
 # and LayerNormalization it replaces (1.32, [32, 40, 384] fp32, 1 or 2 threads), and does not
 # use a second thread: the fusion is left out of the int8 file and disabled at load
@@ -119,10 +123,17 @@ def export_onnx(
     if quantize is None:
         return path
     qpath = cache / ONNX_INT8_FILE
-    qstamp = {**stamp, "onnxruntime": ort.__version__, "quantize": quantize, "recipe": _RECIPE}
+    qstamp = {**stamp, "onnxruntime": ort.__version__, "quantize": quantize, "recipe": RECIPE}
     if not _is_current(qpath, qstamp):
-        shape = (_config_int(model, "num_attention_heads"), _config_int(model, "hidden_size"))
-        _write_atomically(qpath, lambda tmp: _quantize_int8(path, tmp, *shape), qstamp)
+        shape = {
+            "num_heads": _config_int(model, "num_attention_heads"),
+            "hidden_size": _config_int(model, "hidden_size"),
+            "max_tokens": min(
+                _config_int(model, "max_position_embeddings") or 512,
+                int(min(getattr(tokenizer, "model_max_length", 512) or 512, 512)),
+            ),
+        }
+        _write_atomically(qpath, lambda tmp: quantize_int8(path, tmp, tokenizer, **shape), qstamp)
     return qpath
 
 
@@ -163,53 +174,6 @@ def _export(model: Any, tokenizer: Any, out: str) -> None:
             model.set_attn_implementation(previous)
 
 
-def _quantize_int8(fp32: Path, out: str, num_heads: int = 0, hidden_size: int = 0) -> None:
-    """ONNX Runtime's BERT optimiser (what Optimum's ``ORTOptimizer`` runs), then dynamic int8
-    quantisation (what its ``ORTQuantizer`` runs) of the fused attention's and the MatMuls'
-    weights, per output channel; activations are quantised per call (unsigned 8-bit, what
-    the VNNI kernels take).
-
-    Kept in fp32, because quantising them moved the most answers on MiniLM (400 SST-2 and 400
-    amazon-mds test inputs, agreement with fp32, bench/results/gate.md): the embeddings, and
-    the first layer's FFN output projection, whose inputs (after the first GELU) have the
-    widest range; one MatMul of 37, about 1/18 of the multiply-adds."""
-    import onnx
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-    from onnxruntime.transformers.fusion_options import FusionOptions
-    from onnxruntime.transformers.optimizer import optimize_model
-
-    options = FusionOptions("bert")
-    options.enable_skip_layer_norm = False  # see _SLOW_FUSIONS
-    options.enable_bias_skip_layer_norm = False
-    fused = optimize_model(
-        str(fp32),
-        model_type="bert",
-        num_heads=num_heads,
-        hidden_size=hidden_size,
-        optimization_options=options,
-    ).model
-    quantize_dynamic(
-        fused,
-        out,
-        weight_type=QuantType.QInt8,
-        per_channel=True,
-        op_types_to_quantize=["MatMul", "Attention"],
-        nodes_to_exclude=_first_ffn_output(fused),
-        # shape inference leaves some exported outputs untyped; they are float
-        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
-    )
-
-
-def _first_ffn_output(model: Any) -> list[str]:
-    """The MatMul that reads the first GELU's output (the first layer's FFN output), if any."""
-    gelus = ("Gelu", "BiasGelu", "FastGelu")
-    first = next((n for n in model.graph.node if n.op_type in gelus), None)
-    if first is None:
-        return []
-    nodes = model.graph.node
-    return [n.name for n in nodes if n.op_type == "MatMul" and first.output[0] in n.input][:1]
-
-
 class OnnxLogits:
     """An ONNX Runtime session that maps a tokenised bucket to logits.
 
@@ -235,14 +199,18 @@ class OnnxLogits:
         # torch's one-input forward p50 55 -> 8 ms short, ONNX int8's long 17 -> 8 ms; ONNX
         # rows/s moved by 1-11 %, in either direction)
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        # the session's threads flush denormals (see the module); ONNX Runtime also sets it on
+        # the thread that opens the session, which _FlushDenormals then undoes
+        options.add_session_config_entry("session.set_denormal_as_zero", "1")
         self.path = path
         self.threads = threads
-        self.session = ort.InferenceSession(
-            str(path),
-            options,
-            providers=["CPUExecutionProvider"],
-            disabled_optimizers=_SLOW_FUSIONS,
-        )
+        with _FlushDenormals():
+            self.session = ort.InferenceSession(
+                str(path),
+                options,
+                providers=["CPUExecutionProvider"],
+                disabled_optimizers=_SLOW_FUSIONS,
+            )
         self.inputs = [i.name for i in self.session.get_inputs()]
 
     def __call__(self, encoded: Mapping[str, Any]) -> np.ndarray:
@@ -253,5 +221,34 @@ class OnnxLogits:
             )
             for n in self.inputs
         }
-        (logits,) = self.session.run(["logits"], feed)
+        with _FlushDenormals():  # the calling thread computes its share of each operator
+            (logits,) = self.session.run(["logits"], feed)
         return np.asarray(logits, dtype=np.float64)
+
+
+def _flushing() -> bool:
+    """Whether this thread flushes denormal floats to zero (a denormal times one is zero)."""
+    return bool(np.float32(1e-39) * np.float32(1.0) == 0)
+
+
+class _FlushDenormals:
+    """Flush denormals to zero on this thread inside the block, then put back the thread's own
+    setting (torch's ``set_flush_denormal`` sets the CPU's FTZ and DAZ bits; without torch,
+    only the session's own threads flush)."""
+
+    def __enter__(self) -> None:
+        self.before = _flushing()
+        if not self.before and (torch := _torch_or_none()) is not None:
+            torch.set_flush_denormal(True)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.before != _flushing() and (torch := _torch_or_none()) is not None:
+            torch.set_flush_denormal(self.before)
+
+
+def _torch_or_none() -> Any:
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch

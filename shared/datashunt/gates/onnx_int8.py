@@ -1,0 +1,198 @@
+"""The int8 recipe of the ONNX gate (``HFGate(..., backend="onnx", quantize="int8")``).
+
+Each step was measured on all-MiniLM-L6-v2 at 2 threads (BENCHMARKS.md, issue 26):
+
+1. ONNX Runtime's BERT optimiser (what Optimum's ``ORTOptimizer`` runs): fused attention,
+   embedding LayerNorm, bias + GELU in its tanh form (``FastGelu``: 1.0 ms against 1.5 ms for
+   the erf form on one [32, 46, 1536] input). Not the SkipLayerNorm fusion: ONNX Runtime
+   1.32's CPU kernel is about 3x slower than the Add and LayerNormalization it replaces.
+2. Outlier channels kept in fp32 (LLM.int8()'s decomposition, Dettmers et al., 2022): the
+   FFN output projections' inputs, after the GELU, hold a channel or two far wider than the
+   rest (MiniLM's first layer: 24 against a median of 1.3), which one int8 scale per call
+   cannot hold without losing the others. A channel whose peak exceeds 8x the median
+   channel's goes to an fp32 MatMul of its own (one row of the weights); the int8 MatMul
+   takes the rest, the outliers zeroed. The peaks come from random sequences of the
+   tokenizer's own vocabulary: the outlier channels are the model's, not the data's (24.3 on
+   random tokens, 24.5 on reviews and sentences), so no data is needed to quantise a gate.
+   (SmoothQuant's rescaling, tried first, moved the range into the weights and changed 2-4x
+   more answers.)
+3. ``quantize_dynamic`` (what Optimum's ``ORTQuantizer`` runs) of the fused attention's and
+   every MatMul's weights to int8 per output channel; activations are quantised per call
+   (unsigned 8-bit: what the VNNI and AMX kernels take). The embeddings stay fp32 (a lookup:
+   int8 saves no time there).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "RECIPE",
+    "activation_peaks",
+    "calibration_batches",
+    "fuse",
+    "quantize_int8",
+    "split_outlier_channels",
+]
+
+#: In the int8 file's stamp: a file made by another recipe is made again.
+RECIPE = "fused-fastgelu-fp32-outlier-channels-per-channel"
+_GELUS = ("Gelu", "BiasGelu", "FastGelu")
+_OUTLIER = 8.0  # an input channel whose peak is over 8x the median channel's is an outlier
+_CALIBRATION = (8, 16)  # batches, texts per batch
+_MAX_TOKENS = 128  # per calibration text, or fewer if the model takes fewer
+
+
+def quantize_int8(
+    fp32: Path,
+    out: str,
+    tokenizer: Any,
+    *,
+    num_heads: int = 0,
+    hidden_size: int = 0,
+    max_tokens: int = _MAX_TOKENS,
+) -> None:
+    """Optimise, smooth and quantise the fp32 export ``fp32`` into ``out`` (see the module).
+
+    Args:
+        fp32: the exported fp32 model.
+        out: where the int8 model is written.
+        tokenizer: the gate's tokenizer (its vocabulary gives the calibration inputs).
+        num_heads, hidden_size: the model's; 0 lets the optimiser read them from the graph.
+        max_tokens: the longest calibration input (at most the model's positions).
+    """
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    fused = fuse(fp32, num_heads=num_heads, hidden_size=hidden_size)
+    fp32_nodes = split_outlier_channels(fused, calibration_batches(tokenizer, max_tokens))
+    quantize_dynamic(
+        fused,
+        out,
+        weight_type=QuantType.QInt8,
+        per_channel=True,
+        op_types_to_quantize=["MatMul", "Attention"],
+        nodes_to_exclude=fp32_nodes,
+        # shape inference leaves some exported outputs untyped; they are float
+        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+    )
+
+
+def fuse(fp32: Path, *, num_heads: int = 0, hidden_size: int = 0) -> Any:
+    """The fp32 export with ONNX Runtime's BERT fusions (step 1 of the module), as a
+    ``ModelProto``."""
+    from onnxruntime.transformers.fusion_options import FusionOptions
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    options = FusionOptions("bert")
+    options.enable_skip_layer_norm = False  # see _SLOW_FUSIONS in onnx.py
+    options.enable_bias_skip_layer_norm = False
+    options.enable_gelu_approximation = True
+    return optimize_model(
+        str(fp32),
+        model_type="bert",
+        num_heads=num_heads,
+        hidden_size=hidden_size,
+        optimization_options=options,
+    ).model
+
+
+def calibration_batches(
+    tokenizer: Any, max_tokens: int = _MAX_TOKENS, seed: int = 0
+) -> list[dict[str, np.ndarray]]:
+    """Tokenised batches of random sequences of the tokenizer's (non-special) vocabulary, of
+    random lengths: what the activation peaks are measured on."""
+    batches, per_batch = _CALIBRATION
+    max_tokens = min(max_tokens, _MAX_TOKENS)
+    rng = np.random.default_rng(seed)
+    special = set(tokenizer.all_special_ids)
+    vocab = np.asarray([i for i in range(len(tokenizer)) if i not in special])
+    out = []
+    for _ in range(batches):
+        lengths = rng.integers(2, max(3, max_tokens - 2), per_batch)
+        texts = [tokenizer.decode(rng.choice(vocab, int(n)).tolist()) for n in lengths]
+        enc = tokenizer(
+            texts, padding=True, truncation=True, max_length=max_tokens, return_tensors="np"
+        )
+        out.append({k: np.asarray(v, dtype=np.int64) for k, v in enc.items()})
+    return out
+
+
+def split_outlier_channels(model: Any, batches: list[dict[str, np.ndarray]]) -> list[str]:
+    """Split, in place, every MatMul that reads a GELU's output (the FFN output projections
+    of an optimised BERT graph) whose input has outlier channels: those stay in an fp32
+    MatMul of their own, the rest go to the int8 one (their outliers zeroed by a ``Mul``).
+    Returns the names of the fp32 MatMuls (to keep out of the quantisation)."""
+    from onnx import helper, numpy_helper
+
+    graph = model.graph
+    gelu_out = {n.output[0] for n in graph.node if n.op_type in _GELUS}
+    inits = {t.name: t for t in graph.initializer}
+    matmuls = [
+        n
+        for n in graph.node
+        if n.op_type == "MatMul" and n.input[0] in gelu_out and n.input[1] in inits
+    ]
+    peaks = activation_peaks(model, [n.input[0] for n in matmuls], batches) if matmuls else {}
+    kept = []
+    for node in matmuls:
+        peak = peaks[node.input[0]]
+        idx = np.flatnonzero(peak > _OUTLIER * np.median(peak))
+        if idx.size == 0:
+            continue
+        weight = numpy_helper.to_array(inits[node.input[1]])  # [in, out]
+        mask = np.ones(weight.shape[0], dtype=np.float32)
+        mask[idx] = 0.0
+        name, x, y = node.name + "_outliers", node.input[0], node.output[0]
+        graph.initializer.extend(
+            [
+                numpy_helper.from_array(mask, name + "_mask"),
+                numpy_helper.from_array(idx.astype(np.int64), name + "_index"),
+                numpy_helper.from_array(weight[idx], name + "_weight"),
+            ]
+        )
+        node.input[0], node.output[0] = name + "_rest", name + "_int8"
+        at = list(graph.node).index(node)
+        for offset, new in enumerate(
+            [
+                helper.make_node("Mul", [x, name + "_mask"], [name + "_rest"], name=name + "_zero"),
+                helper.make_node(
+                    "Gather", [x, name + "_index"], [name + "_x"], axis=-1, name=name + "_pick"
+                ),
+                helper.make_node(
+                    "MatMul", [name + "_x", name + "_weight"], [name + "_fp32"], name=name
+                ),
+            ]
+        ):
+            graph.node.insert(at + offset, new)
+        add = helper.make_node("Add", [name + "_int8", name + "_fp32"], [y], name=name + "_sum")
+        graph.node.insert(at + 4, add)
+        kept.append(name)
+    return kept
+
+
+def activation_peaks(
+    model: Any, names: list[str], batches: list[dict[str, np.ndarray]]
+) -> dict[str, np.ndarray]:
+    """Per channel (last axis), the largest magnitude each named tensor takes on the real
+    (unpadded) tokens of ``batches``: ``model`` run in ONNX Runtime with them as outputs."""
+    import onnx
+    import onnxruntime as ort
+
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    for name in names:
+        probe.graph.output.append(onnx.helper.make_tensor_value_info(name, 1, None))
+    session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+    inputs = [i.name for i in session.get_inputs()]
+    peaks: dict[str, np.ndarray] = {}
+    for batch in batches:
+        real = batch["attention_mask"].astype(bool)
+        values = session.run(names, {k: batch[k] for k in inputs})
+        for name, value in zip(names, values, strict=True):
+            top = np.abs(np.asarray(value)[real]).max(axis=0)
+            peaks[name] = np.maximum(peaks[name], top) if name in peaks else top
+    return peaks
