@@ -111,3 +111,30 @@ def test_main_puts_every_backend_side_by_side(
 def test_main_rejects_a_non_positive_count(tiny_bert: Path) -> None:
     with pytest.raises(SystemExit):
         gate_speed.main(["--gate", str(tiny_bert), "--n-short", "0"])
+
+
+def test_dev_check_counts_changed_answers_and_points_lost(tiny_bert: Path, tmp_path: Path) -> None:
+    import numpy as np
+
+    from bench import gate_speed_dev
+
+    gold = np.array([0, 1, 1, 0])
+    ref = np.array([[2.0, 0], [0, 2], [2, 0], [0, 2]])  # 2 of 4 right
+    other = np.array([[2.0, 0], [0, 2], [0, 2], [2, 0]])  # both wrong answers changed: 4 of 4
+    out = gate_speed_dev.compare({"torch/fp32": ref, "x": other}, gold, "torch/fp32")
+    assert out["torch/fp32"] == {"accuracy": 0.5}
+    assert out["x"] == {"accuracy": 1.0, "changed": 2, "points_lost": -50.0}
+
+    data = str(_tiny_csv(tmp_path / "reviews.csv"))
+    dst = tmp_path / "dev.json"
+    argv = ["--gate", str(tiny_bert), "--short-data", data, "--long-data", data, "--out", str(dst)]
+    assert gate_speed_dev.main([*argv, "--threads", "1"]) == 0
+    report = json.loads(dst.read_text(encoding="utf-8"))
+    for length in ("short", "long"):
+        rows = report[length]
+        assert rows["n"] == 20
+        assert set(rows) >= {"torch/int8", "torch/bf16", "onnx/fp32", "onnx/int8"}
+        assert rows["onnx/fp32"]["changed"] == 0  # the same model, another runtime
+        for name in ("torch/int8", "torch/bf16", "onnx/int8"):
+            lost = 100 * (rows["torch/fp32"]["accuracy"] - rows[name]["accuracy"])
+            assert rows[name]["points_lost"] == pytest.approx(lost, abs=0.01)
