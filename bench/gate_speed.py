@@ -1,19 +1,18 @@
 """Gate speed benchmarks: every backend side by side (issue 26), and the issue-6 figures.
 
 ``make bench-gate`` (``python -m bench.gate_speed``, :func:`main`) runs each variant of the
-gate, torch fp32 / int8 (dynamic) / bf16 and ONNX Runtime fp32 / int8 (fused, dynamic,
-per channel), plus torch fp32 / bf16 / fp16 on a GPU when torch sees one, on the same inputs:
-short (``--n-short`` SST-2 test sentences) and long (``--n-long`` amazon-mds test reviews), at
-1 and 2 threads. Per row: ``predict_proba`` rows/s (median of ``--repeats``, the variants
-interleaved within each repeat so that a burst of load on a shared machine hits all of them
-alike), ``Shunt.decide([x])`` p50/p95 over ``--single-n`` inputs (each input put to every
-variant in turn), accuracy on ``--accuracy-n`` random test inputs, size on disk and peak
+gate, torch fp32 / int8 (dynamic) / bf16 and ONNX Runtime fp32 / int8 (the recipe of
+``datashunt.gates.onnx_int8``), plus torch fp32 / bf16 / fp16 on a GPU when torch sees one, on
+the same inputs: short (``--n-short`` SST-2 test sentences) and long (``--n-long`` amazon-mds
+test reviews), at 1 and 2 threads. Per row: ``predict_proba`` rows/s (median of ``--repeats``,
+the variants interleaved within each repeat so that a burst of load on a shared machine hits
+all of them alike), ``Shunt.decide([x])`` p50/p95 over ``--single-n`` inputs (each input put to
+every variant in turn), accuracy on ``--accuracy-n`` random test inputs, size on disk and peak
 memory (both from a fresh child process per variant, which also computes the logits). Beside
 the rows: where ``decide([x])``'s milliseconds go (validation, tokenising, forward, policy),
-and per variant the certified δ (precision 0.9 at 95 %) fitted on amazon-mds dev and checked
-on test, with the fp32 policy served unchanged by each variant. Writes
-``bench/results/gate.json`` (``{"rows": [...]}``, issue 26's schema), ``gate.details.json``
-and ``gate.md``.
+and per variant the certified δ (precision 0.9 at 95 %) fitted on amazon-mds dev and checked on
+test, with the fp32 policy served unchanged by each variant. Writes ``bench/results/gate.json``
+(``{"rows": [...]}``, issue 26's schema), ``gate.details.json`` and ``gate.md``.
 
 :func:`run` and :func:`gate_table` keep the issue-6 figures for ``make bench``
 (``bench.run``): the raw forward pass against ``predict_proba`` and ``Shunt.decide``, naive
