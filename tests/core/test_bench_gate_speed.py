@@ -138,3 +138,26 @@ def test_dev_check_counts_changed_answers_and_points_lost(tiny_bert: Path, tmp_p
         for name in ("torch/int8", "torch/bf16", "onnx/int8"):
             lost = 100 * (rows["torch/fp32"]["accuracy"] - rows[name]["accuracy"])
             assert rows[name]["points_lost"] == pytest.approx(lost, abs=0.01)
+
+
+def test_goals_count_two_answers_of_400_as_half_a_point() -> None:
+    # 0.8925 - 0.8875 is 0.5000000000000004 points in floats: the goal (at most 0.5) was
+    # judged missed on exactly 2 answers lost of 400
+    def row(backend: str, precision: str, rows_per_s: float, accuracy: float) -> dict:
+        return {
+            "backend": backend,
+            "precision": precision,
+            "length": "long",
+            "threads": 2,
+            "rows_per_s": rows_per_s,
+            "accuracy": accuracy,
+            "single_p50_ms": 7.0,
+            "single_p95_ms": 14.0,
+        }
+
+    rows = [row("torch", "fp32", 50.0, 0.8925), row("onnx", "int8", 110.0, 0.8875)]
+    out = gate_speed.goals(rows, {}, {}, 2)["long"]
+    assert out["points_lost"] == 0.5 and out["throughput_goal_met"] is True
+    assert out["latency_goal_met"] is True
+    rows[1]["accuracy"] = 0.885  # 3 answers: 0.75 point, missed
+    assert gate_speed.goals(rows, {}, {}, 2)["long"]["throughput_goal_met"] is False
