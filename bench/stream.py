@@ -360,8 +360,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--audit-holdout",
         type=float,
-        default=0.3,
-        help="share of the audits after takeover held out for certification (default 0.3)",
+        default=None,
+        help="share of the audits after takeover held out for certification (default 0.3; "
+        "tuned: 1.0, all of them)",
     )
     p.add_argument("--data-dir", type=Path, default=None, help="default: ../shared/data")
     p.add_argument("--cache", type=Path, default=ROOT / ".cache" / "stream")
@@ -375,6 +376,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     tuned = args.student == "tuned"
     if args.growth is None:
         args.growth = 0.25 if tuned else 0.0
+    if args.audit_holdout is None:
+        args.audit_holdout = 1.0 if tuned else 0.3
     if args.out is None:
         args.out = ROOT / "bench" / "results" / ("stream_tuned.json" if tuned else "stream.json")
     return args

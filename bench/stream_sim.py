@@ -10,7 +10,8 @@ shared by every policy; only the routing rule differs:
   chosen on held-out answers, certified fidelity δ); a challenger replaces the champion only
   when it keeps more of the same held-out answers at the same certified target. After takeover
   a decaying share of inputs (:class:`~datashunt.labelfree.Exploration`) still goes to the
-  LLM, drawn uniformly: the audits on which later certificates are computed;
+  LLM, drawn uniformly: the audits; ``audit_holdout`` of them are held out for the later
+  certificates, the rest train the student with the answers to deferred inputs;
 * ``margin``: Cache & Distil's rule, the LLM when the margin is below ``param``;
 * ``ocl``: OCL's MLP rule (:class:`~datashunt.labelfree.OCLHead`), the LLM when its output is
   above ``param``, or with probability ``0.8 ** updates``;
