@@ -212,7 +212,7 @@ def run_one(
     per: dict[str, list[dict[str, Any]]] = {p: [] for p in ("datashunt", "margin", "ocl", "llm")}
     walls = dict.fromkeys(per, 0.0)
     agreements: list[float] = []
-    for order in range(args.orders):
+    for order in range(args.first_order, args.first_order + args.orders):
         perm = np.random.default_rng(1000 + order).permutation(len(x))[: args.limit]
         xo, ao = x[perm], s.answers[perm]
         go = None if s.gold is None else s.gold[perm]
@@ -324,6 +324,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench.stream", description=__doc__.split("\n")[0])
     p.add_argument("--data", default=",".join(RUNS), help=f"runs, from {list(RUNS)}")
     p.add_argument("--orders", type=int, default=3, help="random orders of each stream")
+    p.add_argument(
+        "--first-order", type=int, default=0, help="the first order's index (to add orders)"
+    )
     p.add_argument("--limit", type=int, default=None, help="only the first N inputs of each")
     p.add_argument("--target", type=float, default=0.95, help="fidelity target")
     p.add_argument("--confidence", type=float, default=0.95)

@@ -204,3 +204,21 @@ def test_policies_left_out_are_not_run(tmp_path: Path) -> None:
     argv += ["--data-dir", str(data), "--cache", str(cache), "--out", str(out)]
     assert stream.main(argv) == 0
     assert {r["policy"] for r in json.loads(out.read_text())["runs"]} == {"datashunt", "llm"}
+
+
+def test_an_added_order_is_the_same_as_in_a_longer_run(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    texts, x = write_mr(data, 600, gold=True)
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    np.save(stream.cache_file(texts, cache), x)
+    shares = []
+    for first, orders in ((0, 2), (1, 1)):
+        out = tmp_path / f"s{first}.json"
+        argv = ["--data", "mr", "--orders", str(orders), "--first-order", str(first)]
+        argv += ["--target", "0.9", "--policies", "", "--splits", "1", "--shadow", "400"]
+        argv += ["--data-dir", str(data), "--cache", str(cache), "--out", str(out)]
+        assert stream.main(argv) == 0
+        windows = json.loads(out.with_name(out.stem + "_windows.json").read_text())
+        shares.append([o["llm_share"] for o in windows["details"]["mr"]["per_order"]["datashunt"]])
+    assert shares[1] == shares[0][1:]
