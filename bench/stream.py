@@ -202,13 +202,7 @@ def run_one(
 ) -> dict[str, Any]:
     """Every policy over ``args.orders`` random orders of one stream (``student``: see
     :class:`SimConfig`; ``x`` then holds rows, not embeddings)."""
-    rc = RoundConfig(
-        target=args.target,
-        confidence=args.confidence,
-        estimate_needed=False,
-        choose=args.choose,
-    )
-    cfg = SimConfig(round=rc, growth=args.growth, student=student, audit_holdout=args.audit_holdout)
+    cfg = sim_config(args, student)
     per: dict[str, list[dict[str, Any]]] = {p: [] for p in ("datashunt", "margin", "ocl", "llm")}
     walls = dict.fromkeys(per, 0.0)
     agreements: list[float] = []
@@ -272,11 +266,9 @@ def run_one(
         if p == "llm":
             run["accuracy_with_fallback"] = _mean(rows, "accuracy")
         runs.append(run)
+    details = {"per_order": per, "promoted_agreements": agreements, "checks": checks}
     if "offline-gold" not in args.policies:
-        return {
-            "runs": runs,
-            "details": {"per_order": per, "promoted_agreements": agreements, "checks": checks},
-        }
+        return {"runs": runs, "details": details}
     t0 = time.perf_counter()
     gold_acc = offline_gold(x, s, ds_share, cfg, 2 if student is not None else 5)
     runs.append(
@@ -293,10 +285,20 @@ def run_one(
             "wall_s": round(time.perf_counter() - t0, 1),
         }
     )
-    return {
-        "runs": runs,
-        "details": {"per_order": per, "promoted_agreements": agreements, "checks": checks},
-    }
+    return {"runs": runs, "details": details}
+
+
+def sim_config(args: argparse.Namespace, student: Any = None) -> SimConfig:
+    """The shared schedule and the datashunt policy's settings, from the command line."""
+    rc = RoundConfig(
+        target=args.target,
+        confidence=args.confidence,
+        estimate_needed=False,
+        choose=args.choose,
+    )
+    return SimConfig(
+        round=rc, growth=args.growth, student=student, audit_holdout=args.audit_holdout
+    )
 
 
 def _checks(
@@ -400,12 +402,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         runs = json.loads(args.out.read_text(encoding="utf-8"))["runs"]
         before = json.loads(windows.read_text(encoding="utf-8"))
         details, started = before["details"], started - before["total_wall_s"]
-    rc = RoundConfig(
-        target=args.target,
-        confidence=args.confidence,
-        estimate_needed=False,
-        choose=args.choose,
-    )
     for name in [n.strip() for n in args.data.split(",") if n.strip()]:
         if name not in RUNS:
             raise SystemExit(f"unknown run {name!r}: choose from {list(RUNS)}")
@@ -417,8 +413,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             runs += out["runs"]
             details[name] = out["details"]
             continue
-        cfg = SimConfig(round=rc, growth=args.growth, student=student)
-        checks = _checks(x, s, cfg, args)
+        checks = _checks(x, s, sim_config(args, student), args)
         details[name]["checks"] = checks
         for r in runs:
             if (r["data"], r["teacher"], r["policy"]) == (name.split("-")[0], teacher, "datashunt"):

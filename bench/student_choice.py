@@ -27,14 +27,12 @@ import numpy as np
 from bench.stream import ROOT, RUNS, embed, load_stream
 from datashunt.data import find_data_dir
 from datashunt.labelfree import EmbeddingStudent
+from datashunt.labelfree.deferral import kept_share
 
 
 def kept_at(probs: Any, agree: Any, target: float) -> float:
     """The largest share of inputs, most confident first, whose agreement is >= ``target``."""
-    order = np.argsort(-probs.max(axis=1))
-    running = np.cumsum(agree[order]) / np.arange(1, len(order) + 1)
-    ok = np.nonzero(running >= target)[0]
-    return float((ok.max() + 1) / len(order)) if len(ok) else 0.0
+    return kept_share(np.asarray(probs).max(axis=1), agree, target)
 
 
 def llm_share_for(probs: Any, llm: Any, gold: Any, floor: float) -> float:

@@ -192,33 +192,32 @@ def test_audits_held_out_feed_the_certificate() -> None:
     assert held[1.0] > held[0.3] + 50
 
 
-def test_policies_left_out_are_not_run(tmp_path: Path) -> None:
-    data = tmp_path / "data"
-    texts, x = write_mr(data, 600, gold=True)
+def embedded_mr(tmp_path: Path) -> list[str]:
+    """A synthetic MR stream with gold and its cached embeddings: the ``--data-dir``/``--cache``
+    arguments of a short run (600 inputs, 400 in the checks' shadow phase)."""
+    texts, x = write_mr(tmp_path / "data", 600, gold=True)
     cache = tmp_path / "cache"
     cache.mkdir()
     np.save(stream.cache_file(texts, cache), x)
+    argv = ["--data", "mr", "--target", "0.9", "--splits", "1", "--shadow", "400"]
+    return [*argv, "--data-dir", str(tmp_path / "data"), "--cache", str(cache)]
+
+
+def test_policies_left_out_are_not_run(tmp_path: Path) -> None:
     out = tmp_path / "stream.json"
-    argv = ["--data", "mr", "--orders", "1", "--target", "0.9", "--policies", "llm"]
-    argv += ["--splits", "1", "--shadow", "400", "--choose", "train", "--audit-holdout", "1"]
-    argv += ["--data-dir", str(data), "--cache", str(cache), "--out", str(out)]
+    argv = [*embedded_mr(tmp_path), "--orders", "1", "--policies", "llm", "--out", str(out)]
+    argv += ["--choose", "train", "--audit-holdout", "1"]
     assert stream.main(argv) == 0
     assert {r["policy"] for r in json.loads(out.read_text())["runs"]} == {"datashunt", "llm"}
 
 
 def test_an_added_order_is_the_same_as_in_a_longer_run(tmp_path: Path) -> None:
-    data = tmp_path / "data"
-    texts, x = write_mr(data, 600, gold=True)
-    cache = tmp_path / "cache"
-    cache.mkdir()
-    np.save(stream.cache_file(texts, cache), x)
+    base = embedded_mr(tmp_path)
     shares = []
     for first, orders in ((0, 2), (1, 1)):
         out = tmp_path / f"s{first}.json"
-        argv = ["--data", "mr", "--orders", str(orders), "--first-order", str(first)]
-        argv += ["--target", "0.9", "--policies", "", "--splits", "1", "--shadow", "400"]
-        argv += ["--data-dir", str(data), "--cache", str(cache), "--out", str(out)]
-        assert stream.main(argv) == 0
+        argv = [*base, "--orders", str(orders), "--first-order", str(first), "--policies", ""]
+        assert stream.main([*argv, "--out", str(out)]) == 0
         windows = json.loads(out.with_name(out.stem + "_windows.json").read_text())
         shares.append([o["llm_share"] for o in windows["details"]["mr"]["per_order"]["datashunt"]])
     assert shares[1] == shares[0][1:]

@@ -5,9 +5,10 @@ The torch model is exported with ``torch.onnx.export`` the first time a gate is 
 small JSON stamp naming the weights' digest it came from); later opens, and every Ray actor
 of a batch job, load the cached file. The export uses the eager attention (not SDPA): its
 graph is the one ONNX Runtime's BERT fusions recognise. ``quantize="int8"`` then runs the
-int8 recipe of :mod:`datashunt.gates.onnx_int8` (fused attention and GELU, smoothed FFN
-inputs, dynamic int8 weights per channel): ``datashunt_gate.int8.onnx``, its stamp naming the
-recipe too, so a file made by an older recipe is made again.
+int8 recipe of :mod:`datashunt.gates.onnx_int8` (fused attention and GELU, the FFN
+inputs' outlier channels in fp32, dynamic int8 weights per channel):
+``datashunt_gate.int8.onnx``, its stamp naming the recipe too, so a file made by an older
+recipe is made again.
 
 A read-only model directory (the packaged backbone) caches under ``~/.cache/datashunt/onnx/``
 instead. Each file is written to a temporary name and renamed, so actors that export at the

@@ -56,7 +56,8 @@ def quantize_int8(
     hidden_size: int = 0,
     max_tokens: int = _MAX_TOKENS,
 ) -> None:
-    """Optimise, smooth and quantise the fp32 export ``fp32`` into ``out`` (see the module).
+    """Optimise the fp32 export ``fp32``, split its outlier channels off and quantise it into
+    ``out`` (see the module).
 
     Args:
         fp32: the exported fp32 model.

@@ -40,6 +40,7 @@ __all__ = [
     "SCORES",
     "AgreementHead",
     "OCLHead",
+    "kept_share",
     "margin_score",
     "max_score",
 ]
@@ -54,6 +55,14 @@ def margin_score(probs: Any) -> FloatArray:
     """Top-1 minus top-2 probability per row (Cache & Distil's "breaking ties" margin)."""
     s = np.sort(np.asarray(probs, dtype=np.float64), axis=1)
     return np.asarray(s[:, -1] - s[:, -2], dtype=np.float64)
+
+
+def kept_share(score: Any, agree: Any, target: float) -> float:
+    """The largest share of inputs, highest ``score`` first, whose agreement is >= ``target``."""
+    order = np.argsort(-np.asarray(score, dtype=np.float64), kind="stable")
+    running = np.cumsum(np.asarray(agree)[order]) / np.arange(1, len(order) + 1)
+    ok = np.nonzero(running >= target)[0]
+    return float((ok.max() + 1) / len(order)) if len(ok) else 0.0
 
 
 #: The scores that need no training, by name.

@@ -23,7 +23,7 @@ import numpy as np
 
 from ..errors import ConfigError
 from ..training.guarantees.deferral import stratified_folds
-from .deferral import SCORES, AgreementHead
+from .deferral import SCORES, AgreementHead, kept_share
 from .fidelity import FidelityCertificate, certify_fidelity
 from .student import EmbeddingStudent, FloatArray
 
@@ -122,14 +122,7 @@ def choose_score(names: list[str], before: tuple[FloatArray, Any] | None, target
     fit, judge = np.arange(0, len(y), 2), np.arange(1, len(y), 2)
     head = AgreementHead().fit(probs[fit], y[fit]) if "agree" in names else None
     agree = probs[judge].argmax(axis=1) == y[judge]
-
-    def kept(name: str) -> float:
-        order = np.argsort(-score_of(name, probs[judge], head), kind="stable")
-        running = np.cumsum(agree[order]) / np.arange(1, len(order) + 1)
-        ok = np.nonzero(running >= target)[0]
-        return float(ok.max() + 1) if len(ok) else 0.0
-
-    return max(names, key=kept)  # ties: the first
+    return max(names, key=lambda n: kept_share(score_of(n, probs[judge], head), agree, target))
 
 
 def out_of_fold_probs(
