@@ -26,7 +26,7 @@ from datashunt.images import ImagePart, image_input, image_part, is_image_input
 
 from .events import watch_events
 
-__all__ = ["RECORDED_TAG", "LlamaIndexCall", "ShuntRunner", "recorded_scope", "to_reply"]
+__all__ = ["RECORDED_TAG", "LlamaIndexCall", "ShuntRunner", "require_llm", "to_reply"]
 
 #: Instrumentation tag on LLM events whose call datashunt records itself.
 RECORDED_TAG = "datashunt.recorded"
@@ -35,7 +35,7 @@ Payload = list[ChatMessage] | str
 
 
 @contextmanager
-def recorded_scope() -> Iterator[None]:
+def _recorded_scope() -> Iterator[None]:
     """Tag the LLM events emitted inside as already recorded (the tags of the caller are kept)."""
     with instrument_tags({**active_instrument_tags.get(), RECORDED_TAG: True}):
         yield
@@ -66,7 +66,7 @@ class LlamaIndexCall(ModelCall[Payload]):
     ) -> None:
         self.llm, self.messages, self.prompt, self.kwargs = llm, messages, prompt, kwargs
         self.model_name = getattr(llm.metadata, "model_name", None) or None
-        self.scope = recorded_scope if recorded else nullcontext
+        self.scope = _recorded_scope if recorded else nullcontext
 
     def render(self, request: LLMRequest) -> Rendered[Payload]:
         image = is_image_input(request.text)
@@ -85,14 +85,14 @@ class LlamaIndexCall(ModelCall[Payload]):
     def send(self, payload: Payload) -> LLMReply:
         with self.scope():
             if isinstance(payload, str):
-                return _with_raw(self.llm.complete(payload, **self.kwargs))
-            return _with_raw(self.llm.chat(payload, **self.kwargs))
+                return to_reply(self.llm.complete(payload, **self.kwargs))
+            return to_reply(self.llm.chat(payload, **self.kwargs))
 
     async def asend(self, payload: Payload) -> LLMReply:
         with self.scope():
             if isinstance(payload, str):
-                return _with_raw(await self.llm.acomplete(payload, **self.kwargs))
-            return _with_raw(await self.llm.achat(payload, **self.kwargs))
+                return to_reply(await self.llm.acomplete(payload, **self.kwargs))
+            return to_reply(await self.llm.achat(payload, **self.kwargs))
 
     def stream(self, payload: Payload) -> Iterator[ChatResponse]:
         with self.scope():
@@ -110,7 +110,7 @@ class LlamaIndexCall(ModelCall[Payload]):
         return chunk
 
     def reply(self, acc: Any) -> LLMReply:
-        return _with_raw(acc)
+        return to_reply(acc)
 
 
 def with_image_block(messages: Sequence[ChatMessage], part: ImagePart) -> list[ChatMessage]:
@@ -141,7 +141,8 @@ def to_message(message: ChatMessage) -> Message:
 
 
 def to_reply(response: object) -> LLMReply:
-    """A LlamaIndex chat or completion response (or a string) as an :class:`LLMReply`.
+    """A LlamaIndex chat or completion response (or a string) as an :class:`LLMReply` (its
+    ``raw`` the response).
 
     Raises:
         TypeError: for anything else (the caller records it as a failed call).
@@ -154,17 +155,23 @@ def to_reply(response: object) -> LLMReply:
             "CompletionResponse"
         )
     text = response.message.content if isinstance(response, ChatResponse) else response.text
-    return payload_reply(text or "", response.raw, response.logprobs, response.additional_kwargs)
+    reply = payload_reply(text or "", response.raw, response.logprobs, response.additional_kwargs)
+    return replace(reply, raw=response)
 
 
-def _with_raw(response: Any) -> LLMReply:
-    return replace(to_reply(response), raw=response)
+def require_llm(llm: object, name: str = "llm") -> LLM:
+    """``llm``, checked to be a LlamaIndex ``LLM`` (nothing is read from ``Settings``)."""
+    if not isinstance(llm, LLM):
+        raise TypeError(f"{name} must be a LlamaIndex LLM, got {type(llm).__name__}")
+    return llm
 
 
 class ShuntRunner(CoreRunner):
-    """The core's :class:`~datashunt.adapters.ShuntRunner`, its shunt's receipts and drift
-    alarms dispatched as LlamaIndex instrumentation events."""
+    """The core's :class:`~datashunt.adapters.ShuntRunner` with the LlamaIndex ``llm`` it asks
+    (checked by :func:`require_llm`), its shunt's receipts and drift alarms dispatched as
+    LlamaIndex instrumentation events."""
 
-    def __init__(self, shunt: Shunt) -> None:
+    def __init__(self, shunt: Shunt, llm: object) -> None:
         super().__init__(shunt)
+        self.llm = require_llm(llm)
         watch_events(shunt)

@@ -34,7 +34,7 @@ from datashunt.adapters import (
 )
 from datashunt.generative import GenerativePolicy, GenerativeResult, GenerativeShunt
 
-from ._runner import LlamaIndexCall, to_message
+from ._runner import LlamaIndexCall, require_llm, to_message
 
 __all__ = ["DataShuntGenerativeLLM"]
 
@@ -71,9 +71,7 @@ class DataShuntGenerativeLLM(LLM):
     ) -> None:
         how = "pass shunt=GenerativeShunt(policy, ...) or use DataShuntGenerativeLLM.from_policy"
         refuse_loose("DataShuntGenerativeLLM", kwargs, GENERATIVE_OPTIONS, how)
-        for name, llm in (("small", small), ("large", large)):
-            if not isinstance(llm, LLM):
-                raise TypeError(f"{name} must be a LlamaIndex LLM, got {type(llm).__name__}")
+        small, large = require_llm(small, "small"), require_llm(large, "large")
         super().__init__(small=small, large=large, **kwargs)  # type: ignore[call-arg]
         self._shunt = shunt if shunt is not None else GenerativeShunt()
 
@@ -110,11 +108,8 @@ class DataShuntGenerativeLLM(LLM):
         return _chat_response(await self._shunt.aask(*self._calls(messages, kwargs)))
 
     def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
-        def gen() -> ChatResponseGen:
-            for item in self._shunt.stream(*self._calls(messages, kwargs)):
-                yield _closing(item) if isinstance(item, GenerativeResult) else item
-
-        return gen()
+        for item in self._shunt.stream(*self._calls(messages, kwargs)):
+            yield _closing(item) if isinstance(item, GenerativeResult) else item
 
     async def astream_chat(
         self, messages: Sequence[ChatMessage], **kwargs: Any

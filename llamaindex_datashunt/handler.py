@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import inspect
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from llama_index.core.instrumentation.event_handlers import BaseEventHandler
@@ -41,13 +39,7 @@ class _SpanTree(BaseSpanHandler[SimpleSpan]):
         return "DataShuntSpanTree"
 
     def new_span(
-        self,
-        id_: str,
-        bound_args: inspect.BoundArguments,
-        instance: Any | None = None,
-        parent_span_id: str | None = None,
-        tags: dict[str, Any] | None = None,
-        **kwargs: Any,
+        self, id_: str, *args: Any, parent_span_id: str | None = None, **kwargs: Any
     ) -> SimpleSpan:
         return SimpleSpan(id_=id_, parent_id=parent_span_id)
 
@@ -135,12 +127,7 @@ class DataShuntEventHandler(BaseEventHandler):
     def __enter__(self) -> DataShuntEventHandler:
         return self.attach()
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.detach()
         self.flush()
 

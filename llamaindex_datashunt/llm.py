@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
+from typing import Any, TypeVar, cast
 
 from llama_index.core.base.llms.types import (
     ChatMessage,
@@ -35,6 +35,7 @@ DEFAULT_INSTRUCTION = (
 )
 
 TextFrom = Callable[[Sequence[ChatMessage]], str]
+R = TypeVar("R", ChatResponse, CompletionResponse)
 
 
 def last_user_text(messages: Sequence[ChatMessage], *, images: bool = False) -> str:
@@ -96,11 +97,10 @@ class DataShuntLLM(LLM):
         text_from: TextFrom | None = None,
         **kwargs: Any,
     ) -> None:
-        if not isinstance(llm, LLM):
-            raise TypeError(f"llm must be a LlamaIndex LLM, got {type(llm).__name__}")
+        runner = ShuntRunner(shunt, llm)
         # pydantic fields: mypy sees LLM's own __init__ signature, not the model's fields
         super().__init__(llm=llm, instruction=instruction, text_from=text_from, **kwargs)  # type: ignore[call-arg]
-        self._runner = ShuntRunner(shunt)
+        self._runner = runner
 
     @classmethod
     def class_name(cls) -> str:
@@ -117,61 +117,40 @@ class DataShuntLLM(LLM):
         # label and has no tool-calling API, so structured_predict must not choose that path.
         return self.llm.metadata.model_copy(update={"is_function_calling_model": False})
 
-    # ---- chat: the system message gets the instruction ----------------------------------------
+    # ---- chat: the system message gets the instruction; complete: the whole prompt is
+    # ---- classified, the instruction put before it. A stream is the label as one chunk.
 
     def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
-        return _chat_response(self._runner.answer(*self._chat(messages, kwargs)), stream=False)
+        return _chat_response(self._runner.answer(*self._chat(messages, kwargs)))
 
     async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
-        return _chat_response(
-            await self._runner.aanswer(*self._chat(messages, kwargs)), stream=False
-        )
+        return _chat_response(await self._runner.aanswer(*self._chat(messages, kwargs)))
 
     def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
-        def gen() -> ChatResponseGen:
-            yield _chat_response(self._runner.answer(*self._chat(messages, kwargs)), stream=True)
-
-        return gen()
+        yield _streamed(self.chat(messages, **kwargs))
 
     async def astream_chat(
         self, messages: Sequence[ChatMessage], **kwargs: Any
     ) -> ChatResponseAsyncGen:
-        async def gen() -> ChatResponseAsyncGen:
-            yield _chat_response(
-                await self._runner.aanswer(*self._chat(messages, kwargs)), stream=True
-            )
-
-        return gen()
-
-    # ---- complete: the whole prompt is classified, the instruction put before it --------------
+        return _later(lambda: self.achat(messages, **kwargs))
 
     def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
-        result = self._runner.answer(*self._complete(prompt, formatted, kwargs))
-        return _completion_response(result, stream=False)
+        return _completion(self._runner.answer(*self._complete(prompt, formatted, kwargs)))
 
     async def acomplete(
         self, prompt: str, formatted: bool = False, **kwargs: Any
     ) -> CompletionResponse:
-        result = await self._runner.aanswer(*self._complete(prompt, formatted, kwargs))
-        return _completion_response(result, stream=False)
+        return _completion(await self._runner.aanswer(*self._complete(prompt, formatted, kwargs)))
 
     def stream_complete(
         self, prompt: str, formatted: bool = False, **kwargs: Any
     ) -> CompletionResponseGen:
-        def gen() -> CompletionResponseGen:
-            result = self._runner.answer(*self._complete(prompt, formatted, kwargs))
-            yield _completion_response(result, stream=True)
-
-        return gen()
+        yield _streamed(self.complete(prompt, formatted, **kwargs))
 
     async def astream_complete(
         self, prompt: str, formatted: bool = False, **kwargs: Any
     ) -> CompletionResponseAsyncGen:
-        async def gen() -> CompletionResponseAsyncGen:
-            result = await self._runner.aanswer(*self._complete(prompt, formatted, kwargs))
-            yield _completion_response(result, stream=True)
-
-        return gen()
+        return _later(lambda: self.acomplete(prompt, formatted, **kwargs))
 
     # ---- the steps: what the gate classifies and how the LLM is called; the engine runs them --
 
@@ -207,15 +186,24 @@ def _with_system(messages: list[ChatMessage], instruction: str) -> list[ChatMess
     return [ChatMessage(role=MessageRole.SYSTEM, content=instruction), *messages]
 
 
-def _chat_response(result: ShuntResult, *, stream: bool) -> ChatResponse:
+def _chat_response(result: ShuntResult) -> ChatResponse:
     message = ChatMessage(role=MessageRole.ASSISTANT, content=result.label)
-    return ChatResponse(message=message, **_fields(result, stream))
+    return ChatResponse(message=message, raw=result, additional_kwargs=_summary(result))
 
 
-def _completion_response(result: ShuntResult, *, stream: bool) -> CompletionResponse:
-    return CompletionResponse(text=result.label, **_fields(result, stream))
+def _completion(result: ShuntResult) -> CompletionResponse:
+    return CompletionResponse(text=result.label, raw=result, additional_kwargs=_summary(result))
 
 
-def _fields(result: ShuntResult, stream: bool) -> dict[str, Any]:
-    summary = {"datashunt": result_summary(result)}
-    return {"raw": result, "delta": result.label if stream else None, "additional_kwargs": summary}
+def _summary(result: ShuntResult) -> dict[str, Any]:
+    return {"datashunt": result_summary(result)}
+
+
+def _streamed(response: R) -> R:
+    """The response as a stream's one chunk: its delta is the whole label."""
+    return response.model_copy(update={"delta": cast(ShuntResult, response.raw).label})
+
+
+async def _later(answer: Callable[[], Awaitable[R]]) -> AsyncGenerator[R, None]:
+    """An async stream of one chunk; ``answer`` is awaited when the stream is first read."""
+    yield _streamed(await answer())

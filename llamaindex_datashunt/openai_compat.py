@@ -104,17 +104,14 @@ class OpenAILikeLLM(LLM):
 
         key = (self.api_base, self.api_key, self.timeout, self.transport, self.async_transport)
         if self._client is None or self._client_key != key:
+            sync, aio = self.transport, self.async_transport
             self._client = OpenAICompatLLM(
                 self.api_base,
                 self.model,
                 api_key=self.api_key,
                 timeout=self.timeout,
-                http_client=httpx.Client(transport=self.transport) if self.transport else None,
-                async_http_client=(
-                    httpx.AsyncClient(transport=self.async_transport)
-                    if self.async_transport
-                    else None
-                ),
+                http_client=httpx.Client(transport=sync) if sync else None,
+                async_http_client=httpx.AsyncClient(transport=aio) if aio else None,
             )
             self._client_key = key
         return self._client
@@ -168,21 +165,13 @@ class OpenAILikeLLM(LLM):
     def stream_complete(
         self, prompt: str, formatted: bool = False, **kwargs: Any
     ) -> CompletionResponseGen:
-        def gen() -> CompletionResponseGen:
-            for r in self._stream_chat(prompt_to_messages(prompt), kwargs):
-                yield _completion(r)
-
-        return gen()
+        yield from map(_completion, self._stream_chat(prompt_to_messages(prompt), kwargs))
 
     @llm_completion_callback()
     async def astream_complete(
         self, prompt: str, formatted: bool = False, **kwargs: Any
     ) -> CompletionResponseAsyncGen:
-        async def gen() -> CompletionResponseAsyncGen:
-            async for r in self._astream_chat(prompt_to_messages(prompt), kwargs):
-                yield _completion(r)
-
-        return gen()
+        return _completions(self._astream_chat(prompt_to_messages(prompt), kwargs))
 
     # ---- the calls: each one line to the core client ----------------------------------------
 
@@ -219,16 +208,11 @@ def _li_logprobs(content: Any) -> list[list[LogProb]] | None:
     """OpenAI ``logprobs.content`` as LlamaIndex's per-position alternatives."""
     if not isinstance(content, list) or not content:
         return None
-    out = []
-    for entry in content:
-        tops = entry.get("top_logprobs") or [entry]
-        out.append(
-            [
-                LogProb(token=t.get("token") or "", logprob=float(t.get("logprob") or 0.0))
-                for t in tops
-            ]
-        )
-    return out
+    alternatives = [entry.get("top_logprobs") or [entry] for entry in content]
+    return [
+        [LogProb(token=t.get("token") or "", logprob=float(t.get("logprob") or 0.0)) for t in tops]
+        for tops in alternatives
+    ]
 
 
 def _chat_response(reply: LLMReply) -> ChatResponse:
@@ -261,3 +245,8 @@ def _completion(r: ChatResponse) -> CompletionResponse:
         logprobs=r.logprobs,
         additional_kwargs=dict(r.additional_kwargs),
     )
+
+
+async def _completions(responses: ChatResponseAsyncGen) -> CompletionResponseAsyncGen:
+    async for r in responses:
+        yield _completion(r)

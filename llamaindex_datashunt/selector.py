@@ -83,10 +83,7 @@ class DataShuntSelector(BaseSelector):
         template: str = DEFAULT_SELECTOR_TEMPLATE,
         synonyms: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
-        self._runner = ShuntRunner(shunt)
-        if not isinstance(llm, LLM):
-            raise TypeError(f"llm must be a LlamaIndex LLM, got {type(llm).__name__}")
-        self._llm = llm
+        self._runner = ShuntRunner(shunt, llm)
         self._choices = LabelChoices(shunt.policy.labels, label_to_choice, synonyms)
         self._template = template
 
@@ -109,12 +106,12 @@ class DataShuntSelector(BaseSelector):
     def _select(self, choices: Sequence[ToolMetadata], query: QueryBundle) -> SelectorResult:
         index = self.choice_index(choices)
         plan = self._options_plan(self._runner.plan(query.query_str), choices, index)
-        return _selection(self._runner.run(plan, LlamaIndexCall(self._llm)), index)
+        return _selection(self._runner.run(plan, LlamaIndexCall(self._runner.llm)), index)
 
     async def _aselect(self, choices: Sequence[ToolMetadata], query: QueryBundle) -> SelectorResult:
         index = self.choice_index(choices)
         plan = self._options_plan(await self._runner.aplan(query.query_str), choices, index)
-        return _selection(await self._runner.arun(plan, LlamaIndexCall(self._llm)), index)
+        return _selection(await self._runner.arun(plan, LlamaIndexCall(self._runner.llm)), index)
 
     def choice_index(self, choices: Sequence[ToolMetadata]) -> dict[str, int]:
         """Map every gate label to the index of its choice.

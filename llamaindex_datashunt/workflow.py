@@ -100,10 +100,7 @@ class DataShuntWorkflow(Workflow):
     """
 
     def __init__(self, shunt: Shunt, llm: LLM, **kwargs: Any) -> None:
-        if not isinstance(llm, LLM):
-            raise TypeError(f"llm must be a LlamaIndex LLM, got {type(llm).__name__}")
-        self._runner = ShuntRunner(shunt)
-        self._llm = llm
+        self._runner = ShuntRunner(shunt, llm)
         super().__init__(**kwargs)
 
     @property
@@ -141,7 +138,7 @@ class DataShuntWorkflow(Workflow):
 
     async def _finish(self, ctx: Context, stage: Stage, item: Item) -> StopEvent:
         """Run the one item through the engine; its result ends the run."""
-        result = await self._runner.arun(Plan((item,)), LlamaIndexCall(self._llm))
+        result = await self._runner.arun(Plan((item,)), LlamaIndexCall(self._runner.llm))
         conf = result.llm_confidence if result.route == "llm" else result.decision.confidence
         detail = f" ({result.error})" if result.error else ""
         message = f"answer {result.label!r} from {result.source}{detail}"

@@ -33,7 +33,7 @@ def test_shunt_runner_sends_an_image_block(gate: HFImageGate, tmp_path: Path) ->
     shunt = Shunt(gate, ShuntPolicy(labels=gate.labels, threshold=1.0), store=store)
     llm = ScriptedLLM(answer="bird", chat_model=False)  # a completion model still gets the image
     data = png_bytes(7)
-    (item,) = ShuntRunner(shunt).plan(image_input(data)).decided
+    (item,) = ShuntRunner(shunt, ScriptedLLM()).plan(image_input(data)).decided
     decision, request = item.decision, item.request
     assert request is not None and decision.route == "llm"
     result = shunt.ask(request, LlamaIndexCall(llm))
