@@ -606,10 +606,10 @@ def _percentile_ms(values: Sequence[float], q: float) -> float:
 
 def time_variants(
     gates: dict[Variant, Any], policy: Any, texts: list[str], single: list[str], repeats: int
-) -> dict[Variant, dict[str, float]]:
+) -> tuple[dict[Variant, dict[str, float]], dict[Variant, list[float]]]:
     """Rows/s of ``predict_proba`` over ``texts`` (median of ``repeats``, variants interleaved
     within each repeat) and p50/p95 of ``Shunt.decide([x])`` over ``single`` (each input put
-    to every variant in turn)."""
+    to every variant in turn); and each variant's ``decide([x])`` seconds, input by input."""
     from datashunt import Shunt
 
     times = _interleaved(
@@ -623,13 +623,34 @@ def time_variants(
     for x in single:
         for v, s in shunts.items():
             lat[v].append(_time(functools.partial(s.decide, [x])))
-    return {
+    figures = {
         v: {
             "rows_per_s": round(len(texts) / statistics.median(times[_name(v)]), 1),
             "single_p50_ms": _percentile_ms(lat[v], 50),
             "single_p95_ms": _percentile_ms(lat[v], 95),
         }
         for v in gates
+    }
+    return figures, lat
+
+
+def length_fit(tokens: Sequence[int], seconds: Sequence[float]) -> dict[str, float]:
+    """``decide([x])``'s milliseconds against the input's tokens (least squares: a fixed cost
+    plus a cost per token), and the p95 / p50 that this line alone gives at the inputs' own
+    p95 and p50 token counts: the part of the tail that the spread of lengths makes, noise
+    aside (an affine map keeps percentiles, so the fit's p95 is its value at the p95 length)."""
+    x, ms = np.asarray(tokens, float), 1000 * np.asarray(seconds, float)
+    if np.ptp(x) == 0:  # one length: no slope to fit
+        per_token, fixed = 0.0, float(ms.mean())
+    else:
+        per_token, fixed = np.polyfit(x, ms, 1)
+    p50, p95 = np.percentile(tokens, [50, 95])
+    return {
+        "fixed_ms": round(float(fixed), 3),
+        "us_per_token": round(1000 * float(per_token), 2),
+        "p95_over_p50_from_lengths": round(
+            float((fixed + per_token * p95) / (fixed + per_token * p50)), 2
+        ),
     }
 
 
@@ -792,13 +813,16 @@ def run_matrix(args: argparse.Namespace) -> dict[str, Any]:
             torch.set_num_threads(t)
             gates = {v: torch_gates[v] if v[0] == "torch" else onnx_gates[(v, t)] for v in variants}
             load = os.getloadavg()[0]
-            figures = time_variants(gates, policy, texts, single, args.repeats)
+            figures, latencies = time_variants(gates, policy, texts, single, args.repeats)
+            tokens = _tokens(gates[ref], single)
             timings[f"{length}/{t}"] = {
                 "load_average_before": round(load, 2),
                 "n": len(texts),
                 "single_n": len(single),
                 # decide([x])'s p95/p50 follows the inputs' own spread of lengths
-                **_token_spread(gates[ref], single),
+                "single_tokens_p50": float(np.percentile(tokens, 50)),
+                "single_tokens_p95": float(np.percentile(tokens, 95)),
+                "length_fit": {_name(v): length_fit(tokens, latencies[v]) for v in variants},
             }
             for v in variants:
                 rows.append(
@@ -872,13 +896,9 @@ def run_matrix(args: argparse.Namespace) -> dict[str, Any]:
     return {"rows": rows, "details": details}
 
 
-def _token_spread(gate: Any, texts: list[str]) -> dict[str, float]:
-    """Tokens of the single inputs (after truncation) at the median and the 95th percentile."""
-    n = [gate.encode([t], "np")["input_ids"].shape[1] for t in texts]
-    return {
-        "single_tokens_p50": float(np.percentile(n, 50)),
-        "single_tokens_p95": float(np.percentile(n, 95)),
-    }
+def _tokens(gate: Any, texts: list[str]) -> list[int]:
+    """Tokens of each input timed one at a time (after truncation, special tokens included)."""
+    return [int(gate.encode([t], "np")["input_ids"].shape[1]) for t in texts]
 
 
 def _cpu_flags() -> list[str]:
@@ -970,6 +990,20 @@ def matrix_table(report: dict[str, Any]) -> str:
         )
         + " (the p95 input's own length sets how far its decide p95 is from the p50).",
     ]
+    top = max(int(k.split("/")[1]) for k in d["timings"])
+    fits = [
+        f"{length} {name}: {f['fixed_ms']:g} ms + {f['us_per_token']:g} µs/token, "
+        f"p95/p50 {f['p95_over_p50_from_lengths']:g}"
+        for length in ("short", "long")
+        for name, f in d["timings"].get(f"{length}/{top}", {}).get("length_fit", {}).items()
+        if name in ("torch/fp32", "onnx/int8")
+    ]
+    if fits:
+        lines += [
+            "",
+            "`decide([x])` against the input's tokens (least squares, max threads), and the "
+            "p95/p50 that the inputs' lengths alone give: " + "; ".join(fits) + ".",
+        ]
     lines += ["", "Where `decide([x])`'s milliseconds go (medians, max threads):", ""]
     parts = ("validate", "tokenise", "forward", "policy", "other", "total")
     lines += [

@@ -101,6 +101,8 @@ def test_main_puts_every_backend_side_by_side(
         assert parts["forward"] > 0 and parts["total"] >= parts["forward"]
         assert details["goals"][length]["onnx_int8_over_torch_fp32"] > 0
     assert set(details["guarantee"]) == {"torch/fp32", "onnx/int8"}
+    fit = details["timings"]["long/1"]["length_fit"]["onnx/int8"]
+    assert set(fit) == {"fixed_ms", "us_per_token", "p95_over_p50_from_lengths"}
     # fp32 against itself: nothing can move
     assert details["accuracy"]["torch/fp32"]["short"]["agreement_with_fp32"] == 1.0
     table = (tmp_path / "gate.md").read_text(encoding="utf-8")
@@ -161,3 +163,15 @@ def test_goals_count_two_answers_of_400_as_half_a_point() -> None:
     assert out["latency_goal_met"] is True
     rows[1]["accuracy"] = 0.885  # 3 answers: 0.75 point, missed
     assert gate_speed.goals(rows, {}, {}, 2)["long"]["throughput_goal_met"] is False
+
+
+def test_length_fit_gives_the_tail_that_the_lengths_alone_make() -> None:
+    # 1 ms + 40 µs a token, exactly: the fit finds both, and the p95/p50 of these lengths
+    tokens = [20, 50, 100, 100, 110, 256, 256]
+    seconds = [(1.0 + 0.04 * n) / 1000 for n in tokens]
+    fit = gate_speed.length_fit(tokens, seconds)
+    assert fit["fixed_ms"] == pytest.approx(1.0, abs=1e-3)
+    assert fit["us_per_token"] == pytest.approx(40.0, abs=0.01)
+    p50, p95 = 100, 256  # numpy's p95 of these 7 lengths is the 256 they end with
+    assert fit["p95_over_p50_from_lengths"] == round((1 + 0.04 * p95) / (1 + 0.04 * p50), 2)
+    assert gate_speed.length_fit([30, 30], [0.002, 0.004])["us_per_token"] == 0.0
