@@ -23,15 +23,8 @@ from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResu
 from langchain_core.runnables import Runnable, RunnableConfig, ensure_config
 from pydantic import ConfigDict, Field
 
-from datashunt.adapters import (
-    GENERATIVE_OPTIONS,
-    generative_shunt,
-    generative_summary,
-    model_name_of,
-    refuse_loose,
-    refuse_unknown,
-)
-from datashunt.generative import GenerativePolicy, GenerativeResult, GenerativeShunt
+from datashunt.adapters import GenerativeAdapter, generative_summary, model_name_of, refuse_unknown
+from datashunt.generative import GenerativeResult, GenerativeShunt
 
 from ._convert import as_messages
 from .model_call import ChatCall
@@ -57,7 +50,7 @@ _FORWARDED = ("temperature", "max_tokens", "timeout")
 M = TypeVar("M", bound=BaseMessage)
 
 
-class DataShuntChatModel(BaseChatModel):
+class DataShuntChatModel(GenerativeAdapter, BaseChatModel):
     """A LangChain chat model over a small and a large one, routed by the small answer's
     confidence.
 
@@ -75,7 +68,8 @@ class DataShuntChatModel(BaseChatModel):
         small: the small chat model (logprobs on).
         large: the large chat model.
         shunt: the core's :class:`~datashunt.generative.GenerativeShunt` (policy, store, retry,
-            ``on_llm_error``); or build one with :meth:`from_policy`.
+            ``on_llm_error``); or build one with :meth:`from_policy`, which takes its options
+            (``store=``, ``record_small=``, ``retry=``, ``on_llm_error=``) as keywords.
         temperature, max_tokens, timeout, stop: sent to both models with every call.
         max_retries: retries of a failed call (the shunt's retry policy, ``max_retries + 1``
             attempts); give the inner models ``max_retries=0``.
@@ -120,8 +114,7 @@ class DataShuntChatModel(BaseChatModel):
 
     def __init__(self, **kwargs: Any) -> None:
         # checked here, not in pydantic validators, so our ConfigError is not wrapped
-        how = "pass shunt=GenerativeShunt(policy, ...) or use DataShuntChatModel.from_policy"
-        refuse_loose("DataShuntChatModel", kwargs, GENERATIVE_OPTIONS, how)
+        self.refuse_loose_options(kwargs)
         fields = DataShuntChatModel.model_fields
         known = set(fields) | {f.alias for f in fields.values() if f.alias}
         refuse_unknown("DataShuntChatModel", kwargs, known, _PROVIDER_OPTIONS)
@@ -130,16 +123,6 @@ class DataShuntChatModel(BaseChatModel):
             shunt.retry = replace(shunt.retry, attempts=kwargs["max_retries"] + 1)
             kwargs["shunt"] = shunt
         super().__init__(**kwargs)
-
-    @classmethod
-    def from_policy(
-        cls, policy: GenerativePolicy | None = None, **kwargs: Any
-    ) -> DataShuntChatModel:
-        """Build the :class:`GenerativeShunt` from ``policy`` and its options as keywords
-        (``store=``, ``record_small=``, ``retry=``, ``on_llm_error=``); the other keywords are
-        the chat model's own (``small=``, ``large=``, ``temperature=``, ...)."""
-        shunt, rest = generative_shunt({**kwargs, "policy": policy})
-        return cls(shunt=shunt, **rest)
 
     @property
     def _llm_type(self) -> str:
@@ -178,47 +161,26 @@ class DataShuntChatModel(BaseChatModel):
     # ---- the public forms: the answer gets back the usage its run left to the inner runs ------
 
     def invoke(
-        self,
-        input: LanguageModelInput,  # noqa: A002
-        config: RunnableConfig | None = None,
-        *,
-        stop: list[str] | None = None,
-        **kwargs: Any,
+        self, input: LanguageModelInput, config: RunnableConfig | None = None, **kwargs: Any
     ) -> AIMessage:
-        return _with_usage(super().invoke(input, config, stop=stop, **kwargs))
+        return _with_usage(super().invoke(input, config, **kwargs))
 
     async def ainvoke(
-        self,
-        input: LanguageModelInput,  # noqa: A002
-        config: RunnableConfig | None = None,
-        *,
-        stop: list[str] | None = None,
-        **kwargs: Any,
+        self, input: LanguageModelInput, config: RunnableConfig | None = None, **kwargs: Any
     ) -> AIMessage:
-        return _with_usage(await super().ainvoke(input, config, stop=stop, **kwargs))
+        return _with_usage(await super().ainvoke(input, config, **kwargs))
 
     def stream(
-        self,
-        input: LanguageModelInput,  # noqa: A002
-        config: RunnableConfig | None = None,
-        *,
-        stop: list[str] | None = None,
-        **kwargs: Any,
+        self, input: LanguageModelInput, config: RunnableConfig | None = None, **kwargs: Any
     ) -> Iterator[AIMessageChunk]:
         config, child = self._with_child(config, CallbackManager)
-        chunks = super().stream(input, config, stop=stop, **{_CHILD: child}, **kwargs)
-        return (_with_usage(c) for c in chunks)
+        return (_with_usage(c) for c in super().stream(input, config, **{_CHILD: child}, **kwargs))
 
     async def astream(
-        self,
-        input: LanguageModelInput,  # noqa: A002
-        config: RunnableConfig | None = None,
-        *,
-        stop: list[str] | None = None,
-        **kwargs: Any,
+        self, input: LanguageModelInput, config: RunnableConfig | None = None, **kwargs: Any
     ) -> AsyncIterator[AIMessageChunk]:
         config, child = self._with_child(config, AsyncCallbackManager)
-        async for chunk in super().astream(input, config, stop=stop, **{_CHILD: child}, **kwargs):
+        async for chunk in super().astream(input, config, **{_CHILD: child}, **kwargs):
             yield _with_usage(chunk)
 
     # ---- the inner models' runs ---------------------------------------------------------------

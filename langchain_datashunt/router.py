@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
@@ -11,16 +11,15 @@ from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda
 from langchain_core.runnables.config import get_executor_for_config, patch_config
 from langchain_core.runnables.utils import gather_with_concurrency
-from pydantic import ConfigDict, Field, PrivateAttr
+from pydantic import Field, PrivateAttr
 
-from datashunt import ConfigError, LLMReply, LLMRequest, Shunt, ShuntPolicy
+from datashunt import ConfigError, LLMReply, LLMRequest, Shunt
 from datashunt.adapters import Rendered, label_destinations
-from datashunt.engine import ShuntOptions
 
 from ._convert import message_to_reply
 from .model_call import ChatModelCall
 from .output import ShuntOutput
-from .runnable import Batched, DataShuntRunnable, refuse_loose_options
+from .runnable import DataShuntRunnable, ShuntRunnable
 
 __all__ = ["ROUTER_TEMPLATE", "DataShuntRouter"]
 
@@ -42,14 +41,9 @@ class _ChooserCall(ChatModelCall):
         self.chat = llm
         self.structured = structured
 
-    def render(self, request: LLMRequest) -> Rendered[Any]:
-        return self._with_candidates(super().render(request), request)
-
-    async def arender(self, request: LLMRequest) -> Rendered[Any]:
-        return self._with_candidates(await super().arender(request), request)
-
-    @staticmethod
-    def _with_candidates(rendered: Rendered[Any], request: LLMRequest) -> Rendered[Any]:
+    def _rendered(self, value: Any, request: LLMRequest) -> Rendered[Any]:
+        # the payload carries the request's candidates: the structured output's enum
+        rendered = super()._rendered(value, request)
         return Rendered((rendered.payload, list(request.candidates)), rendered.messages)
 
     def _structured_model(self, candidates: list[str]) -> Runnable[Any, Any] | None:
@@ -71,9 +65,8 @@ class _ChooserCall(ChatModelCall):
 
     @staticmethod
     def _as_reply(value: Any) -> LLMReply:
-        if isinstance(value, Mapping) and "destination" in value:
-            return message_to_reply(AIMessage(content=str(value["destination"])))
-        return message_to_reply(AIMessage(content=str(value)))
+        chosen = value.get("destination", value) if isinstance(value, Mapping) else value
+        return message_to_reply(AIMessage(content=str(chosen)))
 
     def send(self, payload: Any) -> LLMReply:
         value, candidates = payload
@@ -104,11 +97,11 @@ class _RoutingClassifier(DataShuntRunnable):
     structured_output: bool | None = None
 
     def _call(self, item: Any, config: RunnableConfig) -> ChatModelCall:
-        cfg = self._call_config(item, config)
+        cfg = super()._call(item, config).config
         return _ChooserCall(self._model, cfg, self.structured_output)  # type: ignore[arg-type]
 
 
-class DataShuntRouter(Batched[Any, Any]):
+class DataShuntRouter(ShuntRunnable[Any, Any]):
     """Route each input to a destination runnable chosen by the gate, or by a chat model among
     the gate's pruned candidates when the gate is unsure.
 
@@ -137,9 +130,7 @@ class DataShuntRouter(Batched[Any, Any]):
             router.invoke({"text": "Where is my parcel?"})
     """
 
-    model_config = ConfigDict(arbitrary_types_allowed=True)
-
-    shunt: Shunt
+    shunt_defaults: ClassVar[dict[str, Any]] = {"prompt_mode": "both", "noun": "input"}
     destinations: dict[str, Runnable[Any, Any]]
     llm: BaseChatModel | None = None
     input_key: str = "text"
@@ -151,7 +142,6 @@ class DataShuntRouter(Batched[Any, Any]):
     _to_dest: dict[str, str] = PrivateAttr()
 
     def __init__(self, **kwargs: Any) -> None:
-        refuse_loose_options(type(self).__name__, kwargs)
         super().__init__(**kwargs)
         # set up here, not in model_post_init, so our ConfigError is not wrapped by pydantic
         labels, mapping = self.shunt.policy.labels, self.label_to_destination
@@ -166,16 +156,6 @@ class DataShuntRouter(Batched[Any, Any]):
             input_key=self.input_key,
             structured_output=self.structured_output,
         )
-
-    @classmethod
-    def from_gate(
-        cls, gate: Any, policy: ShuntPolicy | None = None, **kwargs: Any
-    ) -> DataShuntRouter:
-        """Build the :class:`Shunt` from a gate, its policy and any :class:`ShuntOptions` given
-        as keywords (default ``prompt_mode="both"``, ``noun="input"``); the other keywords are
-        the router's own (``destinations=``, ``llm=``, ...)."""
-        options, rest = ShuntOptions.split({"prompt_mode": "both", "noun": "input", **kwargs})
-        return cls(shunt=Shunt(gate, policy, options=options), **rest)
 
     @property
     def classifier(self) -> DataShuntRunnable:
@@ -249,7 +229,7 @@ class DataShuntRouter(Batched[Any, Any]):
 
     def stream(
         self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
-    ) -> Iterator[Any]:  # noqa: A002
+    ) -> Iterator[Any]:
         yield from self._transform_stream_with_config(iter([input]), self._stream, config, **kwargs)
 
 

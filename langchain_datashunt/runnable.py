@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeVar
 
 from langchain_core.callbacks import (
     AsyncCallbackManagerForChainRun,
@@ -51,15 +51,38 @@ In = TypeVar("In")
 Out = TypeVar("Out")
 
 
-class Batched(RunnableSerializable[In, Out]):
-    """``invoke`` and ``batch`` over one ``_batch`` / ``_abatch``: without
+class ShuntRunnable(RunnableSerializable[In, Out]):
+    """A runnable over a :class:`Shunt`, which holds every option (:meth:`from_gate` builds
+    it): ``invoke`` and ``batch`` over one ``_batch`` / ``_abatch``; without
     ``return_exceptions`` (and in ``invoke``), one bad input fails the whole batch before any
     paid call (``strict``)."""
 
-    def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Out:  # noqa: A002
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    shunt: Shunt
+    #: The options :meth:`from_gate` gives the shunt unless told otherwise.
+    shunt_defaults: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, **kwargs: Any) -> None:
+        # options belong to the Shunt: a loose gate= or store= says how to pass it
+        owner = type(self).__name__
+        how = f"pass shunt=Shunt(gate, policy, ...) or use {owner}.from_gate(gate, policy, ...)"
+        refuse_loose(owner, kwargs, ShuntOptions.names() | {"gate", "policy"}, how)
+        super().__init__(**kwargs)
+
+    @classmethod
+    def from_gate(cls, gate: Any, policy: ShuntPolicy | None = None, **kwargs: Any) -> Self:
+        """Build the :class:`Shunt` from a gate, its policy and any :class:`ShuntOptions`
+        given as keywords (``prompt_mode=``, ``store=``, ``audit_rate=``, ...; unless given,
+        :attr:`shunt_defaults`); the other keywords are the runnable's own (``llm=``,
+        ``prompt=``, ``input_key=``, ``destinations=``, ...)."""
+        options, rest = ShuntOptions.split({**cls.shunt_defaults, **kwargs})
+        return cls(shunt=Shunt(gate, policy, options=options), **rest)
+
+    def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Out:
         return self.batch([input], config, **kwargs)[0]
 
-    async def ainvoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Out:  # noqa: A002
+    async def ainvoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Out:
         return (await self.abatch([input], config, **kwargs))[0]
 
     def batch(
@@ -70,13 +93,12 @@ class Batched(RunnableSerializable[In, Out]):
         return_exceptions: bool = False,
         **kwargs: Any,
     ) -> list[Out]:
-        strict = not return_exceptions
         return self._batch_with_config(
             self._batch,
             inputs,
             config,
             return_exceptions=return_exceptions,
-            strict=strict,
+            strict=not return_exceptions,
             **kwargs,
         )
 
@@ -88,36 +110,21 @@ class Batched(RunnableSerializable[In, Out]):
         return_exceptions: bool = False,
         **kwargs: Any,
     ) -> list[Out]:
-        strict = not return_exceptions
         return await self._abatch_with_config(
             self._abatch,
             inputs,
             config,
             return_exceptions=return_exceptions,
-            strict=strict,
+            strict=not return_exceptions,
             **kwargs,
         )
 
-    def _batch(
-        self,
-        inputs: list[Any],
-        run_manager: list[CallbackManagerForChainRun],
-        config: list[RunnableConfig],
-        strict: bool = False,
-    ) -> list[Out | Exception]:
-        raise NotImplementedError
-
-    async def _abatch(
-        self,
-        inputs: list[Any],
-        run_manager: list[AsyncCallbackManagerForChainRun],
-        config: list[RunnableConfig],
-        strict: bool = False,
-    ) -> list[Out | Exception]:
-        raise NotImplementedError
+    if TYPE_CHECKING:  # each subclass's (inputs, run managers, configs, strict) -> outputs
+        _batch: Callable[..., list[Out | Exception]]
+        _abatch: Callable[..., Awaitable[list[Out | Exception]]]
 
 
-class DataShuntRunnable(Batched[Any, ShuntOutput]):
+class DataShuntRunnable(ShuntRunnable[Any, ShuntOutput]):
     """A confidence gate in front of a chat model, as an LCEL runnable.
 
     Confident inputs are answered by the gate with no model call. The rest go to ``llm`` with
@@ -158,9 +165,6 @@ class DataShuntRunnable(Batched[Any, ShuntOutput]):
             chain = shunt | (lambda o: o.label)
     """
 
-    model_config = ConfigDict(arbitrary_types_allowed=True)
-
-    shunt: Shunt
     llm: Runnable[Any, BaseMessage] | BaseChatModel
     prompt: Runnable[dict[str, Any], Any] | None = None
     input_key: str = "text"
@@ -173,7 +177,6 @@ class DataShuntRunnable(Batched[Any, ShuntOutput]):
     _follower: Follower | None = PrivateAttr(default=None)
 
     def __init__(self, **kwargs: Any) -> None:
-        refuse_loose_options(type(self).__name__, kwargs)
         super().__init__(**kwargs)
         self.shunt.watch.listeners.append(self._alarms.append)  # dispatched as events
         # one attempt per call, bounded: the shunt's retry policy makes (and counts) each one
@@ -183,17 +186,7 @@ class DataShuntRunnable(Batched[Any, ShuntOutput]):
         )
 
     @classmethod
-    def from_gate(
-        cls, gate: Any, policy: ShuntPolicy | None = None, **kwargs: Any
-    ) -> DataShuntRunnable:
-        """Build the :class:`Shunt` from a gate, its policy and any :class:`ShuntOptions`
-        given as keywords (``prompt_mode=``, ``store=``, ``audit_rate=``, ...); the other
-        keywords are the runnable's own (``llm=``, ``prompt=``, ``input_key=``, ...)."""
-        options, rest = ShuntOptions.split(kwargs)
-        return cls(shunt=Shunt(gate, policy, options=options), **rest)
-
-    @classmethod
-    def from_dir(cls, gate_dir: str | Path, **kwargs: Any) -> DataShuntRunnable:
+    def from_dir(cls, gate_dir: str | Path, **kwargs: Any) -> Self:
         """Load the gate and its saved policy from a directory (see ``datashunt calibrate``);
         keywords as :meth:`from_gate`."""
         return cls.from_gate(load_gate(gate_dir), ShuntPolicy.load(gate_dir), **kwargs)
@@ -207,7 +200,7 @@ class DataShuntRunnable(Batched[Any, ShuntOutput]):
         follow: bool = False,
         interval: float = 5.0,
         **kwargs: Any,
-    ) -> DataShuntRunnable:
+    ) -> Self:
         """Serve ``version`` of a gate registry (default its champion); with ``follow=True``
         keep serving the champion as ``datashunt loop`` promotes or rolls back (the swap
         happens between decisions; ``runnable.follower.stop()`` ends it). Keywords as
@@ -237,16 +230,12 @@ class DataShuntRunnable(Batched[Any, ShuntOutput]):
         read, extras = read_inputs(inputs, lambda v, i: input_text(v, key, i, images=images))
         return self.shunt.plan(read, extras=extras, run_ids=run_ids, strict=strict)
 
-    def _call_config(self, item: Item, config: RunnableConfig) -> RunnableConfig:
-        """The model's run config: the decision as ``datashunt_*`` metadata."""
-        meta = decision_metadata(item.decision, self.shunt, recorded=self.shunt.store is not None)
-        return merge_configs(config, {"metadata": meta})
-
     def _call(self, item: Item, config: RunnableConfig) -> ChatModelCall:
-        """How this input's model call is made: the prompt and model under its own config."""
-        return ChatModelCall(
-            self._prompt, self._model, self._call_config(item, config), item.extras
-        )
+        """How this input's model call is made: the prompt and model under its own config, the
+        decision in its ``datashunt_*`` metadata."""
+        meta = decision_metadata(item.decision, self.shunt, recorded=self.shunt.store is not None)
+        config = merge_configs(config, {"metadata": meta})
+        return ChatModelCall(self._prompt, self._model, config, item.extras)
 
     def _events(
         self, results: Sequence[ShuntResult | Exception], config: list[RunnableConfig]
@@ -315,18 +304,12 @@ class DataShuntRunnable(Batched[Any, ShuntOutput]):
     # ---- streaming: the model's tokens flow through on the LLM route ----------------------------
 
     def stream(
-        self,
-        input: Any,
-        config: RunnableConfig | None = None,
-        **kwargs: Any,  # noqa: A002
+        self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
     ) -> Iterator[ShuntOutput]:
         yield from self._transform_stream_with_config(iter([input]), self._stream, config, **kwargs)
 
     async def astream(
-        self,
-        input: Any,
-        config: RunnableConfig | None = None,
-        **kwargs: Any,  # noqa: A002
+        self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
     ) -> AsyncIterator[ShuntOutput]:
         async def once() -> AsyncIterator[Any]:
             yield input
@@ -372,12 +355,3 @@ def _streamed(value: Any) -> ShuntOutput:
     if isinstance(value, Decision):
         return ShuntOutput.from_decision(value)
     return ShuntOutput(message=value)
-
-
-def refuse_loose_options(owner: str, kwargs: dict[str, Any]) -> None:
-    """Options belong to the :class:`Shunt`: a loose ``gate=`` or ``store=`` says how to pass it."""
-    how = (
-        f"pass shunt=Shunt(gate, policy, ...) or use {owner}.from_gate(gate, policy, ...) / "
-        "from_dir(...)"
-    )
-    refuse_loose(owner, kwargs, ShuntOptions.names() | {"gate", "policy"}, how)

@@ -3,6 +3,7 @@ any handler added to the dispatcher (``dispatcher.add_event_handler``)."""
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from llama_index.core.instrumentation.events import BaseEvent
@@ -54,20 +55,13 @@ def _receipt(result: ShuntResult) -> None:
         _dispatcher.event(ShuntReceiptEvent(route=result.route, label=result.label, receipt=data))
 
 
-class _Drift:
-    """Dispatches one shunt's drift alarms, with what the shunt serves after them."""
-
-    def __init__(self, shunt: Shunt) -> None:
-        self.shunt = shunt
-
-    def __call__(self, alarm: DriftAlarm) -> None:
-        data = drift_event(alarm, self.shunt.serving.version, self.shunt.shadowing)
-        _dispatcher.event(ShuntDriftEvent(**data))
+def _drift(shunt: Shunt, alarm: DriftAlarm) -> None:
+    """Dispatch one of ``shunt``'s drift alarms, with what the shunt serves after it."""
+    _dispatcher.event(ShuntDriftEvent(**drift_event(alarm, shunt.serving.version, shunt.shadowing)))
 
 
 def watch_events(shunt: Shunt) -> None:
     """Dispatch ``shunt``'s receipts and drift alarms as events (once per shunt)."""
-    if _receipt not in shunt.watch.on_result:
+    if _receipt not in shunt.watch.on_result:  # both are added here, or neither
         shunt.watch.on_result.append(_receipt)
-    if not any(isinstance(f, _Drift) for f in shunt.watch.listeners):
-        shunt.watch.listeners.append(_Drift(shunt))
+        shunt.watch.listeners.append(partial(_drift, shunt))

@@ -25,21 +25,15 @@ from llama_index.core.base.llms.types import (
 from llama_index.core.llms import LLM
 from pydantic import Field, PrivateAttr, SerializeAsAny
 
-from datashunt.adapters import (
-    GENERATIVE_OPTIONS,
-    Message,
-    generative_shunt,
-    generative_summary,
-    refuse_loose,
-)
-from datashunt.generative import GenerativePolicy, GenerativeResult, GenerativeShunt
+from datashunt.adapters import GenerativeAdapter, Message, generative_summary
+from datashunt.generative import GenerativeResult, GenerativeShunt
 
 from ._runner import LlamaIndexCall, require_llm, to_message
 
 __all__ = ["DataShuntGenerativeLLM"]
 
 
-class DataShuntGenerativeLLM(LLM):
+class DataShuntGenerativeLLM(GenerativeAdapter, LLM):
     """A small LLM answers first; the large one when the small answer's confidence is below δ.
 
     The small LLM must return token logprobs (an OpenAI-compatible one with ``logprobs=True``,
@@ -53,7 +47,8 @@ class DataShuntGenerativeLLM(LLM):
         small: the small LLM (logprobs on).
         large: the large LLM.
         shunt: the core's :class:`~datashunt.generative.GenerativeShunt` (policy, store, retry,
-            ``on_llm_error``); or build one with :meth:`from_policy`.
+            ``on_llm_error``); or build one with :meth:`from_policy`, which takes its options
+            (``store=``, ``record_small=``, ``retry=``, ``on_llm_error=``) as keywords.
 
     Example:
         >>> llm = DataShuntGenerativeLLM.from_policy(
@@ -69,21 +64,10 @@ class DataShuntGenerativeLLM(LLM):
     def __init__(
         self, small: LLM, large: LLM, shunt: GenerativeShunt | None = None, **kwargs: Any
     ) -> None:
-        how = "pass shunt=GenerativeShunt(policy, ...) or use DataShuntGenerativeLLM.from_policy"
-        refuse_loose("DataShuntGenerativeLLM", kwargs, GENERATIVE_OPTIONS, how)
+        self.refuse_loose_options(kwargs)
         small, large = require_llm(small, "small"), require_llm(large, "large")
         super().__init__(small=small, large=large, **kwargs)  # type: ignore[call-arg]
         self._shunt = shunt if shunt is not None else GenerativeShunt()
-
-    @classmethod
-    def from_policy(
-        cls, policy: GenerativePolicy | None = None, **kwargs: Any
-    ) -> DataShuntGenerativeLLM:
-        """Build the :class:`GenerativeShunt` from ``policy`` and its options as keywords
-        (``store=``, ``record_small=``, ``retry=``, ``on_llm_error=``); the other keywords are
-        the LLM's own (``small=``, ``large=``)."""
-        shunt, rest = generative_shunt({**kwargs, "policy": policy})
-        return cls(shunt=shunt, **rest)
 
     @classmethod
     def class_name(cls) -> str:

@@ -44,10 +44,9 @@ class _SpanTree(BaseSpanHandler[SimpleSpan]):
         return SimpleSpan(id_=id_, parent_id=parent_span_id)
 
     def prepare_to_exit_span(self, id_: str, *args: Any, **kwargs: Any) -> SimpleSpan | None:
-        return self.open_spans.get(id_)  # forgotten once exited: nothing is kept
+        return self.open_spans.get(id_)  # forgotten once exited or dropped: nothing is kept
 
-    def prepare_to_drop_span(self, id_: str, *args: Any, **kwargs: Any) -> SimpleSpan | None:
-        return self.open_spans.get(id_)
+    prepare_to_drop_span = prepare_to_exit_span
 
     def ancestors(self, span_id: str | None) -> list[str]:
         """The open ancestors of ``span_id``, nearest first."""

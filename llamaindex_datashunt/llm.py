@@ -79,13 +79,9 @@ class DataShuntLLM(LLM):
         'positive'
     """
 
-    llm: SerializeAsAny[LLM] = Field(description="The wrapped LLM, asked for uncertain inputs.")
-    instruction: str = Field(
-        default=DEFAULT_INSTRUCTION, description="Injected for uncertain inputs."
-    )
-    text_from: TextFrom | None = Field(
-        default=None, exclude=True, description="Picks the text to classify from messages."
-    )
+    llm: SerializeAsAny[LLM]
+    instruction: str = DEFAULT_INSTRUCTION
+    text_from: TextFrom | None = Field(default=None, exclude=True)
     _runner: ShuntRunner = PrivateAttr()
 
     def __init__(

@@ -25,6 +25,7 @@ __all__ = [
 _RUN_ID_TAG = "llamaindex.run_id"
 
 Stage = Literal["classified", "answered_by_gate", "asking_llm", "llm_answered"]
+Route = Literal["small", "llm"]
 
 
 class ShuntStartEvent(StartEvent):
@@ -70,7 +71,7 @@ class ShuntProgressEvent(Event):
     text: str
     label: str
     confidence: float | None = None
-    route: Literal["small", "llm"]
+    route: Route
     candidates: list[str] = Field(default_factory=list)
     message: str = ""
 
@@ -142,9 +143,9 @@ class DataShuntWorkflow(Workflow):
         conf = result.llm_confidence if result.route == "llm" else result.decision.confidence
         detail = f" ({result.error})" if result.error else ""
         message = f"answer {result.label!r} from {result.source}{detail}"
-        done = _progress(stage, item.text, result.decision, result.route, message)
-        done.label, done.confidence = result.label, conf
-        ctx.write_event_to_stream(done)
+        d, route = result.decision, result.route
+        final = {"label": result.label, "confidence": conf}
+        ctx.write_event_to_stream(_progress(stage, item.text, d, route, message, **final))
         return StopEvent(result=result)
 
 
@@ -155,14 +156,9 @@ def _workflow_run_id() -> str | None:
 
 
 def _progress(
-    stage: Stage, text: str, d: Decision, route: Literal["small", "llm"], message: str
+    stage: Stage, text: str, d: Decision, route: Route, message: str, **final: Any
 ) -> ShuntProgressEvent:
-    return ShuntProgressEvent(
-        stage=stage,
-        text=text,
-        label=d.label,
-        confidence=d.confidence,
-        route=route,
-        candidates=list(d.candidates),
-        message=message,
-    )
+    """A progress event; the gate's label and confidence unless ``final`` gives the answer's."""
+    gate = {"label": d.label, "confidence": d.confidence, "candidates": list(d.candidates)}
+    fields = {**gate, **final, "stage": stage, "text": text, "route": route, "message": message}
+    return ShuntProgressEvent(**fields)

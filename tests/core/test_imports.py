@@ -71,6 +71,7 @@ ADAPTER_NAMES = {
     "CallFor",
     "Exchange",
     "FunctionCall",
+    "GenerativeAdapter",
     "Item",
     "LLMReply",
     "LLMRequest",

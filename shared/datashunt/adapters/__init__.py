@@ -9,8 +9,8 @@ helpers re-exported here are the framework-neutral steps every adapter needs, by
 ``inputs`` (a dict input's text, image content blocks, a batch read with per-input errors),
 ``replies`` (a provider payload read as an :class:`LLMReply`: OpenAI-shape logprobs, usage),
 ``choices`` (labels mapped onto named tools or destinations), ``payloads`` (event payloads and
-run metadata), ``options`` (keywords refused with a hint, a generative shunt from keywords) and
-``runner`` (one input's plan, run and stream).
+run metadata), ``options`` (keywords refused with a hint; a generative shunt from keywords, and
+what a generative adapter inherits) and ``runner`` (one input's plan, run and stream).
 
 Example:
     >>> from datashunt.adapters import ModelCall, Rendered
@@ -30,7 +30,13 @@ from ..prompts import hard_candidates, prompt_variables, render_prompt, soft_hin
 from ..types import LLMReply, LLMRequest, Message, ParsedAnswer
 from .choices import LabelChoices, label_destinations, selection_reason
 from .inputs import block_image_url, keyed_input, read_inputs, unclassifiable
-from .options import GENERATIVE_OPTIONS, generative_shunt, refuse_loose, refuse_unknown
+from .options import (
+    GENERATIVE_OPTIONS,
+    GenerativeAdapter,
+    generative_shunt,
+    refuse_loose,
+    refuse_unknown,
+)
 from .payloads import (
     decision_event,
     decision_metadata,
@@ -55,6 +61,7 @@ __all__ = [
     "CallFor",
     "Exchange",
     "FunctionCall",
+    "GenerativeAdapter",
     "Item",
     "LLMReply",
     "LLMRequest",
