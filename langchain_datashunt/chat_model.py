@@ -144,8 +144,6 @@ class DataShuntChatModel(GenerativeAdapter, BaseChatModel):
         kwargs.pop(_CHILD, None)  # a run manager, not an option: never traced
         return super()._get_invocation_params(stop=stop, **kwargs)
 
-    # ---- tools and structured output: the large model's job ----------------------------------
-
     def bind_tools(
         self, tools: Sequence[Any], **kwargs: Any
     ) -> Runnable[LanguageModelInput, AIMessage]:
@@ -183,8 +181,6 @@ class DataShuntChatModel(GenerativeAdapter, BaseChatModel):
         async for chunk in super().astream(input, config, **{_CHILD: child}, **kwargs):
             yield _with_usage(chunk)
 
-    # ---- the inner models' runs ---------------------------------------------------------------
-
     def _should_stream(self, *, async_api: bool, run_manager: Any = None, **kwargs: Any) -> bool:
         streams = super()._should_stream(async_api=async_api, run_manager=run_manager, **kwargs)
         _IMPLICIT.set(run_manager if streams else None)
@@ -221,7 +217,7 @@ class DataShuntChatModel(GenerativeAdapter, BaseChatModel):
         return {"callbacks": manager}
 
     def _calls(
-        self, messages: list[BaseMessage], run_manager: Any, stop: Any, kwargs: dict[str, Any]
+        self, messages: list[BaseMessage], stop: Any, run_manager: Any, kwargs: dict[str, Any]
     ) -> tuple[Any, list[BaseMessage], ChatCall, ChatCall]:
         """What the shunt asks: the messages as the store records them, the payload, and the
         small and large models' calls under this run's config and options."""
@@ -242,7 +238,7 @@ class DataShuntChatModel(GenerativeAdapter, BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        result = self.shunt.ask(*self._calls(messages, run_manager, stop, kwargs))
+        result = self.shunt.ask(*self._calls(messages, stop, run_manager, kwargs))
         return ChatResult(generations=[ChatGeneration(message=_message(result))])
 
     async def _agenerate(
@@ -252,7 +248,7 @@ class DataShuntChatModel(GenerativeAdapter, BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        result = await self.shunt.aask(*self._calls(messages, run_manager, stop, kwargs))
+        result = await self.shunt.aask(*self._calls(messages, stop, run_manager, kwargs))
         return ChatResult(generations=[ChatGeneration(message=_message(result))])
 
     def _stream(
@@ -263,11 +259,8 @@ class DataShuntChatModel(GenerativeAdapter, BaseChatModel):
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
         # LangChain reports each chunk to the callbacks itself: no on_llm_new_token here
-        calls, idle = self._calls(messages, run_manager, stop, kwargs), self.stream_idle_timeout
-        last: Any = ""
-        for item in self.shunt.stream(*calls, idle_timeout=idle):
-            yield _chunk(item, last)
-            last = last if isinstance(item, GenerativeResult) else item.content
+        calls = self._calls(messages, stop, run_manager, kwargs)
+        yield from map(_chunk, self.shunt.stream(*calls, idle_timeout=self.stream_idle_timeout))
 
     async def _astream(
         self,
@@ -276,11 +269,9 @@ class DataShuntChatModel(GenerativeAdapter, BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
-        calls, idle = self._calls(messages, run_manager, stop, kwargs), self.stream_idle_timeout
-        last: Any = ""
-        async for item in self.shunt.astream(*calls, idle_timeout=idle):
-            yield _chunk(item, last)
-            last = last if isinstance(item, GenerativeResult) else item.content
+        calls = self._calls(messages, stop, run_manager, kwargs)
+        async for item in self.shunt.astream(*calls, idle_timeout=self.stream_idle_timeout):
+            yield _chunk(item)
 
 
 def _unreported(message: M) -> M:
@@ -316,14 +307,15 @@ def _message(result: GenerativeResult) -> AIMessage:
     return base.model_copy(update={"response_metadata": route})
 
 
-def _chunk(item: Any, last: Any) -> ChatGenerationChunk:
+def _chunk(item: Any) -> ChatGenerationChunk:
     """A streamed chunk: the large model's, its usage aside (see :func:`_unreported`); or the
     last one, with the route and the whole answer unless the large model's chunks carried it
-    (``last``: their content, for a chunk of the same kind)."""
+    (then its content is empty, of the kind theirs added up to)."""
     if not isinstance(item, GenerativeResult):
         return ChatGenerationChunk(message=_unreported(item))
     if item.source == "llm":
-        empty: Any = "" if isinstance(last, str) else []
+        streamed = getattr(item.reply.raw if item.reply else None, "content", "")
+        empty: Any = [] if isinstance(streamed, list) else ""
         meta = {"datashunt": generative_summary(item)}
         return ChatGenerationChunk(
             message=AIMessageChunk(content=empty, response_metadata=meta, chunk_position="last")

@@ -31,15 +31,12 @@ _INSTRUCTIONS = "Answer with exactly one of these labels: {candidates}.\n{hint}"
 
 class _HandlerCall(ModelCall[ModelRequest]):
     """The agent's model handler as the engine's model call: the request is already built,
-    so ``render`` only reads the messages it sends; the reply keeps the handler's response."""
+    so ``render`` only reads the messages it sends; the reply keeps the handler's response.
+    The sync hook passes its handler and the engine calls ``send``; the async hook passes its
+    async handler and the engine calls ``asend``."""
 
-    def __init__(
-        self,
-        request: ModelRequest,
-        handler: Callable[[ModelRequest], ModelResponse] | None = None,
-        ahandler: Callable[[ModelRequest], Awaitable[ModelResponse]] | None = None,
-    ) -> None:
-        self.request, self.handler, self.ahandler = request, handler, ahandler
+    def __init__(self, request: ModelRequest, handler: Callable[[ModelRequest], Any]) -> None:
+        self.request, self.handler = request, handler
         self.model_name = model_name_of(request.model)
 
     def render(self, request: LLMRequest) -> Rendered[ModelRequest]:
@@ -48,12 +45,10 @@ class _HandlerCall(ModelCall[ModelRequest]):
         return Rendered(self.request, sent)
 
     def send(self, payload: ModelRequest) -> LLMReply:
-        assert self.handler is not None  # noqa: S101 - the sync hook passes one
         return _reply(self.handler(payload))
 
     async def asend(self, payload: ModelRequest) -> LLMReply:
-        assert self.ahandler is not None  # noqa: S101 - the async hook passes one
-        return _reply(await self.ahandler(payload))
+        return _reply(await self.handler(payload))
 
     def is_empty(self, reply: LLMReply) -> bool:
         # a turn that calls a tool is an answer even with no text
@@ -132,8 +127,6 @@ class DataShuntMiddleware(AgentMiddleware):  # type: ignore[type-arg]
     def name(self) -> str:
         return "DataShuntMiddleware"
 
-    # ---- pure steps -------------------------------------------------------------------------
-
     def _plan(self, request: ModelRequest) -> Plan | None:
         """The engine's plan for this turn, or ``None`` when the turn is not a user question."""
         if not request.messages or not isinstance(request.messages[-1], HumanMessage):
@@ -152,16 +145,14 @@ class DataShuntMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         meta = {"datashunt": {**route, "confidence": result.decision.confidence}}
         return ModelResponse(result=[AIMessage(content=result.label, response_metadata=meta)])
 
-    def _call(self, request: ModelRequest, item: Item, *handlers: Any) -> _HandlerCall:
+    def _call(self, request: ModelRequest, item: Item, handler: Any) -> _HandlerCall:
         """The handler's call of this turn, the gate's hint added to the system message."""
         assert item.request is not None  # noqa: S101 - asked items carry a request
         extra = render_prompt(self.instructions, item.request.variables).strip()
         current = request.system_message.text if request.system_message else ""
         content = f"{current}\n\n{extra}" if current else extra
         hinted = request.override(system_message=SystemMessage(content=content))
-        return _HandlerCall(hinted, *handlers)
-
-    # ---- hooks ------------------------------------------------------------------------------
+        return _HandlerCall(hinted, handler)
 
     def wrap_model_call(
         self, request: ModelRequest, handler: Callable[[ModelRequest], ModelResponse]
@@ -178,7 +169,5 @@ class DataShuntMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         plan = await asyncio.to_thread(self._plan, request)
         if plan is None:
             return await handler(request)
-        (result,) = await self.shunt.arun_plan(
-            plan, lambda item: self._call(request, item, None, handler)
-        )
+        (result,) = await self.shunt.arun_plan(plan, lambda it: self._call(request, it, handler))
         return self._response(result)  # type: ignore[arg-type]

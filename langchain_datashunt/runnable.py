@@ -209,9 +209,8 @@ class DataShuntRunnable(ShuntRunnable[Any, ShuntOutput]):
         ``datashunt bootstrap`` registers the first gate."""
         reg = as_registry(registry)
         names = ShuntOptions.names() | {"options", "labels"}
-        shunt_kw = {k: v for k, v in kwargs.items() if k in names}
-        rest = {k: v for k, v in kwargs.items() if k not in names}
-        runnable = cls(shunt=Shunt.from_registry(reg, version, **shunt_kw), **rest)
+        shunt_kw = {k: kwargs.pop(k) for k in list(kwargs) if k in names}
+        runnable = cls(shunt=Shunt.from_registry(reg, version, **shunt_kw), **kwargs)
         if follow:
             runnable._follower = runnable.shunt.follow(reg, interval=interval, pin=version)
         return runnable
@@ -220,8 +219,6 @@ class DataShuntRunnable(ShuntRunnable[Any, ShuntOutput]):
     def follower(self) -> Follower | None:
         """The :class:`~datashunt.registry.Follower` of ``from_registry(follow=True)``."""
         return self._follower
-
-    # ---- pure steps -------------------------------------------------------------------------
 
     def _plan(self, inputs: Sequence[Any], run_ids: Sequence[str], strict: bool) -> Plan:
         """The engine's plan of a batch: each input read as text and variables, then validated

@@ -130,14 +130,11 @@ def with_image_block(messages: Sequence[ChatMessage], part: ImagePart) -> list[C
 
 def to_message(message: ChatMessage) -> Message:
     """The core's :class:`Message` of a LlamaIndex one: its text and its inline images."""
-    images: list[ImagePart] = []
-    for block in message.blocks:
-        if isinstance(block, ImageBlock) and block.image is not None:
-            # LlamaIndex keeps the image base64-encoded; resolve_image gives the raw bytes
-            data = block.resolve_image().read()
-            images.append(image_part(image_input(data)))
+    # LlamaIndex keeps an image base64-encoded; resolve_image gives the raw bytes
+    blocks = [b for b in message.blocks if isinstance(b, ImageBlock) and b.image is not None]
+    images = tuple(image_part(image_input(b.resolve_image().read())) for b in blocks)
     text = "".join(b.text for b in message.blocks if isinstance(b, TextBlock))
-    return Message(message.role.value, text, tuple(images))
+    return Message(message.role.value, text, images)
 
 
 def to_reply(response: object) -> LLMReply:

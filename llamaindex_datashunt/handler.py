@@ -90,8 +90,6 @@ class DataShuntEventHandler(BaseEventHandler):
 
     def __init__(self, store: CallStore | str | Path, *, run_id: str | None = None) -> None:
         super().__init__()
-        if store is None:
-            raise ConfigError("DataShuntEventHandler needs a store: a CallStore, URL or path")
         # background: Dispatcher.event calls handlers inline, on the event loop too
         self._recorder = CallRecorder(store, source="observed", run_id=run_id, background=True)
 
@@ -103,8 +101,6 @@ class DataShuntEventHandler(BaseEventHandler):
     def store(self) -> CallStore:
         """The call store records go to."""
         return self._recorder.store
-
-    # ---- registration -------------------------------------------------------------------------
 
     def attach(self, dispatcher: Dispatcher | None = None) -> DataShuntEventHandler:
         """Add this handler and its span handler to ``dispatcher`` (default: the root one)."""

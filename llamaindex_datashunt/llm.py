@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
+from functools import partial
 from typing import Any, TypeVar, cast
 
 from llama_index.core.base.llms.types import (
@@ -19,7 +20,7 @@ from llama_index.core.base.llms.types import (
 from llama_index.core.llms import LLM
 from pydantic import Field, PrivateAttr, SerializeAsAny
 
-from datashunt import InputError, LLMRequest, Shunt, ShuntResult
+from datashunt import InputError, Shunt, ShuntResult
 from datashunt.adapters import CallFor, Item, render_prompt, result_summary
 
 from ._runner import LlamaIndexCall, ShuntRunner, to_message
@@ -84,18 +85,10 @@ class DataShuntLLM(LLM):
     text_from: TextFrom | None = Field(default=None, exclude=True)
     _runner: ShuntRunner = PrivateAttr()
 
-    def __init__(
-        self,
-        llm: LLM,
-        shunt: Shunt,
-        *,
-        instruction: str = DEFAULT_INSTRUCTION,
-        text_from: TextFrom | None = None,
-        **kwargs: Any,
-    ) -> None:
-        runner = ShuntRunner(shunt, llm)
+    def __init__(self, llm: LLM, shunt: Shunt, **kwargs: Any) -> None:
+        runner = ShuntRunner(shunt, llm)  # (``instruction``, ``text_from``: in ``kwargs``)
         # pydantic fields: mypy sees LLM's own __init__ signature, not the model's fields
-        super().__init__(llm=llm, instruction=instruction, text_from=text_from, **kwargs)  # type: ignore[call-arg]
+        super().__init__(llm=llm, **kwargs)  # type: ignore[call-arg]
         self._runner = runner
 
     @classmethod
@@ -153,25 +146,22 @@ class DataShuntLLM(LLM):
     def _chat(self, messages: Sequence[ChatMessage], kwargs: dict[str, Any]) -> tuple[str, CallFor]:
         def call(item: Item) -> LlamaIndexCall:
             assert item.request is not None  # noqa: S101 - asked items carry a request
-            sent = _with_system(list(messages), self._instruction(item.request))
+            instruction = render_prompt(self.instruction, item.request.variables)
+            sent = _with_system(list(messages), instruction)
             return LlamaIndexCall(self.llm, messages=sent, **kwargs)
 
-        if self.text_from is not None:
-            return self.text_from(messages), call
-        return last_user_text(messages, images=self.shunt.takes_images), call
+        pick = self.text_from or partial(last_user_text, images=self.shunt.takes_images)
+        return pick(messages), call
 
     def _complete(
         self, prompt: str, formatted: bool, kwargs: dict[str, Any]
     ) -> tuple[str, CallFor]:
         def call(item: Item) -> LlamaIndexCall:
             assert item.request is not None  # noqa: S101 - asked items carry a request
-            sent = f"{self._instruction(item.request)}\n\n{prompt}"
+            sent = f"{render_prompt(self.instruction, item.request.variables)}\n\n{prompt}"
             return LlamaIndexCall(self.llm, prompt=sent, formatted=formatted, **kwargs)
 
         return prompt, call
-
-    def _instruction(self, request: LLMRequest) -> str:
-        return render_prompt(self.instruction, request.variables)
 
 
 def _with_system(messages: list[ChatMessage], instruction: str) -> list[ChatMessage]:

@@ -116,7 +116,7 @@ class OpenAILikeLLM(LLM):
             self._client_key = key
         return self._client
 
-    def _overrides(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+    def _options(self, kwargs: dict[str, Any]) -> dict[str, Any]:
         # Sampling settings travel with each call, so a field changed after the first call
         # counts; None leaves a field out of the request.
         return {
@@ -128,8 +128,6 @@ class OpenAILikeLLM(LLM):
             **self.additional_kwargs,
             **kwargs,
         }
-
-    # ---- chat ---------------------------------------------------------------------------------
 
     @llm_chat_callback()
     def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
@@ -176,26 +174,25 @@ class OpenAILikeLLM(LLM):
     # ---- the calls: each one line to the core client ----------------------------------------
 
     def _chat(self, messages: Sequence[ChatMessage], kwargs: dict[str, Any]) -> ChatResponse:
-        reply = self._core().chat(_messages(messages), **self._overrides(kwargs))
-        return _chat_response(reply)
+        return _chat_response(self._core().chat(_messages(messages), **self._options(kwargs)))
 
     async def _achat(self, messages: Sequence[ChatMessage], kwargs: dict[str, Any]) -> ChatResponse:
-        reply = await self._core().achat(_messages(messages), **self._overrides(kwargs))
-        return _chat_response(reply)
+        return _chat_response(
+            await self._core().achat(_messages(messages), **self._options(kwargs))
+        )
 
     def _stream_chat(
         self, messages: Sequence[ChatMessage], kwargs: dict[str, Any]
     ) -> ChatResponseGen:
         acc = ReplyAccumulator()
-        for delta in self._core().stream_chat(_messages(messages), **self._overrides(kwargs)):
+        for delta in self._core().stream_chat(_messages(messages), **self._options(kwargs)):
             yield _stream_response(acc.add(delta), delta)
 
     async def _astream_chat(
         self, messages: Sequence[ChatMessage], kwargs: dict[str, Any]
     ) -> ChatResponseAsyncGen:
         acc = ReplyAccumulator()
-        core = self._core()
-        async for delta in core.astream_chat(_messages(messages), **self._overrides(kwargs)):
+        async for delta in self._core().astream_chat(_messages(messages), **self._options(kwargs)):
             yield _stream_response(acc.add(delta), delta)
 
 

@@ -101,8 +101,6 @@ class DataShuntSelector(BaseSelector):
         if "prompt" in prompts:
             self._template = prompts["prompt"].get_template()
 
-    # ---- the hook ---------------------------------------------------------------------------
-
     def _select(self, choices: Sequence[ToolMetadata], query: QueryBundle) -> SelectorResult:
         index = self.choice_index(choices)
         plan = self._options_plan(self._runner.plan(query.query_str), choices, index)

@@ -112,7 +112,9 @@ class DataShuntWorkflow(Workflow):
     @step
     async def classify(self, ctx: Context, ev: ShuntStartEvent) -> ConfidentEvent | UncertainEvent:
         """One gate pass (in a thread); route to the gate or the LLM."""
-        run_id = _workflow_run_id()
+        # the workflow runtime tags everything a run does with its id (instrumentation tags)
+        run_id = active_instrument_tags.get().get(_RUN_ID_TAG)
+        run_id = run_id if isinstance(run_id, str) else None
         (item,) = (await self._runner.aplan(ev.text, run_id)).decided
         d = item.decision
         message = f"gate: {d.label!r}, {d.reason}"
@@ -147,12 +149,6 @@ class DataShuntWorkflow(Workflow):
         final = {"label": result.label, "confidence": conf}
         ctx.write_event_to_stream(_progress(stage, item.text, d, route, message, **final))
         return StopEvent(result=result)
-
-
-def _workflow_run_id() -> str | None:
-    # The workflow runtime tags everything a run does with its id (instrumentation tags).
-    run_id = active_instrument_tags.get().get(_RUN_ID_TAG)
-    return run_id if isinstance(run_id, str) else None
 
 
 def _progress(
