@@ -12,14 +12,7 @@ from datashunt import LLMReply
 from datashunt.adapters import Message, block_image_url, keyed_input, unclassifiable
 from datashunt.images import ImagePart, as_input, image_part, is_image_input
 
-__all__ = [
-    "as_messages",
-    "image_parts",
-    "input_text",
-    "with_image",
-    "message_text",
-    "message_to_reply",
-]
+__all__ = ["as_messages", "input_text", "message_text", "message_to_reply", "with_image"]
 
 # LangChain message types -> OpenAI wire roles (what the provider receives)
 _ROLES = {"human": "user", "ai": "assistant", "system": "system", "tool": "tool"}
@@ -30,22 +23,26 @@ def message_text(message: BaseMessage) -> str:
     return str(message.text)
 
 
+def _listed(value: Any) -> Any:
+    """A prompt value or one message as a list of messages; anything else as it is."""
+    if isinstance(value, PromptValue):
+        return value.to_messages()
+    return [value] if isinstance(value, BaseMessage) else value
+
+
 def as_messages(value: Any) -> tuple[Message, ...]:
     """The messages a chat model receives for ``value`` (a prompt value, messages, a string)."""
-    if isinstance(value, PromptValue):
-        value = value.to_messages()
-    elif isinstance(value, str):
+    value = _listed(value)
+    if isinstance(value, str):
         return (Message("user", value),)
-    if isinstance(value, BaseMessage):
-        value = [value]
     if isinstance(value, Sequence) and all(isinstance(m, BaseMessage) for m in value):
         return tuple(
-            Message(_ROLES.get(m.type, m.type), message_text(m), image_parts(m)) for m in value
+            Message(_ROLES.get(m.type, m.type), message_text(m), _image_parts(m)) for m in value
         )
     return (Message("user", str(value)),)
 
 
-def image_parts(message: BaseMessage) -> tuple[ImagePart, ...]:
+def _image_parts(message: BaseMessage) -> tuple[ImagePart, ...]:
     """The inline images of a message's content blocks (a URL to fetch is not an image here)."""
     if isinstance(message.content, str):
         return ()
@@ -60,13 +57,8 @@ def with_image(value: Any, text: str) -> Any:
         return value
     part = image_part(text)
     block = {"type": "image", "base64": part.base64, "mime_type": part.mime}
-    if isinstance(value, PromptValue):
-        value = value.to_messages()
-    elif isinstance(value, str):
-        value = [HumanMessage(value)]
-    elif isinstance(value, BaseMessage):
-        value = [value]
-    messages = list(value)
+    value = _listed(value)
+    messages = [HumanMessage(value)] if isinstance(value, str) else list(value)
     humans = [i for i, m in enumerate(messages) if isinstance(m, HumanMessage)]
     if not humans:
         return [*messages, HumanMessage(content=[block])]
@@ -96,14 +88,11 @@ def input_text(
     """
     if isinstance(value, Mapping):
         return keyed_input(value, input_key, index, images=images)
-    if isinstance(value, PromptValue):
-        value = value.to_messages()
-    elif isinstance(value, BaseMessage):
-        value = [value]
+    value = _listed(value)
     if isinstance(value, list) and value and all(isinstance(m, BaseMessage) for m in value):
         humans = [m for m in value if isinstance(m, HumanMessage)]
         last = (humans or value)[-1]
-        parts = image_parts(last) if images else ()  # an image gate classifies the image
+        parts = _image_parts(last) if images else ()  # an image gate classifies the image
         return (parts[0].data_url if parts else message_text(last)), {}
     value = as_input(value, index=index) if images else value
     if isinstance(value, str):

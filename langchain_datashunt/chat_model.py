@@ -156,8 +156,6 @@ class DataShuntChatModel(GenerativeAdapter, BaseChatModel):
         """The large model's structured output."""
         return self.large.with_structured_output(schema, **kwargs)
 
-    # ---- the public forms: the answer gets back the usage its run left to the inner runs ------
-
     def invoke(
         self, input: LanguageModelInput, config: RunnableConfig | None = None, **kwargs: Any
     ) -> AIMessage:

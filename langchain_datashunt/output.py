@@ -74,11 +74,6 @@ class ShuntOutput(BaseModel):
             message = message + other.message
         elif other.message is not None:
             message = other.message
-        merged = {
-            name: getattr(other, name)
-            if getattr(other, name) not in (None, {}, [])
-            else getattr(self, name)
-            for name in type(self).model_fields
-        }
-        merged["message"] = message
-        return type(self)(**merged)
+        mine = dict(self)  # the fields: each set by the later chunk wins
+        merged = {k: v if v not in (None, {}, []) else mine[k] for k, v in dict(other).items()}
+        return type(self)(**{**merged, "message": message})

@@ -163,9 +163,12 @@ class DataShuntRouter(ShuntRunnable[Any, Any]):
         return self._classifier
 
     def _routed(
-        self, decision: ShuntOutput, config: RunnableConfig
+        self, decision: ShuntOutput | Exception, config: RunnableConfig
     ) -> tuple[Runnable[Any, Any], RunnableConfig]:
-        """The destination of a decision, and its run config: a child named after it."""
+        """The destination of a decision, and its run config: a child named after it (a failed
+        decision, kept under ``return_exceptions``, is raised)."""
+        if isinstance(decision, Exception):
+            raise decision
         assert decision.label is not None  # noqa: S101 - a full output always has a label
         name = self._to_dest[decision.label]
         cfg = patch_config(config, run_name=name)
@@ -185,13 +188,10 @@ class DataShuntRouter(ShuntRunnable[Any, Any]):
         decisions = self._classifier.batch(inputs, config, return_exceptions=not strict)
 
         def go(i: int) -> Any:
-            d = decisions[i]
-            if isinstance(d, Exception):
-                return d
-            dest, cfg = self._routed(d, config[i])
             try:
+                dest, cfg = self._routed(decisions[i], config[i])
                 return dest.invoke(inputs[i], cfg)
-            except Exception as exc:
+            except Exception as exc:  # a failed decision or destination: this input's outcome
                 return exc
 
         with get_executor_for_config(config[0]) as executor:
@@ -207,13 +207,10 @@ class DataShuntRouter(ShuntRunnable[Any, Any]):
         decisions = await self._classifier.abatch(inputs, config, return_exceptions=not strict)
 
         async def go(i: int) -> Any:
-            d = decisions[i]
-            if isinstance(d, Exception):
-                return d
-            dest, cfg = self._routed(d, config[i])
             try:
+                dest, cfg = self._routed(decisions[i], config[i])
                 return await dest.ainvoke(inputs[i], cfg)
-            except Exception as exc:
+            except Exception as exc:  # a failed decision or destination: this input's outcome
                 return exc
 
         return await gather_with_concurrency(
