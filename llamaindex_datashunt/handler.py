@@ -126,8 +126,6 @@ class DataShuntEventHandler(BaseEventHandler):
         self.detach()
         self.flush()
 
-    # ---- the hook: LlamaIndex events onto the recorder ------------------------------------
-
     def handle(self, event: BaseEvent, **kwargs: Any) -> None:
         """Pair start and end events by span; record one call per outermost call."""
         key = event.span_id or ""

@@ -106,9 +106,6 @@ class DataShuntLLM(LLM):
         # label and has no tool-calling API, so structured_predict must not choose that path.
         return self.llm.metadata.model_copy(update={"is_function_calling_model": False})
 
-    # ---- chat: the system message gets the instruction; complete: the whole prompt is
-    # ---- classified, the instruction put before it. A stream is the label as one chunk.
-
     def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
         return _chat_response(self._runner.answer(*self._chat(messages, kwargs)))
 

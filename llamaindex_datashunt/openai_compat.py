@@ -96,8 +96,6 @@ class OpenAILikeLLM(LLM):
             model_name=self.model,
         )
 
-    # ---- the core client, and what each call asks of it --------------------------------------
-
     def _core(self) -> OpenAICompatLLM:
         """The core client for the current connection settings (rebuilt when they change)."""
         from datashunt.llm import OpenAICompatLLM
@@ -170,8 +168,6 @@ class OpenAILikeLLM(LLM):
         self, prompt: str, formatted: bool = False, **kwargs: Any
     ) -> CompletionResponseAsyncGen:
         return _completions(self._astream_chat(prompt_to_messages(prompt), kwargs))
-
-    # ---- the calls: each one line to the core client ----------------------------------------
 
     def _chat(self, messages: Sequence[ChatMessage], kwargs: dict[str, Any]) -> ChatResponse:
         return _chat_response(self._core().chat(_messages(messages), **self._options(kwargs)))
