@@ -21,7 +21,7 @@ from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.messages.tool import tool_call_chunk
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable, RunnableConfig, ensure_config
-from pydantic import ConfigDict, Field
+from pydantic import Field
 
 from datashunt.adapters import GenerativeAdapter, generative_summary, model_name_of, refuse_unknown
 from datashunt.generative import GenerativeResult, GenerativeShunt
@@ -97,8 +97,6 @@ class DataShuntChatModel(GenerativeAdapter, BaseChatModel):
             )
             chat.invoke("What is the sentiment of 'a fine film'?").content
     """
-
-    model_config = ConfigDict(arbitrary_types_allowed=True)
 
     small: BaseChatModel
     large: BaseChatModel

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from langchain_core.messages import BaseMessage, BaseMessageChunk
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from datashunt.adapters import decision_event, result_event
 from datashunt.types import Decision, ShuntResult
@@ -37,8 +37,6 @@ class ShuntOutput(BaseModel):
             probability that the gate is wrong, the call's tokens and cost.
         audit: the LLM's answer when this gate answer was audited (``audit_rate``).
     """
-
-    model_config = ConfigDict(arbitrary_types_allowed=True)
 
     label: str | None = None
     route: Literal["small", "llm"] | None = None

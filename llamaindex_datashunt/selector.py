@@ -10,7 +10,7 @@ from llama_index.core.prompts import PromptTemplate
 from llama_index.core.prompts.mixin import PromptDictType
 from llama_index.core.schema import QueryBundle
 from llama_index.core.tools.types import ToolMetadata
-from pydantic import ConfigDict, InstanceOf
+from pydantic import InstanceOf
 
 from datashunt import Shunt, ShuntResult
 from datashunt.adapters import LabelChoices, Plan, selection_reason
@@ -39,8 +39,6 @@ class DataShuntSelection(SelectorResult):
         result: the :class:`~datashunt.ShuntResult` (route, source, decision, LLM reply, record).
         label: the gate label the selection stands for.
     """
-
-    model_config = ConfigDict(arbitrary_types_allowed=True)
 
     result: InstanceOf[ShuntResult]
     label: str
