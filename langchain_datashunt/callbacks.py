@@ -113,7 +113,8 @@ class DataShuntCallbackHandler(BaseCallbackHandler):
     def on_chain_end(self, outputs: Any, *, run_id: UUID, **kwargs: Any) -> None:
         self._texts.pop(run_id, None)
 
-    on_chain_error = on_chain_end  # a chain that failed forgets its text too
+    def on_chain_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+        self._texts.pop(run_id, None)
 
     def on_chat_model_start(
         self,

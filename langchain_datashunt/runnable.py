@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeVar
 
@@ -120,8 +120,10 @@ class ShuntRunnable(RunnableSerializable[In, Out]):
         )
 
     if TYPE_CHECKING:  # each subclass's (inputs, run managers, configs, strict) -> outputs
-        _batch: Callable[..., list[Out | Exception]]
-        _abatch: Callable[..., Awaitable[list[Out | Exception]]]
+
+        def _batch(self, *args: Any, **kwargs: Any) -> list[Out | Exception]: ...
+
+        async def _abatch(self, *args: Any, **kwargs: Any) -> list[Out | Exception]: ...
 
 
 class DataShuntRunnable(ShuntRunnable[Any, ShuntOutput]):

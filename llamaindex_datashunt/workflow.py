@@ -156,5 +156,5 @@ def _progress(
 ) -> ShuntProgressEvent:
     """A progress event; the gate's label and confidence unless ``final`` gives the answer's."""
     gate = {"label": d.label, "confidence": d.confidence, "candidates": list(d.candidates)}
-    fields = {**gate, **final, "stage": stage, "text": text, "route": route, "message": message}
-    return ShuntProgressEvent(**fields)
+    fields: dict[str, Any] = {**gate, **final, "stage": stage, "text": text, "route": route}
+    return ShuntProgressEvent(**fields, message=message)
