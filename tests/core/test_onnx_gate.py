@@ -103,7 +103,7 @@ def test_onnx_int8_recipe_fuses_and_quantises_every_matmul(tiny_bert: Path) -> N
     assert options.get_session_config_entry("session.set_denormal_as_zero") == "1"
 
 
-def test_onnx_workers_spin_only_while_a_call_runs(tiny_bert: Path) -> None:
+def test_onnx_sessions_spin_only_during_a_call_and_plan_no_memory_pattern(tiny_bert: Path) -> None:
     import time
 
     from datashunt.gates import HFGate
@@ -120,6 +120,8 @@ def test_onnx_workers_spin_only_while_a_call_runs(tiny_bert: Path) -> None:
         idle.append(time.process_time() - start)
     # a pool left spinning takes about 28 ms of this process's CPU in these 100 ms
     assert min(idle) < 0.008, idle
+    # no memory pattern planned per input shape (a gate meets a new shape on most calls)
+    assert options.enable_mem_pattern is False
 
 
 def test_outlier_channels_split_off_keep_the_products(tiny_bert: Path) -> None:
