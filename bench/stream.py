@@ -297,7 +297,11 @@ def sim_config(args: argparse.Namespace, student: Any = None) -> SimConfig:
         choose=args.choose,
     )
     return SimConfig(
-        round=rc, growth=args.growth, student=student, audit_holdout=args.audit_holdout
+        round=rc,
+        growth=args.growth,
+        student=student,
+        audit_holdout=args.audit_holdout,
+        spend=args.spend,
     )
 
 
@@ -368,6 +372,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=None,
         help="share of the audits after takeover held out for certification (default 0.3; "
         "tuned: 1.0, all of them)",
+    )
+    p.add_argument(
+        "--spend",
+        action="store_true",
+        help="round k certifies at spent_confidence(confidence, k): all of a stream's "
+        "certificates hold together (default: each round at --confidence)",
     )
     p.add_argument("--data-dir", type=Path, default=None, help="default: ../shared/data")
     p.add_argument("--cache", type=Path, default=ROOT / ".cache" / "stream")

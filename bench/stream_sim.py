@@ -21,7 +21,7 @@ shared by every policy; only the routing rule differs:
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -34,6 +34,7 @@ from datashunt.labelfree import (
     RoundConfig,
     certify_fidelity,
     margin_score,
+    spent_confidence,
     train_round,
 )
 from datashunt.labelfree.rounds import score_of
@@ -55,6 +56,8 @@ class SimConfig:
             :class:`EmbeddingStudent`, with ``x`` the embeddings; a tuned student takes rows).
         audit_holdout: the share of audits (after takeover) held out for certification; the
             shadow phase's answers are held out at ``round.holdout``.
+        spend: round ``k`` certifies at :func:`~datashunt.labelfree.spent_confidence` (all of
+            a run's certificates, drawn on one reused held-out set, hold together).
     """
 
     every: int = 250
@@ -64,6 +67,7 @@ class SimConfig:
     growth: float = 0.0
     student: Callable[[tuple[str, ...]], Any] | None = None
     audit_holdout: float = 0.3
+    spend: bool = False
 
     def new_student(self, labels: tuple[str, ...]) -> Any:
         if self.student is None:
@@ -224,6 +228,9 @@ def _datashunt(x: FloatArray, answers: IntArray, labels: tuple[str, ...], cfg: S
         if len(np.unique(y)) < 2:
             continue
         mem.new = 0
+        rc = cfg.round
+        if cfg.spend:
+            rc = replace(rc, confidence=spent_confidence(rc.confidence, trace.rounds + 1))
         seen = probs[rows] if latest is not None else None  # prequential: before learning
         r = train_round(
             x[rows],
@@ -231,7 +238,7 @@ def _datashunt(x: FloatArray, answers: IntArray, labels: tuple[str, ...], cfg: S
             x[hrows],
             hy,
             labels,
-            cfg.round,
+            rc,
             previous=latest,
             head_probs=seen,
             seed=t,
@@ -245,7 +252,7 @@ def _datashunt(x: FloatArray, answers: IntArray, labels: tuple[str, ...], cfg: S
         probs[rest] = latest.predict_proba(x[rest])
         if not r.certificate.certified:
             continue
-        if champion is not None and not _better(r, champion, x[hrows], hy, cfg.round):
+        if champion is not None and not _better(r, champion, x[hrows], hy, rc):
             continue
         champion = r
         cprobs[rest] = probs[rest]

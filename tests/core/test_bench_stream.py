@@ -221,3 +221,38 @@ def test_an_added_order_is_the_same_as_in_a_longer_run(tmp_path: Path) -> None:
         windows = json.loads(out.with_name(out.stem + "_windows.json").read_text())
         shares.append([o["llm_share"] for o in windows["details"]["mr"]["per_order"]["datashunt"]])
     assert shares[1] == shares[0][1:]
+
+
+def test_spent_confidences_hold_together() -> None:
+    from datashunt.errors import ConfigError
+    from datashunt.labelfree import spent_confidence
+
+    misses = [1 - spent_confidence(0.95, k) for k in range(1, 10_001)]
+    assert misses[0] == pytest.approx(0.05 * 6 / np.pi**2)
+    assert all(a > b for a, b in zip(misses, misses[1:], strict=False))
+    assert 0.0499 < sum(misses) <= 0.05  # the union of all of a run's misses stays at 5 %
+    with pytest.raises(ConfigError, match="attempt >= 1"):
+        spent_confidence(0.95, 0)
+
+
+def test_spend_certifies_round_k_at_the_spent_confidence(monkeypatch: pytest.MonkeyPatch) -> None:
+    import bench.stream_sim as sim
+    from datashunt.labelfree import spent_confidence
+
+    rng = np.random.default_rng(0)
+    n = 2000
+    y = rng.integers(0, 2, n)
+    x = np.array([[2.0, 0.0], [-2.0, 0.0]])[y] + rng.normal(size=(n, 2))
+    real, seen = sim.train_round, {}
+
+    def spy(*args, **kwargs):  # type: ignore[no-untyped-def]
+        seen.setdefault(spend, []).append(args[5].confidence)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sim, "train_round", spy)
+    for spend in (False, True):
+        cfg = SimConfig(every=200, round=RoundConfig(target=0.9), spend=spend)
+        tr = run_policy("datashunt", x, y, ("a", "b"), cfg)
+        assert tr.rounds == len(seen[spend]) >= 2
+    assert seen[False] == [0.95] * len(seen[False])
+    assert seen[True] == [spent_confidence(0.95, k + 1) for k in range(len(seen[True]))]

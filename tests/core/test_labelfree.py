@@ -50,6 +50,7 @@ def test_public_api_is_pinned() -> None:
             "holdout_mask",
             "margin_score",
             "max_score",
+            "spent_confidence",
             "train_round",
             "usable_answers",
         ]

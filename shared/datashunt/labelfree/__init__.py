@@ -6,6 +6,7 @@
   readable answers only (:func:`usable_answers`), warm-started from the previous round;
 * :func:`certify_fidelity` — δ such that the small route agrees with the LLM at least ``target``
   of the time, with ``confidence`` (Learn then Test on held-out answers);
+  :func:`spent_confidence` splits it over a run's repeated certificates;
 * :class:`AgreementHead`, :func:`max_score`, :func:`margin_score`, :class:`OCLHead` — deferral
   scores learned or read without gold;
 * :class:`Exploration` — the decaying share of confident inputs still sent to the LLM;
@@ -19,6 +20,7 @@ from .fidelity import (
     answers_to_collect,
     certify_fidelity,
     holdout_mask,
+    spent_confidence,
 )
 from .rounds import Round, RoundConfig, train_round
 from .student import EmbeddingStudent, fit_softmax_head, usable_answers
@@ -38,6 +40,7 @@ __all__ = [
     "holdout_mask",
     "margin_score",
     "max_score",
+    "spent_confidence",
     "train_round",
     "usable_answers",
 ]

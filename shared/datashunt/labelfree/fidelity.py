@@ -217,3 +217,19 @@ def holdout_mask(n: int, share: float, seed: int = 0) -> np.ndarray[Any, np.dtyp
     mask = np.zeros(n, dtype=bool)
     mask[np.random.default_rng(seed).choice(n, size=k, replace=False)] = True
     return mask
+
+
+def spent_confidence(confidence: float, attempt: int) -> float:
+    """The confidence of the ``attempt``-th certificate (from 1) drawn on one reused held-out
+    set, so that all of a run's certificates hold together at ``confidence``: the miss rate
+    ``1 - confidence`` is spent as ``6 / (pi^2 k^2)`` of it on attempt ``k`` (these sum to 1).
+
+    Example:
+        >>> round(spent_confidence(0.95, 1), 4), round(spent_confidence(0.95, 3), 4)
+        (0.9696, 0.9966)
+    """
+    if attempt < 1 or not 0.0 < confidence < 1.0:
+        raise ConfigError(
+            f"need attempt >= 1 and confidence in (0, 1), got {attempt} and {confidence}"
+        )
+    return 1.0 - (1.0 - confidence) * 6.0 / (math.pi**2 * attempt**2)
