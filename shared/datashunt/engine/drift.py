@@ -37,9 +37,15 @@ import numpy as np
 
 from ..errors import ConfigError, DriftWarning
 
-__all__ = ["DriftAlarm", "DriftMonitor", "DriftWarning", "ks_pvalue"]
+__all__ = ["DriftAlarm", "DriftMonitor", "DriftWarning", "ks_pvalue", "spent_level"]
 
 Test = Literal["confidence", "llm_share", "audit", "representation"]
+
+
+def spent_level(budget: float, j: int) -> float:
+    """The ``j``-th (from 1) of a sequence of tests' share of an error ``budget``:
+    ``budget * 6 / (pi^2 j^2)``, so that the levels of every test ever run sum to ``budget``."""
+    return budget * 6.0 / (math.pi**2 * j * j)
 
 
 def _stats() -> Any:
@@ -188,7 +194,7 @@ class DriftMonitor:
         budget = self.alpha * self.audit_alpha
         if test != "audit":
             budget = (self.alpha - budget) / 2.0
-        return budget * 6.0 / (math.pi**2 * j * j)
+        return spent_level(budget, j)
 
     def observe(self, confidences: Iterable[float]) -> DriftAlarm | None:
         """Feed live confidences; returns the alarm when it fires now (only the first time)."""

@@ -6,7 +6,6 @@ test sees a change of inputs that leaves the gate's confidences alone.
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections import deque
 from collections.abc import Sequence
@@ -15,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError, DriftWarning
-from .drift import DriftAlarm, _stats
+from .drift import DriftAlarm, _stats, spent_level
 
 __all__ = ["EmbeddingDrift"]
 
@@ -122,7 +121,7 @@ class EmbeddingDrift:
         t2 = float(n1 * n2 / (n1 + n2) * d @ np.linalg.solve(pooled, d))
         f = (n1 + n2 - k - 1) / (k * (n1 + n2 - 2)) * t2
         p = float(_stats().f.sf(f, k, n1 + n2 - k - 1))
-        level = self.alpha * 6.0 / (math.pi**2 * self.tests**2)
+        level = spent_level(self.alpha, self.tests)
         if p >= level:
             return None
         nan = float("nan")

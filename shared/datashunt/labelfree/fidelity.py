@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from ..engine.drift import spent_level
 from ..engine.shadow import Exploration
 from ..errors import ConfigError
 from ..training.guarantees.binomial import examples_needed
@@ -222,7 +223,8 @@ def holdout_mask(n: int, share: float, seed: int = 0) -> np.ndarray[Any, np.dtyp
 def spent_confidence(confidence: float, attempt: int) -> float:
     """The confidence of the ``attempt``-th certificate (from 1) drawn on one reused held-out
     set, so that all of a run's certificates hold together at ``confidence``: the miss rate
-    ``1 - confidence`` is spent as ``6 / (pi^2 k^2)`` of it on attempt ``k`` (these sum to 1).
+    ``1 - confidence`` is spent as the drift alarm spends its budget
+    (:func:`~datashunt.engine.drift.spent_level`: ``6 / (pi^2 k^2)`` of it on attempt ``k``).
 
     Example:
         >>> round(spent_confidence(0.95, 1), 4), round(spent_confidence(0.95, 3), 4)
@@ -232,4 +234,4 @@ def spent_confidence(confidence: float, attempt: int) -> float:
         raise ConfigError(
             f"need attempt >= 1 and confidence in (0, 1), got {attempt} and {confidence}"
         )
-    return 1.0 - (1.0 - confidence) * 6.0 / (math.pi**2 * attempt**2)
+    return 1.0 - spent_level(1.0 - confidence, attempt)
